@@ -1,0 +1,3 @@
+//! The native Linux backend.
+pub mod cgroup;
+pub mod seccomp;

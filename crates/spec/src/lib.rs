@@ -1,0 +1,19 @@
+//! The backend-neutral description of one sandboxed invocation (`SandboxSpec`) and of how
+//! it ended (`Outcome`), plus the `Backend` trait every backend implements.
+//!
+//! Everything a backend needs is resolved here: no backend reads policy text, guesses a
+//! default or reinterprets an option. A spec is plain data so it can cross the pipe to the
+//! native helper, and so tests can build one in a line.
+//!
+//! This crate must never do I/O: it is types and pure functions only.
+
+mod outcome;
+mod spec;
+mod units;
+
+pub use outcome::{Captured, Enforced, LandlockStatus, Outcome, Usage};
+pub use spec::{
+    Backend, BackendError, IoMode, Limits, Mount, Network, Root, SandboxSpec, SetupError,
+    Tmpfs, User, DEFAULT_PATH, SANDBOX_GID, SANDBOX_UID,
+};
+pub use units::{parse_bytes, parse_cpus, parse_duration, UnitError};

@@ -1,0 +1,85 @@
+//! `Outcome`: how one sandboxed invocation ended and what was really enforced.
+
+use serde::{Deserialize, Serialize};
+
+/// How a sandboxed command ended. Field names are the `--json` output's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub duration_ms: u64,
+    /// Captured output; empty when output was streamed.
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub usage: Usage,
+    pub enforced: Enforced,
+}
+
+impl Outcome {
+    /// The exit status `nanoclaw run` exits with: the command's own, 124 on timeout,
+    /// 137 when killed for memory, 128+N for a signal.
+    pub fn exit_status(&self) -> i32 {
+        if self.timed_out {
+            124
+        } else if self.oom_killed {
+            137
+        } else if let Some(signal) = self.signal {
+            128 + signal
+        } else {
+            self.exit_code.unwrap_or(125)
+        }
+    }
+}
+
+/// One captured stream, cut at the output limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Captured {
+    /// The bytes as UTF-8 (invalid sequences replaced).
+    pub text: String,
+    /// Bytes the command wrote, including any beyond the cap.
+    pub total_bytes: u64,
+    pub truncated: bool,
+}
+
+/// Resources the command used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub cpu_ms: u64,
+    pub max_rss_kib: u64,
+}
+
+/// Which isolation layers were really applied, as observed, never as assumed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enforced {
+    pub backend: String,
+    /// Namespaces the command runs in ("user", "mount", "pid", "net", "ipc", "uts", "cgroup").
+    pub namespaces: Vec<String>,
+    /// The seccomp profile installed, if any.
+    pub seccomp: Option<String>,
+    pub landlock: LandlockStatus,
+    /// "v1" or "v2" when cgroup limits apply; `None` when they could not be enforced.
+    pub cgroup: Option<String>,
+    /// The memory, CPU and PID limits that apply (absent when not enforced).
+    pub memory_bytes: Option<u64>,
+    pub cpu_millis: Option<u32>,
+    pub pids: Option<u32>,
+    pub no_new_privs: bool,
+    /// Capabilities left to the command (empty: all dropped).
+    pub capabilities: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub read_only_root: bool,
+}
+
+/// Whether Landlock restricted the command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandlockStatus {
+    /// "full", "partial" or "none".
+    pub status: String,
+    /// The kernel's Landlock ABI version (0: not available).
+    pub abi: u32,
+    /// Why it is not fully enforced, when it is not.
+    pub reason: Option<String>,
+}

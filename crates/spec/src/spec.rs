@@ -1,0 +1,281 @@
+//! `SandboxSpec`: one fully resolved sandbox, and the `Backend` trait that runs it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Outcome;
+
+/// The uid the sandboxed command runs as unless the caller says otherwise.
+pub const SANDBOX_UID: u32 = 10001;
+/// The gid the sandboxed command runs as unless the caller says otherwise.
+pub const SANDBOX_GID: u32 = 10001;
+/// `PATH` inside every sandbox.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything a backend needs to run one command in one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// What the sandbox's `/` is made of.
+    pub root: Root,
+    /// argv of the sandboxed command; `command[0]` is looked up on `PATH` inside.
+    pub command: Vec<String>,
+    /// The working directory inside the sandbox.
+    pub workdir: PathBuf,
+    /// The whole environment of the command, in order. Nothing is inherited.
+    pub env: Vec<(String, String)>,
+    /// Host paths bound into the sandbox.
+    pub mounts: Vec<Mount>,
+    /// Fresh tmpfs mounts (always noexec, nosuid, nodev).
+    pub tmpfs: Vec<Tmpfs>,
+    pub user: User,
+    pub limits: Limits,
+    pub network: Network,
+    /// Run even when the host cannot enforce the cgroup limits (the outcome says so).
+    pub allow_unlimited: bool,
+}
+
+/// The sandbox's root file system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "path")]
+pub enum Root {
+    /// The host's `/usr` (and the `/bin`, `/lib`, `/lib64`, `/sbin` it has) read-only,
+    /// with a generated minimal `/etc`.
+    Host,
+    /// A directory holding an unpacked image, bound read-only.
+    Rootfs(PathBuf),
+    /// A container image reference (container backends only).
+    Image(String),
+}
+
+/// A host path bound into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute host path. Must not be a symlink.
+    pub src: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub dst: PathBuf,
+    pub writable: bool,
+}
+
+/// A fresh, size-bounded tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tmpfs {
+    pub dst: PathBuf,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for User {
+    fn default() -> Self {
+        User {
+            uid: SANDBOX_UID,
+            gid: SANDBOX_GID,
+        }
+    }
+}
+
+/// Resource limits. Every field is always set: there is no "unlimited".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    /// Thousandths of a CPU (500 = half a CPU).
+    pub cpu_millis: u32,
+    pub pids: u32,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    /// Cap on each captured stream (stdout, stderr) when output is captured.
+    pub output_bytes: u64,
+    /// RLIMIT_FSIZE: the largest file the command may write.
+    pub file_size_bytes: u64,
+    /// RLIMIT_NOFILE.
+    pub open_files: u64,
+}
+
+impl Default for Limits {
+    /// The reference invocation's limits (DESIGN.md).
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 512 << 20,
+            cpu_millis: 500,
+            pids: 256,
+            timeout: Duration::from_secs(60),
+            output_bytes: 1 << 20,
+            file_size_bytes: 1 << 30,
+            open_files: 1024,
+        }
+    }
+}
+
+/// What network the sandbox has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// A network namespace with only a loopback device.
+    None,
+}
+
+impl SandboxSpec {
+    /// The strict defaults of DESIGN.md around `command`.
+    pub fn new(command: Vec<String>) -> Self {
+        SandboxSpec {
+            root: Root::Host,
+            command,
+            workdir: PathBuf::from("/"),
+            env: vec![
+                ("PATH".into(), DEFAULT_PATH.into()),
+                ("HOME".into(), "/tmp".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+            ],
+            mounts: Vec::new(),
+            tmpfs: vec![Tmpfs {
+                dst: PathBuf::from("/tmp"),
+                size_bytes: 64 << 20,
+            }],
+            user: User::default(),
+            limits: Limits::default(),
+            network: Network::None,
+            allow_unlimited: false,
+        }
+    }
+
+    /// Sets `key` in the environment, replacing an earlier value.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        match self.env.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.to_string(),
+            None => self.env.push((key.to_string(), value.to_string())),
+        }
+    }
+}
+
+/// How the command's standard streams are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoMode {
+    /// Pass the caller's stdin through; otherwise stdin is `/dev/null`.
+    pub stdin: bool,
+    /// Capture stdout and stderr (bounded) into the `Outcome` instead of streaming them.
+    pub capture: bool,
+}
+
+/// A step of sandbox setup that failed, as reported across the helper's pipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{step}{}: {message}", path.as_ref().map(|p| format!(" {p}")).unwrap_or_default())]
+pub struct SetupError {
+    /// What was being done, e.g. "bind mount" or "install seccomp filter".
+    pub step: String,
+    /// The path involved, if any.
+    pub path: Option<String>,
+    /// The OS error, if any.
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+/// Why a backend could not run a spec to completion. Each maps to exit status 125 except
+/// the two `exec` failures, which map to 126 and 127 as a shell does.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("command not found in the sandbox: {0}")]
+    CommandNotFound(String),
+    #[error("command cannot be executed in the sandbox: {program}: {reason}")]
+    NotExecutable { program: String, reason: String },
+    #[error("sandbox setup failed: {0}")]
+    Setup(#[from] SetupError),
+    #[error("{layer} cannot be enforced on this host: {reason}")]
+    LayerUnavailable { layer: String, reason: String },
+    #[error("invalid sandbox: {0}")]
+    Invalid(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BackendError {
+    /// The exit status `nanoclaw run` reports for this error.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            BackendError::CommandNotFound(_) => 127,
+            BackendError::NotExecutable { .. } => 126,
+            _ => 125,
+        }
+    }
+
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        BackendError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Runs a `SandboxSpec` to completion. Every backend passes the same conformance suite.
+pub trait Backend {
+    /// A short name for results and audit records ("native", "docker").
+    fn name(&self) -> &'static str;
+    /// Runs `spec` and reports how it ended. Never leaves anything behind.
+    fn run(&self, spec: &SandboxSpec, io: IoMode) -> Result<Outcome, BackendError>;
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_reference_invocation() {
+        let spec = SandboxSpec::new(vec!["true".into()]);
+        assert_eq!(spec.user, User { uid: 10001, gid: 10001 });
+        assert_eq!(spec.limits.memory_bytes, 512 << 20);
+        assert_eq!(spec.limits.cpu_millis, 500);
+        assert_eq!(spec.limits.pids, 256);
+        assert_eq!(spec.limits.timeout, Duration::from_secs(60));
+        assert_eq!(spec.network, Network::None);
+        assert!(!spec.allow_unlimited);
+        let names: Vec<_> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH", "HOME", "LANG"]);
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let mut spec = SandboxSpec::new(vec!["echo".into(), "hi".into()]);
+        spec.mounts.push(Mount {
+            src: "/srv/data".into(),
+            dst: "/data".into(),
+            writable: false,
+        });
+        spec.set_env("PATH", "/bin");
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<SandboxSpec>(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn exec_failures_map_like_a_shell() {
+        assert_eq!(BackendError::CommandNotFound("x".into()).exit_status(), 127);
+        let e = BackendError::NotExecutable {
+            program: "x".into(),
+            reason: "denied".into(),
+        };
+        assert_eq!(e.exit_status(), 126);
+        assert_eq!(BackendError::Invalid("x".into()).exit_status(), 125);
+    }
+}

@@ -1,1 +1,91 @@
-fn main() {}
+//! `nanoclaw`: runs each AI-agent tool call in its own short-lived sandbox.
+//!
+//! This is the edge: it parses what the user typed, builds a `SandboxSpec`, hands it to a
+//! backend and reports the `Outcome`. It decides nothing about isolation itself.
+
+mod doctor;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "nanoclaw",
+    version,
+    about = "Run each AI agent tool call in its own short-lived, strictly isolated sandbox"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a command in a new sandbox with strict defaults
+    Run(Box<run::RunArgs>),
+    /// Report which isolation layers this host can enforce, and why not
+    Doctor(doctor::DoctorArgs),
+    /// Try one escape from inside a sandbox and report whether it was blocked
+    #[command(hide = true)]
+    Probe {
+        /// The probe to run (`--list` shows them)
+        name: Option<String>,
+        /// Arguments of the probe
+        args: Vec<String>,
+        /// List the probes
+        #[arg(long)]
+        list: bool,
+    },
+}
+
+/// Exit status for errors of nanoclaw itself (as `docker run` and `timeout(1)` use it).
+pub const RUNNER_ERROR: u8 = 125;
+
+fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == nanoclaw_native::HELPER_ARG)
+    {
+        nanoclaw_native::helper_main();
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(RUNNER_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run::main(*args),
+        Command::Doctor(args) => doctor::main(args),
+        Command::Probe { name, args, list } => probe(name, args, list),
+    }
+}
+
+fn probe(name: Option<String>, args: Vec<String>, list: bool) -> ExitCode {
+    let name = match name {
+        Some(name) if !list => name,
+        _ => {
+            for probe in nanoclaw_probe::all() {
+                println!("{:<16} {:<14} {}", probe.name, probe.args, probe.about);
+            }
+            return ExitCode::SUCCESS;
+        }
+    };
+    match nanoclaw_probe::run(&name, &args) {
+        Ok(report) => {
+            println!("{}", report.to_json_line());
+            ExitCode::from(report.exit_code() as u8)
+        }
+        Err(error) => {
+            eprintln!("nanoclaw probe: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,3 +1,363 @@
-//! The native Linux backend.
+//! The native Linux backend: namespaces, pivot_root onto a read-only root, seccomp,
+//! Landlock, cgroups (v2, and v1 where that is what the host has) and rlimits. No daemon.
+//!
+//! The runner side (`NativeBackend`) creates the cgroup, re-executes the current binary as
+//! the single-threaded sandbox helper (`helper`), and turns its report into an `Outcome`.
+//! The helper creates the namespaces and the sandbox's init (`init`), which builds the root
+//! (`rootfs`), drops privileges (`creds`), applies Landlock and seccomp, and runs the
+//! command. The only `unsafe` code of the runner lives in `sys`.
+//!
+//! This crate must never start a command with a layer missing that the spec asked for, and
+//! never leave a process, mount, cgroup or descriptor behind.
+
 pub mod cgroup;
+mod creds;
+pub mod doctor;
+mod helper;
+mod init;
+mod landlock;
+mod protocol;
+mod rootfs;
 pub mod seccomp;
+mod sys;
+
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nanoclaw_spec::{Backend, BackendError, Enforced, IoMode, Outcome, Root, SandboxSpec};
+use rustix::event::{PollFd, PollFlags};
+
+use crate::protocol::{HelperReport, HelperRequest, REPORT_FD, REQUEST_FD};
+
+pub use helper::main as helper_main;
+
+/// The first argument that makes the nanoclaw binary act as the sandbox helper.
+pub const HELPER_ARG: &str = "__nanoclaw_sandbox_helper";
+
+/// Signals that end a run early: the sandbox is torn down and the runner reports them.
+const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Runs specs with the host kernel's isolation.
+pub struct NativeBackend {
+    /// The binary re-executed as the helper (the nanoclaw binary itself).
+    helper: PathBuf,
+}
+
+impl NativeBackend {
+    /// `helper` is the nanoclaw binary, which dispatches `HELPER_ARG` to `helper_main`.
+    pub fn new(helper: PathBuf) -> Self {
+        NativeBackend { helper }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> BackendError {
+    BackendError::Invalid(message.into())
+}
+
+fn check_path(what: &str, path: &Path) -> Result<(), BackendError> {
+    if !path.is_absolute() {
+        return Err(invalid(format!(
+            "{what} {} must be an absolute path",
+            path.display()
+        )));
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(invalid(format!(
+            "{what} {} must not contain '..'",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses specs this backend cannot run as written.
+fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
+    if spec.command.is_empty() {
+        return Err(invalid("no command given"));
+    }
+    if let Root::Image(image) = &spec.root {
+        return Err(invalid(format!(
+            "image {image} needs the docker backend; the native backend takes a --rootfs directory"
+        )));
+    }
+    if let Root::Rootfs(dir) = &spec.root {
+        check_path("rootfs", dir)?;
+    }
+    check_path("workdir", &spec.workdir)?;
+    let mut targets = Vec::new();
+    for mount in &spec.mounts {
+        check_path("mount source", &mount.src)?;
+        check_path("mount target", &mount.dst)?;
+        if mount.dst == Path::new("/") {
+            return Err(invalid("a mount cannot replace the sandbox root /"));
+        }
+        targets.push(&mount.dst);
+    }
+    for tmpfs in &spec.tmpfs {
+        check_path("tmpfs", &tmpfs.dst)?;
+        targets.push(&tmpfs.dst);
+    }
+    for (i, a) in targets.iter().enumerate() {
+        if targets[..i].contains(a) {
+            return Err(invalid(format!("two mounts target {}", a.display())));
+        }
+        for reserved in ["/proc", "/dev"] {
+            if a.starts_with(reserved) {
+                return Err(invalid(format!(
+                    "{} is provided by the sandbox and cannot be mounted over",
+                    a.display()
+                )));
+            }
+        }
+    }
+    let limits = &spec.limits;
+    if limits.memory_bytes < 4 << 20 {
+        return Err(invalid(format!(
+            "memory limit {} bytes is too small to start a process (minimum 4m)",
+            limits.memory_bytes
+        )));
+    }
+    if limits.pids < 2 {
+        return Err(invalid(
+            "pids limit must be at least 2 (the sandbox init and the command)",
+        ));
+    }
+    Ok(())
+}
+
+impl Backend for NativeBackend {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn run(&self, spec: &SandboxSpec, io: IoMode) -> Result<Outcome, BackendError> {
+        validate(spec)?;
+        let cgroup_limits = cgroup::CgroupLimits {
+            memory_bytes: spec.limits.memory_bytes,
+            cpu_millis: spec.limits.cpu_millis,
+            pids: spec.limits.pids,
+        };
+        let cgroup = match cgroup::Layout::detect()
+            .inspect(cgroup::reap_stale)
+            .and_then(|layout| cgroup::Cgroup::create(&layout, &cgroup_limits))
+        {
+            Ok(cgroup) => Some(cgroup),
+            Err(_) if spec.allow_unlimited => None,
+            Err(error) => {
+                return Err(BackendError::LayerUnavailable {
+                    layer: "cgroup limits (memory, cpu, pids)".into(),
+                    reason: format!("{error}; pass --allow-unlimited to run without them"),
+                })
+            }
+        };
+        let host_uid = rustix::process::geteuid().as_raw();
+        let privileged = host_uid == 0;
+        if !privileged && (spec.user.uid == 0 || spec.user.gid == 0) {
+            return Err(invalid(
+                "only host root can map uid or gid 0 into a sandbox",
+            ));
+        }
+        let request = HelperRequest {
+            spec: spec.clone(),
+            io,
+            cgroup_procs: cgroup
+                .as_ref()
+                .map(|c| c.paths().iter().map(|p| p.join("cgroup.procs")).collect())
+                .unwrap_or_default(),
+            // Host root maps the sandbox ids to the same unprivileged ids on the host, so
+            // files a sandbox writes never belong to host root; anyone else maps them to
+            // themselves.
+            host_uid: if privileged { spec.user.uid } else { host_uid },
+            host_gid: if privileged {
+                spec.user.gid
+            } else {
+                rustix::process::getegid().as_raw()
+            },
+            privileged,
+        };
+        let report = self.spawn_helper(&request, io);
+        let (oom_killed, usage) = match &cgroup {
+            Some(c) => (c.oom_killed(), Some(c.usage())),
+            None => (false, None),
+        };
+        let cgroup_version = cgroup.as_ref().map(|c| c.version().as_str().to_string());
+        if let Some(cgroup) = cgroup {
+            cgroup.remove().map_err(|e| BackendError::Io {
+                what: "remove the sandbox cgroup".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
+        let finished = match report? {
+            HelperReport::Finished(finished) => finished,
+            HelperReport::SetupFailed(error) => return Err(BackendError::Setup(error)),
+            HelperReport::ExecFailed { program, errno } => {
+                let error = std::io::Error::from_raw_os_error(errno);
+                return Err(if errno == libc::ENOENT || errno == libc::ENOTDIR {
+                    BackendError::CommandNotFound(program)
+                } else {
+                    BackendError::NotExecutable {
+                        program,
+                        reason: error.to_string(),
+                    }
+                });
+            }
+        };
+        let mut usage_out = finished.usage;
+        if let Some(u) = usage {
+            usage_out.cpu_ms = u.cpu_ms.unwrap_or(usage_out.cpu_ms);
+        }
+        let limited = cgroup_version.is_some();
+        Ok(Outcome {
+            exit_code: finished.exit_code,
+            signal: finished.signal,
+            timed_out: finished.timed_out,
+            oom_killed: oom_killed && !finished.timed_out,
+            duration_ms: finished.duration_ms,
+            stdout: finished.stdout,
+            stderr: finished.stderr,
+            usage: usage_out,
+            enforced: Enforced {
+                backend: "native".into(),
+                namespaces: ["user", "mount", "pid", "net", "ipc", "uts", "cgroup"]
+                    .map(String::from)
+                    .to_vec(),
+                seccomp: Some(seccomp::PROFILE_NAME.to_string()),
+                landlock: finished.landlock,
+                cgroup: cgroup_version,
+                memory_bytes: limited.then_some(spec.limits.memory_bytes),
+                cpu_millis: limited.then_some(spec.limits.cpu_millis),
+                pids: limited.then_some(spec.limits.pids),
+                no_new_privs: true,
+                capabilities: Vec::new(),
+                uid: spec.user.uid,
+                gid: spec.user.gid,
+                read_only_root: true,
+            },
+        })
+    }
+}
+
+impl NativeBackend {
+    /// Starts the helper, hands it the request and waits for its report. A stop signal
+    /// (Ctrl-C, SIGTERM, SIGHUP) kills the helper, whose death kills the sandbox.
+    fn spawn_helper(
+        &self,
+        request: &HelperRequest,
+        io: IoMode,
+    ) -> Result<HelperReport, BackendError> {
+        let io_err = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| BackendError::io(what, e)
+        };
+        let (request_r, request_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| BackendError::io("create helper pipe", e.into()))?;
+        let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| BackendError::io("create helper pipe", e.into()))?;
+        let (signal_r, signal_w) =
+            std::os::unix::net::UnixStream::pair().map_err(io_err("create signal pipe"))?;
+        signal_r
+            .set_nonblocking(true)
+            .map_err(io_err("create signal pipe"))?;
+        let mut registered = Vec::new();
+        for signal in STOP_SIGNALS {
+            let writer = signal_w.try_clone().map_err(io_err("watch stop signals"))?;
+            registered.push(
+                signal_hook::low_level::pipe::register(signal, writer)
+                    .map_err(io_err("watch stop signals"))?,
+            );
+        }
+        let unregister = || {
+            for id in &registered {
+                signal_hook::low_level::unregister(*id);
+            }
+        };
+
+        let mut command = Command::new(&self.helper);
+        command
+            .arg(HELPER_ARG)
+            .env_clear()
+            .stdin(if io.stdin {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        sys::pass_fds(
+            &mut command,
+            vec![(request_r, REQUEST_FD), (report_w, REPORT_FD)],
+        )
+        .map_err(io_err("pass descriptors to the helper"))?;
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                unregister();
+                return Err(BackendError::io(
+                    format!("start sandbox helper {}", self.helper.display()),
+                    e,
+                ));
+            }
+        };
+        drop(command);
+        let mut request_file = std::fs::File::from(request_w);
+        let sent = serde_json::to_writer(&mut request_file, request)
+            .map_err(std::io::Error::other)
+            .and_then(|_| request_file.flush());
+        drop(request_file);
+
+        let mut report = Vec::new();
+        let mut report_file = std::fs::File::from(report_r);
+        let mut stopped_by = None;
+        loop {
+            let mut fds = [
+                PollFd::new(&report_file, PollFlags::IN),
+                PollFd::new(&signal_r, PollFlags::IN),
+            ];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    unregister();
+                    return Err(BackendError::io("wait for sandbox helper", e.into()));
+                }
+            }
+            let (report_ready, signal_ready) =
+                (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
+            if signal_ready && stopped_by.is_none() {
+                let mut byte = [0u8; 16];
+                let _ = (&signal_r).read(&mut byte);
+                stopped_by = Some(());
+                let _ = child.kill();
+            }
+            if report_ready {
+                let mut chunk = [0u8; 64 * 1024];
+                match report_file.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => report.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        unregister();
+                        return Err(BackendError::io("read sandbox report", e));
+                    }
+                }
+            }
+        }
+        let status = child.wait();
+        unregister();
+        if stopped_by.is_some() {
+            return Err(BackendError::Interrupted);
+        }
+        sent.map_err(io_err("send request to the sandbox helper"))?;
+        let status = status.map_err(io_err("wait for sandbox helper"))?;
+        serde_json::from_slice(&report).map_err(|_| {
+            BackendError::io(
+                "sandbox helper",
+                std::io::Error::other(format!("ended without a report ({status})")),
+            )
+        })
+    }
+}

@@ -190,6 +190,8 @@ pub enum BackendError {
     LayerUnavailable { layer: String, reason: String },
     #[error("invalid sandbox: {0}")]
     Invalid(String),
+    #[error("interrupted: the sandbox was stopped and removed")]
+    Interrupted,
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -204,6 +206,7 @@ impl BackendError {
         match self {
             BackendError::CommandNotFound(_) => 127,
             BackendError::NotExecutable { .. } => 126,
+            BackendError::Interrupted => 130,
             _ => 125,
         }
     }
@@ -244,7 +247,13 @@ mod tests {
     #[test]
     fn defaults_match_the_reference_invocation() {
         let spec = SandboxSpec::new(vec!["true".into()]);
-        assert_eq!(spec.user, User { uid: 10001, gid: 10001 });
+        assert_eq!(
+            spec.user,
+            User {
+                uid: 10001,
+                gid: 10001
+            }
+        );
         assert_eq!(spec.limits.memory_bytes, 512 << 20);
         assert_eq!(spec.limits.cpu_millis, 500);
         assert_eq!(spec.limits.pids, 256);

@@ -1,0 +1,104 @@
+//! The records the runner writes, as typed structs: their field names are the log's
+//! schema, and `query` relies on `tool`, `invocation_id` and `exit` being named so.
+//!
+//! Never add a field that could hold a secret value: a secret is logged by name only.
+//! Output is logged by size and hash, never by content.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::record::sha256_hex;
+
+/// A typed record body: what `AuditLog::append_event` writes under `KIND`.
+pub trait Event: Serialize {
+    const KIND: &'static str;
+}
+
+/// On disk before the sandboxed process starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InvocationStart {
+    /// Joins this record with its `invocation.end` (see `invocation_id()`).
+    pub invocation_id: String,
+    pub tool: String,
+    /// sha256 of the policy file's bytes; `None` when running on the built-in defaults.
+    pub policy_sha256: Option<String>,
+    /// sha256 of the resolved SandboxSpec's JSON: exactly what the sandbox was allowed.
+    pub spec_sha256: String,
+    /// `native`, `docker`, `kubernetes`, …
+    pub backend: String,
+    /// The image reference, by digest where the backend knows it.
+    pub image: Option<String>,
+    /// The root filesystem directory, for the native backend.
+    pub rootfs: Option<String>,
+    pub argv: Vec<String>,
+    pub workspace: Option<String>,
+    /// The uid of the process that asked for the invocation.
+    pub uid: u32,
+    /// The MCP or agent session the call came from, if any.
+    pub session: Option<String>,
+}
+
+impl Event for InvocationStart {
+    const KIND: &'static str = "invocation.start";
+}
+
+/// On disk before `run` returns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InvocationEnd {
+    pub invocation_id: String,
+    pub tool: String,
+    /// The exit status; `None` when the process was killed by a signal.
+    pub exit: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub duration_ms: u64,
+    /// Resource usage as the backend reports it (CPU time, peak memory, …).
+    pub usage: Value,
+    pub stdout: OutputDigest,
+    pub stderr: OutputDigest,
+    /// The isolation layers that were actually enforced (`seccomp`, `landlock`, …).
+    pub layers: Vec<String>,
+}
+
+impl Event for InvocationEnd {
+    const KIND: &'static str = "invocation.end";
+}
+
+/// A request that never started a sandbox because policy refused it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRefused {
+    pub invocation_id: String,
+    pub tool: String,
+    pub policy_sha256: Option<String>,
+    pub argv: Vec<String>,
+    pub uid: u32,
+    pub session: Option<String>,
+    /// Why, in the words of the policy error.
+    pub reason: String,
+}
+
+impl Event for PolicyRefused {
+    const KIND: &'static str = "policy.refused";
+}
+
+/// The size and hash of one captured output stream, never its content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputDigest {
+    pub bytes: u64,
+    pub sha256: String,
+    /// Whether capture stopped at the output limit.
+    pub truncated: bool,
+}
+
+impl OutputDigest {
+    /// Digest of the output as returned to the caller: after secret redaction, so that
+    /// the hash of a short output cannot be used to guess a secret in it.
+    pub fn of(output: &[u8], truncated: bool) -> OutputDigest {
+        OutputDigest {
+            bytes: u64::try_from(output.len()).unwrap_or(u64::MAX),
+            sha256: sha256_hex(output),
+            truncated,
+        }
+    }
+}

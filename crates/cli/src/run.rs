@@ -1,0 +1,394 @@
+//! `nanoclaw run`: the options (Docker's names where they mean the same), the spec they
+//! resolve to, and how the outcome is reported.
+//!
+//! Options may only narrow or explicitly loosen a default the user names; nothing here
+//! loosens one silently.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use nanoclaw_native::NativeBackend;
+use nanoclaw_spec::{
+    parse_bytes, parse_cpus, parse_duration, Backend, BackendError, IoMode, Mount, Outcome, Root,
+    SandboxSpec, Tmpfs, User,
+};
+use serde_json::json;
+
+use crate::RUNNER_ERROR;
+
+#[derive(Args, Debug)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Bind mount: type=bind,src=HOST,dst=PATH[,readonly|rw] (read-only unless rw)
+    #[arg(long, value_name = "SPEC")]
+    mount: Vec<String>,
+    /// Bind mount: HOST:PATH[:ro|rw] (read-only unless rw)
+    #[arg(short = 'v', long = "volume", value_name = "HOST:PATH[:ro|rw]")]
+    volume: Vec<String>,
+    /// Fresh tmpfs (noexec, nosuid, nodev): PATH[:size=N]; /tmp is always there
+    #[arg(long, value_name = "PATH[:size=N]")]
+    tmpfs: Vec<String>,
+    /// Working directory inside the sandbox
+    #[arg(short = 'w', long, value_name = "PATH")]
+    workdir: Option<PathBuf>,
+    /// Environment variable K=V (or K, taken from nanoclaw's environment)
+    #[arg(short = 'e', long, value_name = "K=V")]
+    env: Vec<String>,
+    /// Memory limit, no swap (e.g. 256m) [default: 512m]
+    #[arg(short = 'm', long, value_name = "BYTES")]
+    memory: Option<String>,
+    /// CPU limit in CPUs (e.g. 0.5) [default: 0.5]
+    #[arg(long, value_name = "N")]
+    cpus: Option<String>,
+    /// Maximum number of processes [default: 256]
+    #[arg(long, value_name = "N")]
+    pids_limit: Option<u32>,
+    /// Wall-clock timeout (e.g. 30s, 2m) [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// Cap on each captured stream with --json (e.g. 64k) [default: 1m]
+    #[arg(long, value_name = "BYTES")]
+    output_limit: Option<String>,
+    /// UID[:GID] inside the sandbox [default: 10001:10001]
+    #[arg(short = 'u', long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Allow --user 0 (root inside the sandbox, still without capabilities)
+    #[arg(long)]
+    allow_root: bool,
+    /// Network: only "none" (loopback only) is available
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    network: String,
+    /// Pass standard input through to the command
+    #[arg(short = 'i', long)]
+    stdin: bool,
+    /// Use this directory (an unpacked image) as the root instead of the host's /usr
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Run even where the host cannot enforce memory, CPU and PID limits
+    #[arg(long)]
+    allow_unlimited: bool,
+    /// Backend that runs the sandbox
+    #[arg(long, value_name = "NAME", default_value = "native")]
+    backend: String,
+    /// Print one JSON object with the outcome instead of streaming the output
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments
+    #[arg(required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn absolute(what: &str, path: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        bail!("{what} {} must be an absolute path", path.display());
+    }
+    Ok(path)
+}
+
+/// A host path as given, made absolute against the current directory (as `docker -v`
+/// does not, but a person typing `-v ./repo:/work` means).
+fn host_path(path: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(path);
+    if path.is_absolute() {
+        return Ok(path);
+    }
+    Ok(std::env::current_dir()
+        .context("read the current directory")?
+        .join(path))
+}
+
+fn parse_volume(value: &str) -> Result<Mount> {
+    let parts: Vec<&str> = value.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, "ro"),
+        [src, dst, mode] => (*src, *dst, *mode),
+        _ => bail!("invalid -v {value:?}: expected HOST:PATH[:ro|rw]"),
+    };
+    let writable = match mode {
+        "ro" => false,
+        "rw" => true,
+        other => bail!("invalid -v {value:?}: mode {other:?} is not ro or rw"),
+    };
+    Ok(Mount {
+        src: host_path(src)?,
+        dst: absolute("mount target", dst)?,
+        writable,
+    })
+}
+
+fn parse_mount(value: &str) -> Result<Mount> {
+    let (mut src, mut dst, mut writable) = (None, None, false);
+    for field in value.split(',') {
+        let (key, val) = field.split_once('=').unwrap_or((field, ""));
+        match (key, val) {
+            ("type", "bind") => {}
+            ("type", other) => bail!("invalid --mount {value:?}: type {other:?} is not supported (use type=bind, or --tmpfs)"),
+            ("src" | "source", v) if !v.is_empty() => src = Some(host_path(v)?),
+            ("dst" | "destination" | "target", v) if !v.is_empty() => dst = Some(absolute("mount target", v)?),
+            ("readonly" | "ro", "" | "true" | "1") => writable = false,
+            ("readonly" | "ro", "false" | "0") | ("rw", "" | "true" | "1") => writable = true,
+            _ => bail!("invalid --mount {value:?}: unknown or malformed field {field:?} (valid: type=bind, src=, dst=, readonly, rw)"),
+        }
+    }
+    match (src, dst) {
+        (Some(src), Some(dst)) => Ok(Mount { src, dst, writable }),
+        _ => bail!("invalid --mount {value:?}: both src= and dst= are required"),
+    }
+}
+
+fn parse_tmpfs(value: &str) -> Result<Tmpfs> {
+    let (path, options) = value.split_once(':').unwrap_or((value, ""));
+    let mut size_bytes = 64 << 20;
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some(("size", size)) => size_bytes = parse_bytes(size)?,
+            _ => bail!("invalid --tmpfs {value:?}: unknown option {option:?} (valid: size=N)"),
+        }
+    }
+    Ok(Tmpfs {
+        dst: absolute("tmpfs", path)?,
+        size_bytes,
+    })
+}
+
+fn parse_user(value: &str, allow_root: bool) -> Result<User> {
+    let (uid, gid) = value.split_once(':').unwrap_or((value, value));
+    let parse = |v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| anyhow!("invalid --user {value:?}: expected numeric UID[:GID]"))
+    };
+    let user = User {
+        uid: parse(uid)?,
+        gid: parse(gid)?,
+    };
+    if (user.uid == 0 || user.gid == 0) && !allow_root {
+        bail!("--user {value} runs as root inside the sandbox; add --allow-root if that is really meant");
+    }
+    Ok(user)
+}
+
+/// Resolves the options into a spec, starting from the strict defaults.
+fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
+    if args.network != "none" {
+        bail!(
+            "--network {:?} is not available: the only network mode is \"none\" (loopback only)",
+            args.network
+        );
+    }
+    if args.backend != "native" {
+        bail!(
+            "--backend {:?} is not available: the only backend is \"native\"",
+            args.backend
+        );
+    }
+    let mut spec = SandboxSpec::new(args.command.clone());
+    if let Some(dir) = &args.rootfs {
+        spec.root = Root::Rootfs(host_path(&dir.to_string_lossy())?);
+    }
+    for value in &args.volume {
+        spec.mounts.push(parse_volume(value)?);
+    }
+    for value in &args.mount {
+        spec.mounts.push(parse_mount(value)?);
+    }
+    for value in &args.tmpfs {
+        let tmpfs = parse_tmpfs(value)?;
+        spec.tmpfs.retain(|t| t.dst != tmpfs.dst);
+        spec.tmpfs.push(tmpfs);
+    }
+    if let Some(dir) = &args.workdir {
+        spec.workdir = absolute("--workdir", &dir.to_string_lossy())?;
+    }
+    for value in &args.env {
+        match value.split_once('=') {
+            Some(("", _)) => bail!("invalid --env {value:?}: empty name"),
+            Some((key, val)) => spec.set_env(key, val),
+            None => match std::env::var(value) {
+                Ok(val) => spec.set_env(value, &val),
+                Err(_) => bail!("invalid --env {value:?}: expected K=V, or a name set in nanoclaw's environment"),
+            },
+        }
+    }
+    let limits = &mut spec.limits;
+    if let Some(v) = &args.memory {
+        limits.memory_bytes = parse_bytes(v).context("--memory")?;
+    }
+    if let Some(v) = &args.cpus {
+        limits.cpu_millis = parse_cpus(v).context("--cpus")?;
+    }
+    if let Some(v) = args.pids_limit {
+        limits.pids = v;
+    }
+    if let Some(v) = &args.timeout {
+        limits.timeout = parse_duration(v).context("--timeout")?;
+    }
+    if let Some(v) = &args.output_limit {
+        limits.output_bytes = parse_bytes(v).context("--output-limit")?;
+    }
+    if let Some(v) = &args.user {
+        spec.user = parse_user(v, args.allow_root)?;
+    }
+    spec.allow_unlimited = args.allow_unlimited;
+    Ok(spec)
+}
+
+fn error_exit(json: bool, status: i32, message: &str) -> ExitCode {
+    if json {
+        println!("{}", json!({ "error": message, "exit_status": status }));
+    } else {
+        eprintln!("nanoclaw: {message}");
+    }
+    ExitCode::from(status as u8)
+}
+
+/// What the user should hear about an outcome besides the command's own output.
+fn notices(outcome: &Outcome, spec: &SandboxSpec) -> Vec<String> {
+    let mut notes = Vec::new();
+    if outcome.timed_out {
+        notes.push(format!(
+            "command timed out after {:?} and was killed",
+            spec.limits.timeout
+        ));
+    }
+    if outcome.oom_killed {
+        notes.push(format!(
+            "command was killed: out of memory (limit {} MiB)",
+            spec.limits.memory_bytes >> 20
+        ));
+    }
+    if outcome.enforced.cgroup.is_none() {
+        notes.push(
+            "WARNING: memory, CPU and PID limits were NOT enforced (--allow-unlimited)".into(),
+        );
+    }
+    if outcome.enforced.landlock.status != "full" {
+        let reason = outcome.enforced.landlock.reason.clone().unwrap_or_default();
+        notes.push(format!(
+            "landlock is {}: {reason}",
+            outcome.enforced.landlock.status
+        ));
+    }
+    notes
+}
+
+fn outcome_json(outcome: &Outcome) -> serde_json::Value {
+    json!({
+        "exit_code": outcome.exit_code,
+        "signal": outcome.signal,
+        "timed_out": outcome.timed_out,
+        "oom_killed": outcome.oom_killed,
+        "duration_ms": outcome.duration_ms,
+        "stdout": outcome.stdout.text,
+        "stderr": outcome.stderr.text,
+        "stdout_truncated": outcome.stdout.truncated,
+        "stderr_truncated": outcome.stderr.truncated,
+        "stdout_bytes": outcome.stdout.total_bytes,
+        "stderr_bytes": outcome.stderr.total_bytes,
+        "exit_status": outcome.exit_status(),
+        "usage": outcome.usage,
+        "enforced": outcome.enforced,
+    })
+}
+
+pub fn main(args: RunArgs) -> ExitCode {
+    let spec = match spec_from(&args) {
+        Ok(spec) => spec,
+        Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
+    };
+    if spec.user.uid == 0 || spec.user.gid == 0 {
+        eprintln!("nanoclaw: WARNING: the command runs as root inside the sandbox (--allow-root); it still holds no capabilities");
+    }
+    let helper = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(e) => {
+            return error_exit(
+                args.json,
+                RUNNER_ERROR.into(),
+                &format!("cannot locate the nanoclaw binary: {e}"),
+            )
+        }
+    };
+    let backend = NativeBackend::new(helper);
+    let io = IoMode {
+        stdin: args.stdin,
+        capture: args.json,
+    };
+    match backend.run(&spec, io) {
+        Ok(outcome) => {
+            if args.json {
+                println!("{}", outcome_json(&outcome));
+            }
+            for note in notices(&outcome, &spec) {
+                eprintln!("nanoclaw: {note}");
+            }
+            ExitCode::from(outcome.exit_status() as u8)
+        }
+        Err(error) => error_exit(args.json, error.exit_status(), &describe(&error)),
+    }
+}
+
+fn describe(error: &BackendError) -> String {
+    error.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_are_read_only_unless_rw() {
+        let m = parse_volume("/srv:/data").unwrap();
+        assert!(!m.writable);
+        assert!(parse_volume("/srv:/data:rw").unwrap().writable);
+        assert!(!parse_volume("/srv:/data:ro").unwrap().writable);
+        assert!(parse_volume("/srv:/data:rx").is_err());
+        assert!(parse_volume("/srv:data").is_err());
+    }
+
+    #[test]
+    fn mount_syntax_follows_docker() {
+        let m = parse_mount("type=bind,src=/srv,dst=/data").unwrap();
+        assert_eq!(
+            (m.src.to_str(), m.dst.to_str(), m.writable),
+            (Some("/srv"), Some("/data"), false)
+        );
+        assert!(
+            parse_mount("type=bind,source=/srv,target=/data,rw")
+                .unwrap()
+                .writable
+        );
+        assert!(
+            !parse_mount("type=bind,source=/srv,target=/data,readonly")
+                .unwrap()
+                .writable
+        );
+        assert!(parse_mount("type=volume,src=x,dst=/y").is_err());
+        assert!(parse_mount("type=bind,src=/srv").is_err());
+        assert!(parse_mount("type=bind,src=/srv,dst=/d,exec").is_err());
+    }
+
+    #[test]
+    fn root_needs_allow_root() {
+        assert!(parse_user("0", false).is_err());
+        assert!(parse_user("0:0", true).is_ok());
+        assert_eq!(
+            parse_user("1000", false).unwrap(),
+            User {
+                uid: 1000,
+                gid: 1000
+            }
+        );
+        assert!(parse_user("bob", false).is_err());
+    }
+
+    #[test]
+    fn tmpfs_takes_a_size() {
+        let t = parse_tmpfs("/scratch:size=8m").unwrap();
+        assert_eq!(t.size_bytes, 8 << 20);
+        assert!(parse_tmpfs("/scratch:mode=777").is_err());
+        assert!(parse_tmpfs("scratch").is_err());
+    }
+}

@@ -1,0 +1,219 @@
+//! The sandbox's init: the first process of the new PID namespace. It finishes the
+//! isolation from the inside (mounts, pivot, credentials, Landlock, seccomp), starts the
+//! command, reaps every orphan, and exits as soon as the command does, which makes the
+//! kernel kill whatever is left in the namespace.
+//!
+//! It must never start the command before every layer it was asked for is in place, and
+//! never keep a descriptor of the helper's beyond the ones in `InitIo`.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nanoclaw_spec::{LandlockStatus, SetupError};
+use rustix::process::Signal;
+
+use crate::protocol::{HelperRequest, InitMessage};
+use crate::seccomp::Filters;
+use crate::sys::{self, Forked};
+use crate::{creds, landlock, rootfs};
+
+/// The descriptors the init keeps from the helper.
+pub struct InitIo {
+    /// Becomes readable (one byte) once the helper has mapped ids and set the cgroup.
+    pub go: OwnedFd,
+    /// Where `InitMessage`s go. Close-on-exec: the command never holds it.
+    pub messages: OwnedFd,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+fn send(messages: &OwnedFd, message: &InitMessage) {
+    if let Ok(mut line) = serde_json::to_vec(message) {
+        line.push(b'\n');
+        // A short or failed write leaves the helper without this message; it then reports
+        // the init's exit status, which is never mistaken for success.
+        let _ = rustix::io::write(messages, &line);
+    }
+}
+
+fn fail(step: &str, err: impl Into<std::io::Error>) -> SetupError {
+    let err: std::io::Error = err.into();
+    SetupError {
+        step: step.to_string(),
+        path: None,
+        errno: err.raw_os_error(),
+        message: err.to_string(),
+    }
+}
+
+/// Runs the init. Never returns.
+pub fn run(request: &HelperRequest, filters: &Filters, io: InitIo) -> ! {
+    let landlock = match isolate(request, filters, &io.go) {
+        Ok(status) => status,
+        Err(error) => {
+            send(&io.messages, &InitMessage::SetupFailed(error));
+            sys::exit_now(125);
+        }
+    };
+    send(&io.messages, &InitMessage::Ready { landlock });
+    let command = match sys::fork_process() {
+        Ok(Forked::Child) => exec_command(request, &io),
+        Ok(Forked::Parent(pid)) => pid,
+        Err(e) => {
+            send(
+                &io.messages,
+                &InitMessage::SetupFailed(fail("start the command", e)),
+            );
+            sys::exit_now(125);
+        }
+    };
+    drop(io.stdin);
+    drop(io.stdout);
+    drop(io.stderr);
+    loop {
+        match sys::wait4(-1, 0) {
+            Ok(Some(reaped)) if reaped.pid == command => {
+                send(
+                    &io.messages,
+                    &InitMessage::Exited {
+                        status: reaped.status,
+                    },
+                );
+                sys::exit_now(0);
+            }
+            Ok(_) => continue,
+            Err(_) => sys::exit_now(125),
+        }
+    }
+}
+
+/// Everything between "a fresh set of namespaces" and "ready to exec".
+fn isolate(
+    request: &HelperRequest,
+    filters: &Filters,
+    go: &OwnedFd,
+) -> Result<LandlockStatus, SetupError> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+        .map_err(|e| fail("set parent death signal", e))?;
+    let mut byte = [0u8; 1];
+    match rustix::io::read(go, &mut byte) {
+        Ok(1) => {}
+        // The helper gave up (or died) before finishing the id maps: never run unmapped.
+        _ => sys::exit_now(125),
+    }
+    rustix::process::setsid().map_err(|e| fail("start a new session", e))?;
+    // Unshared only now, inside the sandbox's cgroup, so that the namespace's root is it.
+    sys::unshare_cgroup().map_err(|e| fail("create cgroup namespace", e))?;
+    rustix::system::sethostname(b"nanoclaw").map_err(|e| fail("set hostname", e))?;
+    sys::loopback_up().map_err(|e| fail("bring up loopback", e))?;
+    let sources = rootfs::open_sources(&request.spec)?;
+    creds::assume_user(request.spec.user, request.privileged)?;
+    let layout = rootfs::assemble(&request.spec, sources)?;
+    creds::drop_privileges(request.spec.user, &request.spec.limits)?;
+    sys::set_not_dumpable().map_err(|e| fail("mark init not dumpable", e))?;
+    let landlock = landlock::restrict(&layout)?;
+    filters.install().map_err(|e| SetupError {
+        step: "install seccomp filter".into(),
+        path: None,
+        errno: None,
+        message: e.to_string(),
+    })?;
+    Ok(landlock)
+}
+
+/// The command's side of the fork: wire the streams, enter the workdir, exec.
+fn exec_command(request: &HelperRequest, io: &InitIo) -> ! {
+    let spec = &request.spec;
+    let report = |message: InitMessage, code: i32| -> ! {
+        send(&io.messages, &message);
+        sys::exit_now(code)
+    };
+    for (fd, target) in [(&io.stdin, 0), (&io.stdout, 1), (&io.stderr, 2)] {
+        if let Err(e) = sys::dup2(fd.as_raw_fd(), target) {
+            report(
+                InitMessage::SetupFailed(fail("connect standard streams", e)),
+                125,
+            );
+        }
+    }
+    if let Err(e) = sys::cloexec_from(3) {
+        report(
+            InitMessage::SetupFailed(fail("close inherited descriptors", e)),
+            125,
+        );
+    }
+    if let Err(e) = rustix::process::chdir(&spec.workdir) {
+        let mut error = fail("enter working directory", e);
+        error.path = Some(spec.workdir.display().to_string());
+        report(InitMessage::SetupFailed(error), 125);
+    }
+    let program = spec.command.first().cloned().unwrap_or_default();
+    let (argv, envp) = match (
+        c_strings(spec.command.iter().map(String::as_str)),
+        c_strings(spec.env.iter().map(|(k, v)| format!("{k}={v}"))),
+    ) {
+        (Some(argv), Some(envp)) => (argv, envp),
+        _ => report(
+            InitMessage::SetupFailed(SetupError {
+                step: "prepare the command".into(),
+                path: None,
+                errno: None,
+                message: "an argument or environment value contains a NUL byte".into(),
+            }),
+            125,
+        ),
+    };
+    let path = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(nanoclaw_spec::DEFAULT_PATH);
+    let error = exec_on_path(&program, path, &argv, &envp);
+    report(
+        InitMessage::ExecFailed {
+            program,
+            errno: error.raw_os_error().unwrap_or(0),
+            message: error.to_string(),
+        },
+        127,
+    )
+}
+
+fn c_strings<I, S>(items: I) -> Option<Vec<CString>>
+where
+    I: Iterator<Item = S>,
+    S: Into<Vec<u8>>,
+{
+    items.map(|s| CString::new(s).ok()).collect()
+}
+
+/// execvp(3) semantics: a name with a slash is run as is; otherwise each `PATH` entry is
+/// tried, and a permission error is remembered over a later "not found".
+fn exec_on_path(program: &str, path: &str, argv: &[CString], envp: &[CString]) -> std::io::Error {
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.into()]
+    } else {
+        path.split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| Path::new(dir).join(program))
+            .collect()
+    };
+    let mut denied = None;
+    let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
+    for candidate in candidates {
+        let Ok(c_path) = CString::new(candidate.as_os_str().as_bytes()) else {
+            continue;
+        };
+        let error = sys::execve(&c_path, argv, envp);
+        match error.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => last = error,
+            Some(libc::EACCES) | Some(libc::EPERM) => denied = Some(error),
+            _ => return error,
+        }
+    }
+    denied.unwrap_or(last)
+}

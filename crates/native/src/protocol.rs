@@ -1,0 +1,67 @@
+//! What crosses the pipes between the runner, the re-executed helper and the sandbox init.
+//!
+//! Each side sends JSON lines; nothing here trusts a message from inside the sandbox for
+//! anything but reporting: the init can lie about its own state, never about the limits
+//! the host applied.
+
+use nanoclaw_spec::{Captured, IoMode, LandlockStatus, SandboxSpec, SetupError, Usage};
+use serde::{Deserialize, Serialize};
+
+/// The descriptor on which the helper reads its `HelperRequest`.
+pub const REQUEST_FD: i32 = 3;
+/// The descriptor on which the helper writes its `HelperReport`.
+pub const REPORT_FD: i32 = 4;
+
+/// What the runner asks the helper to do.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HelperRequest {
+    pub spec: SandboxSpec,
+    pub io: IoMode,
+    /// `cgroup.procs` files the sandbox init is written into before it starts.
+    pub cgroup_procs: Vec<std::path::PathBuf>,
+    /// The host uid and gid the sandbox user maps to.
+    pub host_uid: u32,
+    pub host_gid: u32,
+    /// Whether the helper may write multi-id maps and keep setgroups (host root).
+    pub privileged: bool,
+}
+
+/// What the sandbox init tells the helper.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitMessage {
+    /// Every layer is in place; the command is about to be started.
+    Ready { landlock: LandlockStatus },
+    /// Setup failed before the command started.
+    SetupFailed(SetupError),
+    /// `execve` of the command failed.
+    ExecFailed {
+        program: String,
+        errno: i32,
+        message: String,
+    },
+    /// The command ended with this raw wait status.
+    Exited { status: i32 },
+}
+
+/// What the helper reports to the runner.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HelperReport {
+    Finished(Finished),
+    SetupFailed(SetupError),
+    ExecFailed { program: String, errno: i32 },
+}
+
+/// A command that ran to completion, timed out or was killed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Finished {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub usage: Usage,
+    pub landlock: LandlockStatus,
+}

@@ -1,0 +1,359 @@
+//! The thin, unsafe edge of the native backend: the few system calls that neither std nor
+//! rustix offers safely (fork-like `clone` with namespace flags, `execve` of a prepared
+//! argv, raising a network interface, the capability sets).
+//!
+//! Every function here is a small safe wrapper whose `// SAFETY:` comment says why the call
+//! is sound. Nothing else in the crate may use `unsafe`; nothing here may allocate between
+//! a `clone` and the caller's next step, or hold a lock across it.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+
+/// The namespaces every sandbox gets.
+pub const NAMESPACE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS;
+
+/// Which side of a `clone` the caller is on.
+pub enum Forked {
+    Parent(libc::pid_t),
+    Child,
+}
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `clone(flags | SIGCHLD)` with fork semantics (the child gets a copy of the address space
+/// and continues from here).
+///
+/// Must only be called from a single-threaded process: the child is a copy of this one
+/// thread, so any lock another thread held would stay locked forever in the child.
+pub fn clone_process(flags: libc::c_int) -> io::Result<Forked> {
+    // SAFETY: with a null stack pointer the raw clone syscall behaves like fork(2): the
+    // child continues on a copy of the parent's stack and memory. The callers (the helper
+    // and the sandbox init) are single-threaded, so no lock is held by another thread, and
+    // glibc does not cache the pid, so nothing in the child sees stale process state.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match check(ret)? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as libc::pid_t)),
+    }
+}
+
+/// `fork()` for the sandbox init, which is single-threaded.
+pub fn fork_process() -> io::Result<Forked> {
+    clone_process(0)
+}
+
+/// Replaces the process image. Returns only on failure.
+pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
+    // SAFETY: `path`, every argv and envp entry are valid NUL-terminated strings that live
+    // until the call returns, and both pointer arrays end with a null pointer as execve(2)
+    // requires.
+    unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// `_exit(2)`: ends the process without running destructors or atexit handlers, which
+/// belong to the parent's copy of the state after a fork.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `dup2(old, new)` without CLOEXEC on `new`, for wiring a child's standard streams.
+pub fn dup2(old: RawFd, new: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 only manipulates the fd table; invalid descriptors give EBADF.
+    check(unsafe { libc::dup2(old, new) } as libc::c_long).map(drop)
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket(2) with constant arguments; the result is checked below.
+    let fd = check(
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }
+            as libc::c_long,
+    )? as RawFd;
+    // SAFETY: ifreq is plain data for which all-zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq naming "lo".
+    let ret = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) };
+    let result = check(ret as libc::c_long).map(drop);
+    // SAFETY: fd was returned by socket above and is closed exactly once.
+    unsafe { libc::close(fd) };
+    result
+}
+
+/// Drops every capability from the bounding and ambient sets, so that no later exec can
+/// grant one. Needs CAP_SETPCAP, so it runs before the uid changes.
+pub fn drop_bounding_and_ambient() -> io::Result<()> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::c_ulong>().ok())
+        .unwrap_or(63);
+    for cap in 0..=last {
+        // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes an integer; unknown caps give EINVAL.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if ret == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } as libc::c_long)
+    .map(drop)
+}
+
+/// Empties the effective, permitted and inheritable capability sets of the calling thread.
+pub fn clear_capabilities() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset(2) with a version-3 header reads exactly two data structs, which
+    // `data` provides; both live until the call returns.
+    check(unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) }).map(drop)
+}
+
+/// Locks the securebits so that neither uid 0 nor a setuid transition regains
+/// capabilities, and the lock itself cannot be undone.
+pub fn lock_securebits() -> io::Result<()> {
+    const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
+    const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;
+    const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+    const SECBIT_NO_SETUID_FIXUP_LOCKED: libc::c_ulong = 1 << 3;
+    const SECBIT_KEEP_CAPS_LOCKED: libc::c_ulong = 1 << 5;
+    const SECBIT_NO_CAP_AMBIENT_RAISE: libc::c_ulong = 1 << 6;
+    const SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED: libc::c_ulong = 1 << 7;
+    let bits = SECBIT_NOROOT
+        | SECBIT_NOROOT_LOCKED
+        | SECBIT_NO_SETUID_FIXUP
+        | SECBIT_NO_SETUID_FIXUP_LOCKED
+        | SECBIT_KEEP_CAPS_LOCKED
+        | SECBIT_NO_CAP_AMBIENT_RAISE
+        | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    // SAFETY: PR_SET_SECUREBITS takes an integer bit mask.
+    check(unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) } as libc::c_long).map(drop)
+}
+
+/// Marks the process non-dumpable, so processes of the same uid cannot ptrace it or read
+/// its memory through /proc.
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } as libc::c_long).map(drop)
+}
+
+/// The raw wait status and resource usage of a reaped child.
+pub struct Reaped {
+    pub pid: libc::pid_t,
+    pub status: libc::c_int,
+    pub cpu_ms: u64,
+    pub max_rss_kib: u64,
+}
+
+/// `wait4(pid, ..., flags)`: reaps one child. `Ok(None)` with WNOHANG when none is ready.
+pub fn wait4(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<Reaped>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data for which all-zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: status and usage are valid, writable and live across the call.
+        let ret = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
+        if ret == -1 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if ret == 0 {
+            return Ok(None);
+        }
+        let ms = |tv: libc::timeval| tv.tv_sec as u64 * 1000 + tv.tv_usec as u64 / 1000;
+        return Ok(Some(Reaped {
+            pid: ret,
+            status,
+            cpu_ms: ms(usage.ru_utime) + ms(usage.ru_stime),
+            max_rss_kib: usage.ru_maxrss.max(0) as u64,
+        }));
+    }
+}
+
+/// `kill(pid, SIGKILL)`, ignoring a process that is already gone.
+pub fn kill_hard(pid: libc::pid_t) {
+    // SAFETY: kill(2) takes plain integers.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Splits a raw wait status into (exit code, terminating signal).
+pub fn decode_status(status: libc::c_int) -> (Option<i32>, Option<i32>) {
+    if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    }
+}
+
+/// Arranges for `cmd`'s child to receive each `(fd, target)` as descriptor `target`,
+/// inherited across exec. The fds are first moved above every target so that one
+/// `dup2` cannot clobber a descriptor another one still needs.
+pub fn pass_fds(
+    cmd: &mut std::process::Command,
+    fds: Vec<(std::os::fd::OwnedFd, RawFd)>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut moved = Vec::with_capacity(fds.len());
+    for (fd, target) in fds {
+        let high = rustix::io::fcntl_dupfd_cloexec(&fd, 64)?;
+        moved.push((high, target));
+    }
+    let pairs: Vec<(RawFd, RawFd)> = moved.iter().map(|(fd, t)| (fd.as_raw_fd(), *t)).collect();
+    // SAFETY: the closure runs in the forked child before exec and only calls dup2, which
+    // is async-signal-safe; it allocates nothing. `moved` is kept alive by the closure so the
+    // raw descriptors stay valid until the child has duplicated them.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &moved;
+            for &(fd, target) in &pairs {
+                if libc::dup2(fd, target) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// `setrlimit(resource, value)` for both the soft and the hard limit.
+pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: `limit` is a valid rlimit that lives across the call.
+    check(unsafe { libc::setrlimit(resource, &limit) } as libc::c_long).map(drop)
+}
+
+/// Empties the supplementary group list of the calling thread.
+pub fn clear_groups() -> io::Result<()> {
+    // SAFETY: a zero-length list with a null pointer is valid for setgroups(2). The raw
+    // syscall affects only this thread, which is all there is.
+    check(unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) })
+        .map(drop)
+}
+
+/// Sets the real, effective and saved uid and gid of the calling thread.
+pub fn set_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: setresgid/setresuid take plain integers; the raw syscalls change only this
+    // thread's credentials, and the caller is single-threaded.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so that nothing but the standard
+/// streams crosses into the sandboxed command.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range(2) with the CLOEXEC flag only sets flags on descriptors.
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) })
+        .map(drop)
+}
+
+/// Takes ownership of a descriptor inherited by protocol (the helper's fds 3 and 4).
+///
+/// Returns `None` when `fd` is not open, so a mistaken invocation cannot make the process
+/// close or reuse a descriptor it does not own.
+pub fn take_inherited_fd(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only queries the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: the descriptor is open (checked above), was handed to this process by the
+    // runner for exactly this purpose, and nothing else in the process refers to it; the
+    // helper takes it once at start-up.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Moves the calling process into a new cgroup namespace rooted at its current cgroup.
+pub fn unshare_cgroup() -> io::Result<()> {
+    // SAFETY: CLONE_NEWCGROUP changes only which cgroup paths this process sees; it shares
+    // no memory or descriptor tables, which is what makes unshare unsafe in general.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }
+        .map_err(io::Error::from)
+}
+
+/// The kernel's Landlock ABI version, or the errno that says why there is none.
+pub fn landlock_abi() -> Result<i32, io::Error> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1 << 0;
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag, the syscall only
+    // returns the ABI version and reads no memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    check(ret).map(|v| v as i32)
+}

@@ -6,6 +6,8 @@
 
 use nanoclaw_spec::{Limits, SetupError, User};
 
+use rustix::process::{Resource, Rlimit};
+
 use crate::sys;
 
 fn fail(step: &str, err: std::io::Error) -> SetupError {
@@ -37,17 +39,27 @@ pub fn assume_user(user: User, privileged: bool) -> Result<(), SetupError> {
 
 /// Applies rlimits and drops all privilege for good.
 pub fn drop_privileges(user: User, limits: &Limits) -> Result<(), SetupError> {
-    sys::set_rlimit(libc::RLIMIT_CORE, 0).map_err(|e| fail("set core size limit", e))?;
-    sys::set_rlimit(libc::RLIMIT_FSIZE, limits.file_size_bytes)
-        .map_err(|e| fail("set file size limit", e))?;
-    sys::set_rlimit(libc::RLIMIT_NOFILE, limits.open_files)
-        .map_err(|e| fail("set open file limit", e))?;
+    set_rlimit(Resource::Core, 0, "set core size limit")?;
+    set_rlimit(
+        Resource::Fsize,
+        limits.file_size_bytes,
+        "set file size limit",
+    )?;
+    set_rlimit(Resource::Nofile, limits.open_files, "set open file limit")?;
     sys::lock_securebits().map_err(|e| fail("lock securebits", e))?;
     sys::drop_bounding_and_ambient().map_err(|e| fail("drop bounding capabilities", e))?;
     sys::set_ids(user.uid, user.gid).map_err(|e| fail("switch to the sandbox user", e))?;
     sys::clear_capabilities().map_err(|e| fail("drop capabilities", e))?;
     rustix::thread::set_no_new_privs(true).map_err(|e| fail("set no_new_privs", e.into()))?;
     verify()
+}
+
+fn set_rlimit(resource: Resource, value: u64, step: &str) -> Result<(), SetupError> {
+    let limit = Rlimit {
+        current: Some(value),
+        maximum: Some(value),
+    };
+    rustix::process::setrlimit(resource, limit).map_err(|e| fail(step, e.into()))
 }
 
 /// Reads back what the kernel says the process now holds.

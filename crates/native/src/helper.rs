@@ -125,17 +125,9 @@ fn run() -> Result<HelperReport, SetupError> {
     supervise(&request, pid, helper_io, started)
 }
 
-/// Host-side setup of the new init: its cgroup and its id maps. Until this is done the
-/// init waits on the `go` pipe.
+/// Host-side setup of the new init: its id maps. Until this is done the init waits on the
+/// `go` pipe.
 fn prepare_child(request: &HelperRequest, pid: libc::pid_t) -> Result<(), SetupError> {
-    for procs in &request.cgroup_procs {
-        std::fs::write(procs, pid.to_string()).map_err(|e| SetupError {
-            step: "join cgroup".into(),
-            path: Some(procs.display().to_string()),
-            errno: e.raw_os_error(),
-            message: e.to_string(),
-        })?;
-    }
     let user = request.spec.user;
     let proc_dir = format!("/proc/{pid}");
     let write = |file: &str, contents: String| {

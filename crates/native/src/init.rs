@@ -104,11 +104,20 @@ fn isolate(
         // The helper gave up (or died) before finishing the id maps: never run unmapped.
         _ => sys::exit_now(125),
     }
+    for file in &request.cgroup_join {
+        std::fs::write(file, "0").map_err(|e| SetupError {
+            step: "join cgroup".into(),
+            path: Some(file.display().to_string()),
+            errno: e.raw_os_error(),
+            message: e.to_string(),
+        })?;
+    }
     rustix::process::setsid().map_err(|e| fail("start a new session", e))?;
     // Unshared only now, inside the sandbox's cgroup, so that the namespace's root is it.
     sys::unshare_cgroup().map_err(|e| fail("create cgroup namespace", e))?;
     rustix::system::sethostname(b"nanoclaw").map_err(|e| fail("set hostname", e))?;
     sys::loopback_up().map_err(|e| fail("bring up loopback", e))?;
+    forbid_memfd_exec()?;
     let sources = rootfs::open_sources(&request.spec)?;
     creds::assume_user(request.spec.user, request.privileged)?;
     let layout = rootfs::assemble(&request.spec, sources)?;
@@ -122,6 +131,34 @@ fn isolate(
         message: e.to_string(),
     })?;
     Ok(landlock)
+}
+
+/// An anonymous memory file can be written and then executed, which would run a dropped
+/// binary despite noexec mounts and Landlock (neither sees a path). The sysctl is per PID
+/// namespace and applies to the writer's namespace whatever /proc it goes through, so the
+/// init sets it through the host's /proc before the pivot, while its euid is still the
+/// one the kernel's sysctl permission check wants.
+fn forbid_memfd_exec() -> Result<(), SetupError> {
+    const SYSCTL: &str = "/proc/sys/vm/memfd_noexec";
+    let step = "forbid executable memfds (vm.memfd_noexec)";
+    let error = |message: String| SetupError {
+        step: step.into(),
+        path: Some(SYSCTL.into()),
+        errno: None,
+        message,
+    };
+    std::fs::write(SYSCTL, "2").map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => error("the kernel has no vm.memfd_noexec (Linux 6.3 or later is needed to stop memfd execution)".into()),
+        _ => error(e.to_string()),
+    })?;
+    match std::fs::read_to_string(SYSCTL) {
+        Ok(value) if value.trim() == "2" => Ok(()),
+        Ok(value) => Err(error(format!(
+            "reads back {} after writing 2",
+            value.trim()
+        ))),
+        Err(e) => Err(error(e.to_string())),
+    }
 }
 
 /// The command's side of the fork: wire the streams, enter the workdir, exec.

@@ -17,8 +17,9 @@ pub const REPORT_FD: i32 = 4;
 pub struct HelperRequest {
     pub spec: SandboxSpec,
     pub io: IoMode,
-    /// `cgroup.procs` files the sandbox init is written into before it starts.
-    pub cgroup_procs: Vec<std::path::PathBuf>,
+    /// Files the sandbox init writes "0" into to join its cgroup (v1 `tasks`, v2
+    /// `cgroup.procs`), before it unshares its cgroup namespace.
+    pub cgroup_join: Vec<std::path::PathBuf>,
     /// The host uid and gid the sandbox user maps to.
     pub host_uid: u32,
     pub host_gid: u32,

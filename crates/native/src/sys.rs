@@ -103,7 +103,7 @@ pub fn loopback_up() -> io::Result<()> {
     }
     req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq naming "lo".
-    let ret = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) };
+    let ret = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req) };
     let result = check(ret as libc::c_long).map(drop);
     // SAFETY: fd was returned by socket above and is closed exactly once.
     unsafe { libc::close(fd) };
@@ -280,16 +280,6 @@ pub fn pass_fds(
         });
     }
     Ok(())
-}
-
-/// `setrlimit(resource, value)` for both the soft and the hard limit.
-pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: value,
-        rlim_max: value,
-    };
-    // SAFETY: `limit` is a valid rlimit that lives across the call.
-    check(unsafe { libc::setrlimit(resource, &limit) } as libc::c_long).map(drop)
 }
 
 /// Empties the supplementary group list of the calling thread.

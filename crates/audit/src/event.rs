@@ -55,10 +55,15 @@ pub struct InvocationEnd {
     pub duration_ms: u64,
     /// Resource usage as the backend reports it (CPU time, peak memory, …).
     pub usage: Value,
-    pub stdout: OutputDigest,
-    pub stderr: OutputDigest,
+    /// `None` when the output was streamed straight to the caller instead of captured:
+    /// the runner never saw it, so its size and hash are unknown, not zero.
+    pub stdout: Option<OutputDigest>,
+    pub stderr: Option<OutputDigest>,
     /// The isolation layers that were actually enforced (`seccomp`, `landlock`, …).
     pub layers: Vec<String>,
+    /// Why the sandbox did not run the command to completion (setup failed inside it,
+    /// command not found, interrupted); `None` when the command ran and ended.
+    pub error: Option<String>,
 }
 
 impl Event for InvocationEnd {

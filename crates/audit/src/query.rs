@@ -164,7 +164,10 @@ fn detail(record: &Record) -> String {
             ) {
                 (Some(code), _) => parts.push(format!("exit {code}")),
                 (None, Some(signal)) => parts.push(format!("signal {signal}")),
-                (None, None) => parts.push("no exit status".into()),
+                (None, None) => match data.get("error").and_then(Value::as_str) {
+                    Some(error) => parts.push(format!("error: {error}")),
+                    None => parts.push("no exit status".into()),
+                },
             }
             for flag in ["timed_out", "oom_killed"] {
                 if data.get(flag).and_then(Value::as_bool) == Some(true) {

@@ -3,6 +3,7 @@
 //! This is the edge: it parses what the user typed, builds a `SandboxSpec`, hands it to a
 //! backend and reports the `Outcome`. It decides nothing about isolation itself.
 
+mod audit;
 mod doctor;
 mod run;
 
@@ -27,6 +28,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Report which isolation layers this host can enforce, and why not
     Doctor(doctor::DoctorArgs),
+    /// Verify, query and sign the audit log of every invocation
+    Audit(audit::AuditArgs),
     /// Try one escape from inside a sandbox and report whether it was blocked
     #[command(hide = true)]
     Probe {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::main(*args),
         Command::Doctor(args) => doctor::main(args),
+        Command::Audit(args) => audit::main(args),
         Command::Probe { name, args, list } => probe(name, args, list),
     }
 }

@@ -16,7 +16,7 @@ use nanoclaw_spec::{
 };
 use serde_json::json;
 
-use crate::RUNNER_ERROR;
+use crate::{audit, RUNNER_ERROR};
 
 #[derive(Args, Debug)]
 #[command(trailing_var_arg = true)]
@@ -75,6 +75,8 @@ pub struct RunArgs {
     /// Print one JSON object with the outcome instead of streaming the output
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    audit: audit::RunAudit,
     /// The command and its arguments
     #[arg(required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -194,6 +196,11 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
     for value in &args.mount {
         spec.mounts.push(parse_mount(value)?);
     }
+    for mount in &spec.mounts {
+        // Refused here, before anything starts; the sandbox checks again as it binds.
+        std::fs::symlink_metadata(&mount.src)
+            .with_context(|| format!("open mount source {}", mount.src.display()))?;
+    }
     for value in &args.tmpfs {
         let tmpfs = parse_tmpfs(value)?;
         spec.tmpfs.retain(|t| t.dst != tmpfs.dst);
@@ -294,29 +301,38 @@ fn outcome_json(outcome: &Outcome) -> serde_json::Value {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
+    let recorder = match audit::Recorder::open(&args.audit, &args.command) {
+        Ok(recorder) => recorder,
+        Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
+    };
+    let refuse = |message: String| {
+        error_exit(args.json, RUNNER_ERROR.into(), &recorder.refused(&message))
+    };
     let spec = match spec_from(&args) {
         Ok(spec) => spec,
-        Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
+        Err(error) => return refuse(format!("{error:#}")),
     };
     if spec.user.uid == 0 || spec.user.gid == 0 {
         eprintln!("nanoclaw: WARNING: the command runs as root inside the sandbox (--allow-root); it still holds no capabilities");
     }
     let helper = match std::env::current_exe() {
         Ok(path) => path,
-        Err(e) => {
-            return error_exit(
-                args.json,
-                RUNNER_ERROR.into(),
-                &format!("cannot locate the nanoclaw binary: {e}"),
-            )
-        }
+        Err(e) => return refuse(format!("cannot locate the nanoclaw binary: {e}")),
     };
     let backend = NativeBackend::new(helper);
     let io = IoMode {
         stdin: args.stdin,
         capture: args.json,
     };
-    match backend.run(&spec, io) {
+    let started = match recorder.start(&spec, backend.name(), io) {
+        Ok(started) => started,
+        Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
+    };
+    let result = backend.run(&spec, io);
+    if let Err(error) = recorder.end(started, &result) {
+        return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}"));
+    }
+    match result {
         Ok(outcome) => {
             if args.json {
                 println!("{}", outcome_json(&outcome));

@@ -31,8 +31,8 @@ fn sample() -> LogDir {
             timed_out,
             duration_ms: 7,
             usage: json!({"cpu_ms": 3}),
-            stdout: OutputDigest::of(b"out", false),
-            stderr: OutputDigest::of(b"", false),
+            stdout: Some(OutputDigest::of(b"out", false)),
+            stderr: Some(OutputDigest::of(b"", false)),
             layers: vec!["seccomp".into()],
             ..Default::default()
         })

@@ -249,6 +249,21 @@ fn join_files(cgroup: &cgroup::Cgroup) -> Vec<PathBuf> {
     cgroup.paths().iter().map(|dir| dir.join(file)).collect()
 }
 
+/// Writes as much of `payload` into the (empty) pipe as fits without blocking.
+fn prefill(pipe: &std::os::fd::OwnedFd, payload: &[u8]) -> usize {
+    if rustix::fs::fcntl_setfl(pipe, rustix::fs::OFlags::NONBLOCK).is_err() {
+        return 0;
+    }
+    let mut written = 0;
+    while written < payload.len() {
+        match rustix::io::write(pipe, &payload[written..]) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    written
+}
+
 impl NativeBackend {
     /// Starts the helper, hands it the request and waits for its report. A stop signal
     /// (Ctrl-C, SIGTERM, SIGHUP) kills the helper, whose death kills the sandbox.
@@ -300,6 +315,11 @@ impl NativeBackend {
             vec![(request_r, REQUEST_FD), (report_w, REPORT_FD)],
         )
         .map_err(io_err("pass descriptors to the helper"))?;
+        // The request goes into the pipe before the helper starts, so the helper finds it
+        // there instead of waiting for us; whatever does not fit follows after the spawn.
+        let payload = serde_json::to_vec(request)
+            .map_err(|e| BackendError::io("encode sandbox request", std::io::Error::other(e)))?;
+        let written = prefill(&request_w, &payload);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -312,9 +332,9 @@ impl NativeBackend {
         };
         drop(command);
         let mut request_file = std::fs::File::from(request_w);
-        let sent = serde_json::to_writer(&mut request_file, request)
-            .map_err(std::io::Error::other)
-            .and_then(|_| request_file.flush());
+        let sent = rustix::fs::fcntl_setfl(&request_file, rustix::fs::OFlags::empty())
+            .map_err(std::io::Error::from)
+            .and_then(|()| request_file.write_all(&payload[written..]));
         drop(request_file);
 
         let mut report = Vec::new();

@@ -350,8 +350,14 @@ mod x86_64 {
         // Each block starts with the number check and ends with a return, so A still holds
         // the syscall number for whatever follows a skipped block.
         let mut block = |nr: i64, body: Vec<Insn>| -> Result<(), SeccompError> {
-            let len = u8::try_from(body.len()).map_err(|_| build_error("argument rule too long"))?;
-            code.push(Insn::Jump(JEQ, nr as u32, Target::Next, Target::Skip(len - 1)));
+            let len =
+                u8::try_from(body.len()).map_err(|_| build_error("argument rule too long"))?;
+            code.push(Insn::Jump(
+                JEQ,
+                nr as u32,
+                Target::Next,
+                Target::Skip(len - 1),
+            ));
             code.extend(body);
             Ok(())
         };
@@ -374,11 +380,18 @@ mod x86_64 {
             (libc::SYS_socketpair, &SOCKET_DOMAINS[..]),
         ] {
             let mut body = vec![Insn::Load(arg_low32(0))];
-            body.extend(values.iter().map(|&v| Insn::Jump(JEQ, v, Target::Allow, Target::Next)));
+            body.extend(
+                values
+                    .iter()
+                    .map(|&v| Insn::Jump(JEQ, v, Target::Allow, Target::Next)),
+            );
             body.push(Insn::Return(deny));
             block(nr, body)?;
         }
-        block(libc::SYS_clone3, vec![Insn::Return(RET_ERRNO | libc::ENOSYS as u32)])?;
+        block(
+            libc::SYS_clone3,
+            vec![Insn::Return(RET_ERRNO | libc::ENOSYS as u32)],
+        )?;
 
         for (first, last) in ranges(ALLOWED.iter().map(|s| s.nr)) {
             code.push(Insn::Jump(JGT, last, Target::Skip(0), Target::Next));
@@ -406,7 +419,11 @@ mod x86_64 {
         ranges
     }
 
-    fn assemble(code: &[Insn], allow_at: usize, deny_at: usize) -> Result<BpfProgram, SeccompError> {
+    fn assemble(
+        code: &[Insn],
+        allow_at: usize,
+        deny_at: usize,
+    ) -> Result<BpfProgram, SeccompError> {
         code.iter()
             .enumerate()
             .map(|(at, insn)| {
@@ -420,9 +437,24 @@ mod x86_64 {
                     u8::try_from(to - at - 1).map_err(|_| build_error("jump out of range"))
                 };
                 Ok(match *insn {
-                    Insn::Load(k) => sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k },
-                    Insn::Return(k) => sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k },
-                    Insn::Jump(op, k, jt, jf) => sock_filter { code: op, jt: offset(jt)?, jf: offset(jf)?, k },
+                    Insn::Load(k) => sock_filter {
+                        code: BPF_LD_W_ABS,
+                        jt: 0,
+                        jf: 0,
+                        k,
+                    },
+                    Insn::Return(k) => sock_filter {
+                        code: BPF_RET_K,
+                        jt: 0,
+                        jf: 0,
+                        k,
+                    },
+                    Insn::Jump(op, k, jt, jf) => sock_filter {
+                        code: op,
+                        jt: offset(jt)?,
+                        jf: offset(jf)?,
+                        k,
+                    },
                 })
             })
             .collect()

@@ -117,19 +117,23 @@ fn isolate(
     sys::unshare_cgroup().map_err(|e| fail("create cgroup namespace", e))?;
     rustix::system::sethostname(b"nanoclaw").map_err(|e| fail("set hostname", e))?;
     sys::loopback_up().map_err(|e| fail("bring up loopback", e))?;
-    forbid_memfd_exec()?;
+    // Where the sysctl cannot be set (an unprivileged caller, an old kernel), memfd_create
+    // is refused outright instead.
+    let memfd_exec_forbidden = forbid_memfd_exec().is_ok();
     let sources = rootfs::open_sources(&request.spec)?;
     creds::assume_user(request.spec.user, request.privileged)?;
     let layout = rootfs::assemble(&request.spec, sources)?;
     creds::drop_privileges(request.spec.user, &request.spec.limits)?;
     sys::set_not_dumpable().map_err(|e| fail("mark init not dumpable", e))?;
     let landlock = landlock::restrict(&layout)?;
-    filters.install().map_err(|e| SetupError {
-        step: "install seccomp filter".into(),
-        path: None,
-        errno: None,
-        message: e.to_string(),
-    })?;
+    filters
+        .install(memfd_exec_forbidden)
+        .map_err(|e| SetupError {
+            step: "install seccomp filter".into(),
+            path: None,
+            errno: None,
+            message: e.to_string(),
+        })?;
     Ok(landlock)
 }
 

@@ -96,9 +96,13 @@ pub const SOCKET_DOMAINS: [u32; 4] = [
     libc::AF_NETLINK as u32,
 ];
 
-/// The compiled profile, ready to install.
+/// The compiled profile, ready to install: as is, and without `memfd_create` for where the
+/// kernel cannot be told to refuse executable memfds (`vm.memfd_noexec`).
 #[derive(Debug)]
-pub struct Filters(seccompiler::BpfProgram);
+pub struct Filters {
+    allowlist: seccompiler::BpfProgram,
+    without_memfd: seccompiler::BpfProgram,
+}
 
 /// Compiles the profile. Cheap enough to run on every sandbox start.
 pub fn default_filters() -> Result<Filters, SeccompError> {
@@ -108,9 +112,14 @@ pub fn default_filters() -> Result<Filters, SeccompError> {
 impl Filters {
     /// Installs the filter on the calling thread only. The caller is the single-threaded
     /// sandbox init and has already set `no_new_privs`; if this fails it must not run the
-    /// tool.
-    pub fn install(&self) -> Result<(), SeccompError> {
-        seccompiler::apply_filter(&self.0).map_err(|err| match err {
+    /// tool. `allow_memfd` is false where executable memfds could not be forbidden.
+    pub fn install(&self, allow_memfd: bool) -> Result<(), SeccompError> {
+        let program = if allow_memfd {
+            &self.allowlist
+        } else {
+            &self.without_memfd
+        };
+        seccompiler::apply_filter(program).map_err(|err| match err {
             seccompiler::Error::Prctl(err) | seccompiler::Error::Seccomp(err) => {
                 SeccompError::Install(err)
             }
@@ -340,6 +349,13 @@ mod x86_64 {
     /// number below a range's start is in no later range either; then `ret ALLOW` and
     /// `ret ERRNO(EPERM)`, which every range jumps to.
     pub(super) fn filters() -> Result<Filters, SeccompError> {
+        Ok(Filters {
+            allowlist: program(|_| true)?,
+            without_memfd: program(|nr| nr != libc::SYS_memfd_create)?,
+        })
+    }
+
+    fn program(keep: impl Fn(i64) -> bool) -> Result<BpfProgram, SeccompError> {
         let deny = RET_ERRNO | libc::EPERM as u32;
         let mut code = vec![
             Insn::Load(ARCH),
@@ -393,7 +409,7 @@ mod x86_64 {
             vec![Insn::Return(RET_ERRNO | libc::ENOSYS as u32)],
         )?;
 
-        for (first, last) in ranges(ALLOWED.iter().map(|s| s.nr)) {
+        for (first, last) in ranges(ALLOWED.iter().map(|s| s.nr).filter(|&nr| keep(nr))) {
             code.push(Insn::Jump(JGT, last, Target::Skip(0), Target::Next));
             code.push(Insn::Jump(JGE, first, Target::Allow, Target::Deny));
         }
@@ -402,7 +418,7 @@ mod x86_64 {
         code.push(Insn::Return(RET_ALLOW));
         let deny_at = code.len();
         code.push(Insn::Return(deny));
-        assemble(&code, allow_at, deny_at).map(Filters)
+        assemble(&code, allow_at, deny_at)
     }
 
     /// Sorted, merged runs of consecutive syscall numbers.
@@ -529,7 +545,12 @@ mod tests {
     fn profile_compiles() -> TestResult {
         let filters = default_filters()?;
         // Ranges keep the program short: it is installed on every sandbox start.
-        assert!(filters.0.len() < 200, "{} instructions", filters.0.len());
+        assert!(
+            filters.allowlist.len() < 200,
+            "{} instructions",
+            filters.allowlist.len()
+        );
+        assert!(filters.without_memfd.len() <= filters.allowlist.len() + 2);
         Ok(())
     }
 
@@ -691,7 +712,7 @@ mod tests {
             libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         }
-        match filters.map(Filters::install) {
+        match filters.map(|f| f.install(true)) {
             Some(Err(_)) => INSTALL_FAILED,
             _ => body(),
         }

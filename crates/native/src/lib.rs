@@ -25,7 +25,7 @@ use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nanoclaw_spec::{Backend, BackendError, Enforced, IoMode, Outcome, Root, SandboxSpec};
+use nanoclaw_spec::{Backend, BackendError, Enforced, IoMode, Network, Outcome, Root, SandboxSpec};
 use rustix::event::{PollFd, PollFlags};
 
 use crate::protocol::{HelperReport, HelperRequest, REPORT_FD, REQUEST_FD};
@@ -85,6 +85,27 @@ fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
         check_path("rootfs", dir)?;
     }
     check_path("workdir", &spec.workdir)?;
+    if let Network::Egress(_) = spec.network {
+        return Err(BackendError::LayerUnavailable {
+            layer: "egress (a network allow list)".into(),
+            reason: "the egress proxy is not implemented yet; refusing rather than running with open network".into(),
+        });
+    }
+    if spec.syscalls.profile != "default" {
+        return Err(invalid(format!(
+            "unknown syscall profile {:?} (known: \"default\")",
+            spec.syscalls.profile
+        )));
+    }
+    if !spec.syscalls.extra_allow.is_empty() {
+        return Err(BackendError::LayerUnavailable {
+            layer: "extra syscall allowances".into(),
+            reason: format!(
+                "the native backend cannot add {} to its seccomp profile yet",
+                spec.syscalls.extra_allow.join(", ")
+            ),
+        });
+    }
     let mut targets = Vec::new();
     for mount in &spec.mounts {
         check_path("mount source", &mount.src)?;

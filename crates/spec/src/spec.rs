@@ -32,6 +32,8 @@ pub struct SandboxSpec {
     pub user: User,
     pub limits: Limits,
     pub network: Network,
+    /// The seccomp profile and any explicit extra allowances.
+    pub syscalls: Syscalls,
     /// Run even when the host cannot enforce the cgroup limits (the outcome says so).
     pub allow_unlimited: bool,
 }
@@ -119,6 +121,35 @@ impl Default for Limits {
 pub enum Network {
     /// A network namespace with only a loopback device.
     None,
+    /// No route out, but a host proxy that lets through exactly these destinations.
+    Egress(Vec<EgressRule>),
+}
+
+/// One destination a sandbox with egress may reach through the host proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressRule {
+    /// An exact host name, a `*.` wildcard matching subdomains only, or an IP literal.
+    pub host: String,
+    pub port: u16,
+}
+
+/// The syscall filter: a named profile plus explicit extra allowances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Syscalls {
+    /// "default" (nanoclaw's Docker-derived allowlist).
+    pub profile: String,
+    /// Syscall names allowed beyond the profile; every one is a loosening `policy check`
+    /// reports.
+    pub extra_allow: Vec<String>,
+}
+
+impl Default for Syscalls {
+    fn default() -> Self {
+        Syscalls {
+            profile: "default".into(),
+            extra_allow: Vec::new(),
+        }
+    }
 }
 
 impl SandboxSpec {
@@ -141,6 +172,7 @@ impl SandboxSpec {
             user: User::default(),
             limits: Limits::default(),
             network: Network::None,
+            syscalls: Syscalls::default(),
             allow_unlimited: false,
         }
     }

@@ -38,12 +38,15 @@ pub fn main() -> ! {
         eprintln!("nanoclaw: the sandbox helper is started by `nanoclaw run`, not by hand");
         sys::exit_now(125);
     };
-    let report = match run() {
+    let mut report_fd = Some(report_fd);
+    let report = match run(&mut report_fd) {
         Ok(report) => report,
         Err(error) => HelperReport::SetupFailed(error),
     };
-    let mut file = std::fs::File::from(report_fd);
-    let written = serde_json::to_writer(&mut file, &report).is_ok() && file.flush().is_ok();
+    let written = report_fd.is_some_and(|fd| {
+        let mut file = std::fs::File::from(fd);
+        serde_json::to_writer(&mut file, &report).is_ok() && file.flush().is_ok()
+    });
     sys::exit_now(if written { 0 } else { 125 });
 }
 
@@ -67,7 +70,9 @@ struct HelperIo {
     stderr: OwnedFd,
 }
 
-fn run() -> Result<HelperReport, SetupError> {
+/// `report_fd` is the runner's report pipe; the sandbox's copy of it is closed right after
+/// the clone, so nothing inside can ever write a report.
+fn run(report_fd: &mut Option<OwnedFd>) -> Result<HelperReport, SetupError> {
     // If the runner dies, so does the helper, and with it (by the init's own death signal)
     // everything in the sandbox.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
@@ -107,6 +112,7 @@ fn run() -> Result<HelperReport, SetupError> {
     let started = Instant::now();
     let pid = match sys::clone_process(sys::NAMESPACE_FLAGS) {
         Ok(Forked::Child) => {
+            drop(report_fd.take());
             drop(helper_io);
             init::run(&request, &filters, child_io);
         }

@@ -39,6 +39,8 @@ NC="$NANOCLAW run -- /bin/true"
 
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
+# Every run is audited (as by default); the records go to a scratch log, not the user's.
+export NANOCLAW_AUDIT=$OUT/audit.jsonl
 hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$OUT/latency.json" \
   -n nanoclaw "$NC" -n bubblewrap "$BWRAP"
 

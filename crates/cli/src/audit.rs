@@ -32,9 +32,9 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use nanoclaw_audit::{
-    checkpoint, checkpoints_path, generate_key, invocation_id, list, parse_time, sha256_hex,
-    show, table, verify, AuditLog, Filter, InvocationEnd, InvocationStart, OutputDigest,
-    PolicyRefused, PublicKey, Record,
+    checkpoint, checkpoints_path, generate_key, invocation_id, list, parse_time, sha256_hex, show,
+    table, verify, AuditLog, Filter, InvocationEnd, InvocationStart, OutputDigest, PolicyRefused,
+    PublicKey, Record,
 };
 use nanoclaw_spec::{BackendError, Enforced, IoMode, Outcome, Root, SandboxSpec};
 
@@ -83,7 +83,9 @@ impl Recorder {
             uid: rustix::process::getuid().as_raw(),
         };
         if options.no_audit {
-            eprintln!("nanoclaw: WARNING: --no-audit: this invocation is not recorded in any audit log");
+            eprintln!(
+                "nanoclaw: WARNING: --no-audit: this invocation is not recorded in any audit log"
+            );
             return Ok(recorder);
         }
         let path = log_path(options.audit.as_deref()).map_err(fail_closed)?;
@@ -411,7 +413,10 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
                     path.display(),
                     aside.display()
                 ),
-                None => println!("{}: the last line is complete; nothing to repair", path.display()),
+                None => println!(
+                    "{}: the last line is complete; nothing to repair",
+                    path.display()
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -444,7 +449,9 @@ fn print_records(records: &[Record], json: bool) -> Result<ExitCode> {
 fn write_stdout(text: &str) -> Result<ExitCode> {
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        written => written.context("write to stdout").map(|()| ExitCode::SUCCESS),
+        written => written
+            .context("write to stdout")
+            .map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -474,6 +481,9 @@ mod tests {
         let text = serde_json::to_string(&value).unwrap();
         let safe = terminal_safe(&text);
         assert!(!safe.chars().any(char::is_control), "{safe}");
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).unwrap(), value);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&safe).unwrap(),
+            value
+        );
     }
 }

@@ -305,9 +305,8 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(recorder) => recorder,
         Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
     };
-    let refuse = |message: String| {
-        error_exit(args.json, RUNNER_ERROR.into(), &recorder.refused(&message))
-    };
+    let refuse =
+        |message: String| error_exit(args.json, RUNNER_ERROR.into(), &recorder.refused(&message));
     let spec = match spec_from(&args) {
         Ok(spec) => spec,
         Err(error) => return refuse(format!("{error:#}")),

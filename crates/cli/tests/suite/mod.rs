@@ -1,0 +1,6 @@
+mod support;
+
+mod audit;
+mod cleanup;
+mod cli;
+mod conformance;

@@ -25,7 +25,9 @@ const STAGING: &str = "/tmp";
 /// Top-level entries of the host that a `Root::Host` sandbox sees (read-only) besides /usr.
 const HOST_TOP_LEVEL: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
-/// Host files and directories under /etc that a `Root::Host` sandbox gets read-only.
+/// Host files and directories under /etc that a `Root::Host` sandbox gets read-only. Files
+/// are copied into the (then read-only) root, which costs less than a bind mount each;
+/// directories are bound.
 const HOST_ETC: &[&str] = &[
     "ld.so.cache",
     "ld.so.conf",
@@ -267,7 +269,7 @@ impl Builder {
         fs::symlinkat(target, &dir, name).map_err(|e| fail("create symlink", link, e))
     }
 
-    fn write_file(&mut self, path: &Path, contents: &str) -> Result<(), SetupError> {
+    fn write_file(&mut self, path: &Path, contents: &[u8]) -> Result<(), SetupError> {
         let parent = path.parent().unwrap_or(Path::new("/"));
         let name = path
             .file_name()
@@ -287,8 +289,8 @@ impl Builder {
             Mode::from_raw_mode(0o644),
         )
         .map_err(|e| fail("write file", path, e))?;
-        rustix::io::write(&file, contents.as_bytes()).map_err(|e| fail("write file", path, e))?;
-        Ok(())
+        std::io::Write::write_all(&mut std::fs::File::from(file), contents)
+            .map_err(|e| fail("write file", path, e))
     }
 }
 
@@ -304,6 +306,8 @@ pub struct Sources {
     links: Vec<(PathBuf, PathBuf)>,
     /// Whether the sandbox gets a generated /etc (the host root) or the image's own.
     generated_etc: bool,
+    /// Small host files copied in: (path inside, contents).
+    copies: Vec<(PathBuf, Vec<u8>)>,
     devices: Vec<(&'static str, OwnedFd)>,
     dev_null: OwnedFd,
     user: Vec<(OwnedFd, PathBuf, bool)>,
@@ -331,11 +335,20 @@ fn open_host_base(sources: &mut Sources) -> Result<(), SetupError> {
     }
     for name in HOST_ETC {
         let host = Path::new("/etc").join(name);
-        if std::fs::symlink_metadata(&host).is_ok_and(|m| !m.file_type().is_symlink()) {
-            let fd = open_source(&host)?;
-            sources.base.push((host, fd));
-        } else if let Ok(target) = std::fs::read_link(&host) {
-            sources.links.push((host, target));
+        match std::fs::symlink_metadata(&host) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&host).map_err(|e| fail(SETUP, &host, e))?;
+                sources.links.push((host, target));
+            }
+            Ok(meta) if meta.is_file() => {
+                let contents = std::fs::read(&host).map_err(|e| fail(SETUP, &host, e))?;
+                sources.copies.push((host, contents));
+            }
+            Ok(meta) if meta.is_dir() => {
+                let fd = open_source(&host)?;
+                sources.base.push((host, fd));
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -402,6 +415,7 @@ pub fn open_sources(spec: &SandboxSpec) -> Result<Sources, SetupError> {
         base: Vec::new(),
         links: Vec::new(),
         generated_etc: true,
+        copies: Vec::new(),
         devices: Vec::new(),
         dev_null: open_source(Path::new("/dev/null"))?,
         user: Vec::new(),
@@ -460,14 +474,23 @@ fn passwd(spec: &SandboxSpec) -> (String, String) {
 
 fn generate_etc(builder: &mut Builder, spec: &SandboxSpec) -> Result<(), SetupError> {
     let (passwd, group) = passwd(spec);
-    builder.write_file(Path::new("/etc/passwd"), &passwd)?;
-    builder.write_file(Path::new("/etc/group"), &group)?;
-    builder.write_file(Path::new("/etc/hostname"), "nanoclaw\n")?;
-    builder.write_file(
-        Path::new("/etc/hosts"),
-        "127.0.0.1\tlocalhost nanoclaw\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    )?;
-    builder.write_file(Path::new("/etc/nsswitch.conf"), "passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\nprotocols: files\nservices: files\n")
+    let files: [(&str, &str); 5] = [
+        ("/etc/passwd", &passwd),
+        ("/etc/group", &group),
+        ("/etc/hostname", "nanoclaw\n"),
+        (
+            "/etc/hosts",
+            "127.0.0.1\tlocalhost nanoclaw\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        ),
+        (
+            "/etc/nsswitch.conf",
+            "passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\nprotocols: files\nservices: files\n",
+        ),
+    ];
+    for (path, contents) in files {
+        builder.write_file(Path::new(path), contents.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn mount_proc(builder: &mut Builder, dev_null: &OwnedFd) -> Result<(), SetupError> {
@@ -585,6 +608,9 @@ pub fn assemble(spec: &SandboxSpec, sources: Sources) -> Result<Layout, SetupErr
     }
     if sources.generated_etc {
         generate_etc(&mut builder, spec)?;
+    }
+    for (inside, contents) in &sources.copies {
+        builder.write_file(inside, contents)?;
     }
     mount_proc(&mut builder, &sources.dev_null)?;
     mount_dev(&mut builder, &sources.devices)?;

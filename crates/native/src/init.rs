@@ -17,7 +17,7 @@ use rustix::process::Signal;
 use crate::protocol::{HelperRequest, InitMessage};
 use crate::seccomp::Filters;
 use crate::sys::{self, Forked};
-use crate::{creds, landlock, rootfs};
+use crate::{bridge, creds, landlock, rootfs};
 
 /// The descriptors the init keeps from the helper.
 pub struct InitIo {
@@ -134,6 +134,13 @@ fn isolate(
             errno: None,
             message: e.to_string(),
         })?;
+    // Started last, so the bridge runs under every restriction the command has.
+    if let Some(proxy) = &request.spec.egress_proxy {
+        bridge::start(
+            proxy.port,
+            Path::new(nanoclaw_spec::EgressProxy::SOCKET_INSIDE),
+        )?;
+    }
     Ok(landlock)
 }
 

@@ -10,6 +10,7 @@
 //! This crate must never start a command with a layer missing that the spec asked for, and
 //! never leave a process, mount, cgroup or descriptor behind.
 
+mod bridge;
 pub mod cgroup;
 mod creds;
 pub mod doctor;
@@ -85,11 +86,24 @@ fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
         check_path("rootfs", dir)?;
     }
     check_path("workdir", &spec.workdir)?;
-    if let Network::Egress(_) = spec.network {
-        return Err(BackendError::LayerUnavailable {
-            layer: "egress (a network allow list)".into(),
-            reason: "the egress proxy is not implemented yet; refusing rather than running with open network".into(),
-        });
+    match (&spec.network, &spec.egress_proxy) {
+        (Network::None, None) => {}
+        (Network::None, Some(_)) => {
+            return Err(invalid(
+                "an egress proxy was given for a sandbox without egress",
+            ))
+        }
+        (Network::Egress(_), None) => {
+            return Err(invalid(
+                "a sandbox with egress needs its host proxy (the runner starts it)",
+            ))
+        }
+        (Network::Egress(_), Some(proxy)) => {
+            check_path("egress proxy socket", &proxy.socket)?;
+            if proxy.port == 0 {
+                return Err(invalid("the egress bridge port must not be 0"));
+            }
+        }
     }
     if spec.syscalls.profile != "default" {
         return Err(invalid(format!(

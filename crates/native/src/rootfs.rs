@@ -437,6 +437,14 @@ pub fn open_sources(spec: &SandboxSpec) -> Result<Sources, SetupError> {
             .devices
             .push((name, open_source(&Path::new("/dev").join(name))?));
     }
+    if let Some(proxy) = &spec.egress_proxy {
+        // Read-only is no obstacle: connecting to a socket never writes the file system.
+        sources.user.push((
+            open_source(&proxy.socket)?,
+            PathBuf::from(nanoclaw_spec::EgressProxy::SOCKET_INSIDE),
+            false,
+        ));
+    }
     let mut mounts: Vec<_> = spec.mounts.iter().collect();
     mounts.sort_by_key(|m| m.dst.components().count());
     for mount in mounts {

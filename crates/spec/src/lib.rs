@@ -13,7 +13,7 @@ mod units;
 
 pub use outcome::{Captured, Enforced, LandlockStatus, Outcome, Usage};
 pub use spec::{
-    Backend, BackendError, EgressRule, IoMode, Limits, Mount, Network, Root, SandboxSpec,
-    SetupError, Syscalls, Tmpfs, User, DEFAULT_PATH, SANDBOX_GID, SANDBOX_UID,
+    Backend, BackendError, EgressProxy, EgressRule, IoMode, Limits, Mount, Network, Root,
+    SandboxSpec, SetupError, Syscalls, Tmpfs, User, DEFAULT_PATH, SANDBOX_GID, SANDBOX_UID,
 };
 pub use units::{parse_bytes, parse_cpus, parse_duration, UnitError};

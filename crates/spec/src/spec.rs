@@ -32,6 +32,10 @@ pub struct SandboxSpec {
     pub user: User,
     pub limits: Limits,
     pub network: Network,
+    /// Where an `Egress` sandbox reaches its host proxy; filled in by the runner once the
+    /// proxy listens (a backend refuses `Egress` without it).
+    #[serde(default)]
+    pub egress_proxy: Option<EgressProxy>,
     /// The seccomp profile and any explicit extra allowances.
     pub syscalls: Syscalls,
     /// Run even when the host cannot enforce the cgroup limits (the outcome says so).
@@ -133,6 +137,39 @@ pub struct EgressRule {
     pub port: u16,
 }
 
+/// The path from a sandbox with egress to its host proxy: the proxy's Unix socket on the
+/// host, mounted at `EgressProxy::SOCKET_INSIDE`, and bridged to `127.0.0.1:port` inside by
+/// nanoclaw's own bridge so that ordinary clients (HTTP_PROXY) can use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressProxy {
+    pub socket: PathBuf,
+    pub port: u16,
+}
+
+impl EgressProxy {
+    /// Where the proxy's socket appears inside the sandbox.
+    pub const SOCKET_INSIDE: &'static str = "/run/nanoclaw/egress.sock";
+    /// The loopback port the bridge listens on inside the sandbox.
+    pub const DEFAULT_PORT: u16 = 3128;
+
+    /// The proxy variables that point ordinary clients at the bridge. `ALL_PROXY` uses
+    /// SOCKS5 with names resolved by the proxy (the sandbox has no resolver).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let http = format!("http://127.0.0.1:{}", self.port);
+        let socks = format!("socks5h://127.0.0.1:{}", self.port);
+        let mut vars = Vec::new();
+        for (name, value) in [
+            ("HTTP_PROXY", &http),
+            ("HTTPS_PROXY", &http),
+            ("ALL_PROXY", &socks),
+        ] {
+            vars.push((name.to_string(), value.clone()));
+            vars.push((name.to_ascii_lowercase(), value.clone()));
+        }
+        vars
+    }
+}
+
 /// The syscall filter: a named profile plus explicit extra allowances.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Syscalls {
@@ -172,6 +209,7 @@ impl SandboxSpec {
             user: User::default(),
             limits: Limits::default(),
             network: Network::None,
+            egress_proxy: None,
             syscalls: Syscalls::default(),
             allow_unlimited: false,
         }

@@ -31,6 +31,7 @@ mod abi;
 mod attempt;
 mod files;
 mod identity;
+mod inspect;
 mod kernel;
 mod namespaces;
 mod network;
@@ -194,6 +195,14 @@ static PROBES: &[Probe] = &[
         about: "lists the environment, one KEY=VALUE a line (informational: always blocked)",
         args: "",
         run: identity::env,
+    },
+    Probe {
+        name: "inspect",
+        about: "reports as JSON what the sandbox shows from inside (ids, capabilities, seccomp, \
+                interfaces, mounts, writable mount points, env names, connects to HOST:PORT, by \
+                default 1.1.1.1:443 and 127.0.0.1:9) for `verify` (informational: always blocked)",
+        args: "[HOST:PORT...]",
+        run: inspect::inspect,
     },
     Probe {
         name: "whoami",

@@ -1,0 +1,86 @@
+//! Per-tool policies: a TOML file that names each tool an agent may call and exactly what
+//! its sandbox may have, parsed ([`Policy::load`]), linted ([`lint`]) and resolved to the
+//! one thing downstream code sees, a fully resolved [`SandboxSpec`]
+//! ([`Policy::resolve`]). Nothing after this crate reads policy text.
+//!
+//! It fails closed at every step: a file that does not parse yields [`Diagnostics`] with
+//! file, line and column; a tool the lint refuses does not resolve; an invocation that
+//! would widen a tool's scope is an [`Error`] naming the option and the tool.
+//!
+//! Part of the trusted core: no async, no network, no process spawning. It reads the
+//! policy file and, for the lint, file metadata and directory names on the host; it must
+//! never write anything.
+//!
+//! # The policy file
+//!
+//! ```toml
+//! [defaults]                  # optional; overrides the built-in strict defaults where written
+//! backend = "native"          # or "docker"
+//! timeout = "60s"
+//! [defaults.limits]           # memory = "512m", cpus = 0.5, pids = 256, output = "1m", tmpfs = "64m"
+//!
+//! [ceilings]                  # optional; the most any tool may ask for. Built in:
+//! memory = "4g"               # cpus = 2, pids = 1024, timeout = "10m", output = "16m", tmpfs = "1g"
+//!
+//! [tools.search]
+//! description = "search the workspace"   # optional (a warning without)
+//! command = ["grep", "-rn"]              # argv prefix, required, non-empty
+//! args = "append"                        # "none" (default): invocations add no arguments
+//! workdir = "/work"                      # absolute, default "/"
+//! env = { LANG = "C.UTF-8" }             # fixed values only
+//! timeout = "30s"
+//! backend = "native"                     # default: [defaults].backend
+//! rootfs = "${policy_dir}/rootfs"        # native: an unpacked image directory (default: host /usr)
+//! image = "debian@sha256:<64 hex>"       # docker: pinned by digest
+//! user = "10001:10001"                   # default; uid or gid 0 is `root-user`
+//! network = "none"                       # default; or { allow = ["api.github.com:443", "*.pypi.org:443"] }
+//! secrets = [{ name = "GITHUB_TOKEN", ttl = "5m" }]   # names only
+//! syscalls = { profile = "default", allow = [] }      # extra allowances are `extra-syscalls`
+//! capabilities = []                      # any entry is `capabilities`
+//! [tools.search.limits]                  # memory, cpus, pids, output, tmpfs
+//! memory = "256m"
+//! [[tools.search.mounts]]
+//! host = "${workspace}"                  # absolute; ${workspace} (per invocation) and
+//! path = "/work"                         #   ${policy_dir} only at the start
+//! mode = "ro"                            # or "rw"
+//! [tools.search.unsafe]                  # accepts named lint errors, reported every time
+//! reason = "why this is acceptable"
+//! allow = ["sensitive-mount"]
+//! ```
+//!
+//! Sizes are strings (`"512m"`), durations are strings (`"30s"`), `cpus` is a number (or a
+//! string), `pids` a whole number. Unknown keys, wrong types, bad units, relative or `..`
+//! paths, duplicate mount targets, targets in `/proc`, `/dev`, `/sys` or `/tmp`, unknown
+//! variables, malformed digests and empty commands are parse errors.
+//!
+//! # The lint
+//!
+//! Errors a `[tools.NAME.unsafe]` table may acknowledge: `sensitive-mount`, `writable-git`,
+//! `root-user`, `capabilities`, `extra-syscalls`, `unpinned-image`, `broad-egress`,
+//! `above-ceiling`, `secret-without-ttl`. Errors nothing acknowledges: `symlink-mount`,
+//! `host-network`. Warnings: `no-description`, `writable-workspace`, `writable-repo`,
+//! `credentials-inside`, `missing-path`, `plain-http`, `internal-egress`, `shell-append`,
+//! `raised-ceiling`, `unused-acknowledgement`. See [`Rule`].
+
+mod diagnostic;
+mod digest;
+mod egress;
+mod lint;
+mod parse;
+mod policy;
+mod resolve;
+mod sensitive;
+mod units;
+pub mod verify;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Location};
+pub use digest::{policy_sha256, spec_sha256};
+pub use lint::{lint, Finding, Report, Rule, Severity};
+pub use policy::{
+    Acknowledgement, BackendKind, Defaults, ExtraArgs, HostPath, MountDecl, Policy, Resources,
+    Secret, Tool, ToolNetwork,
+};
+pub use resolve::{Error, Invocation, Narrowing};
+
+#[doc(no_inline)]
+pub use nanoclaw_spec::SandboxSpec;

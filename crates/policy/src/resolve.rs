@@ -1,0 +1,252 @@
+//! One invocation of one tool, turned into the fully resolved `SandboxSpec` it runs in.
+//!
+//! The spec starts from `SandboxSpec::new` (the strict defaults) and takes exactly the
+//! tool's values. The invocation can only narrow them: a workspace for `${workspace}`,
+//! arguments where the tool says `args = "append"`, and limits at or below the tool's.
+//! Before a spec is returned the tool is linted again with the invocation's workspace, and
+//! any error refuses it.
+//!
+//! This module must never widen a tool's scope, never fill in a value the policy did not
+//! give (beyond the strict defaults), and never start anything.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use nanoclaw_spec::{Mount, Network, Root, SandboxSpec, Tmpfs};
+
+use crate::lint::{self, Finding, Severity};
+use crate::policy::{BackendKind, ExtraArgs, Policy, Tool, ToolNetwork};
+use crate::units;
+
+/// What one invocation adds to a tool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// The task directory that `${workspace}` stands for (absolute).
+    pub workspace: Option<PathBuf>,
+    /// Arguments after the tool's command; refused unless the tool has `args = "append"`.
+    pub extra_args: Vec<String>,
+    pub narrowing: Narrowing,
+}
+
+/// Limits the caller asks for; each may only be at or below the tool's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Narrowing {
+    pub memory: Option<u64>,
+    /// Thousandths of a CPU.
+    pub cpus: Option<u32>,
+    pub pids: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub output: Option<u64>,
+}
+
+/// Why a tool cannot be looked up or resolved for an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("unknown tool `{name}` in {}; {}", file.display(), known_tools(.known))]
+    UnknownTool {
+        name: String,
+        file: PathBuf,
+        known: Vec<String>,
+    },
+    #[error(
+        "tool `{tool}` mounts ${{workspace}}, but no workspace was given (pass --workspace DIR)"
+    )]
+    WorkspaceRequired { tool: String },
+    #[error("invalid workspace {}: {why}", path.display())]
+    InvalidWorkspace { path: PathBuf, why: &'static str },
+    #[error("tool `{tool}` takes no extra arguments (got {count}); its policy would need args = \"append\"")]
+    ExtraArgsRefused { tool: String, count: usize },
+    #[error("{option} {value} would widen tool `{tool}` (its limit is {limit})")]
+    Widens {
+        option: &'static str,
+        value: String,
+        tool: String,
+        limit: String,
+    },
+    #[error("tool `{tool}` is refused by the policy check: {}", first_errors(.findings))]
+    Refused {
+        tool: String,
+        findings: Vec<Finding>,
+    },
+    #[error("tool `{tool}` needs {what}, which no sandbox can be given yet")]
+    Unsupported { tool: String, what: String },
+}
+
+fn known_tools(known: &[String]) -> String {
+    if known.is_empty() {
+        "it names no tools".into()
+    } else {
+        format!("valid tools: {}", known.join(", "))
+    }
+}
+
+fn first_errors(findings: &[Finding]) -> String {
+    let errors: Vec<String> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| format!("[{}] {}", f.rule, f.message))
+        .collect();
+    errors.join("; ")
+}
+
+/// Refuses `requested` when it is above `limit`.
+fn narrow<T: PartialOrd + Copy>(
+    tool: &str,
+    option: &'static str,
+    requested: Option<T>,
+    limit: T,
+    show: impl Fn(T) -> String,
+) -> Result<T, Error> {
+    match requested {
+        None => Ok(limit),
+        Some(value) if value <= limit => Ok(value),
+        Some(value) => Err(Error::Widens {
+            option,
+            value: show(value),
+            tool: tool.to_string(),
+            limit: show(limit),
+        }),
+    }
+}
+
+fn check_workspace(path: &Path) -> Result<(), Error> {
+    let invalid = |why| Error::InvalidWorkspace {
+        path: path.to_path_buf(),
+        why,
+    };
+    if !path.is_absolute() {
+        return Err(invalid("not an absolute path"));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(invalid("contains `..`"));
+    }
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(invalid("contains a NUL byte"));
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// The spec tool `name` runs in for `invocation`. Refuses anything the policy does not
+    /// allow, and any tool the lint refuses.
+    pub fn resolve(&self, name: &str, invocation: &Invocation) -> Result<SandboxSpec, Error> {
+        let tool = self.tool(name)?;
+        let workspace = invocation.workspace.as_deref();
+        if let Some(path) = workspace {
+            check_workspace(path)?;
+        }
+        if tool.uses_workspace() && workspace.is_none() {
+            return Err(Error::WorkspaceRequired {
+                tool: tool.name.clone(),
+            });
+        }
+        if !invocation.extra_args.is_empty() && tool.args != ExtraArgs::Append {
+            return Err(Error::ExtraArgsRefused {
+                tool: tool.name.clone(),
+                count: invocation.extra_args.len(),
+            });
+        }
+        let limits = narrowed(tool, &invocation.narrowing)?;
+        let findings = lint::lint_invocation(self, tool, workspace);
+        if findings.iter().any(|f| f.severity == Severity::Error) {
+            return Err(Error::Refused {
+                tool: tool.name.clone(),
+                findings,
+            });
+        }
+        let unsupported = |what: String| Error::Unsupported {
+            tool: tool.name.clone(),
+            what,
+        };
+        if !tool.secrets.is_empty() {
+            let names: Vec<&str> = tool.secrets.iter().map(|s| s.name.as_str()).collect();
+            return Err(unsupported(format!("secrets ({})", names.join(", "))));
+        }
+        if !tool.capabilities.is_empty() {
+            return Err(unsupported(format!(
+                "capabilities ({})",
+                tool.capabilities.join(", ")
+            )));
+        }
+
+        let mut argv = tool.command.clone();
+        argv.extend(invocation.extra_args.iter().cloned());
+        let mut spec = SandboxSpec::new(argv);
+        spec.root = match (tool.backend, &tool.rootfs, &tool.image) {
+            (BackendKind::Docker, _, Some(image)) => Root::Image(image.clone()),
+            (_, Some(rootfs), _) => Root::Rootfs(rootfs.clone()),
+            (BackendKind::Native, None, None) => Root::Host,
+            // The parser refuses a native tool with only an image and a docker tool without one.
+            (BackendKind::Native, None, Some(_)) | (BackendKind::Docker, _, None) => {
+                return Err(unsupported(format!(
+                    "a root its {} backend can run",
+                    tool.backend.as_str()
+                )));
+            }
+        };
+        spec.workdir = tool.workdir.clone();
+        for (key, value) in &tool.env {
+            spec.set_env(key, value);
+        }
+        for mount in &tool.mounts {
+            let Some(src) = mount.host.resolve(workspace) else {
+                return Err(Error::WorkspaceRequired {
+                    tool: tool.name.clone(),
+                });
+            };
+            // The lint resolved symlinks to judge the path; the sandbox binds what was judged.
+            let src = std::fs::canonicalize(&src).unwrap_or(src);
+            spec.mounts.push(Mount {
+                src,
+                dst: mount.path.clone(),
+                writable: mount.writable,
+            });
+        }
+        spec.tmpfs = vec![Tmpfs {
+            dst: PathBuf::from("/tmp"),
+            size_bytes: tool.resources.tmpfs_bytes,
+        }];
+        spec.user = tool.user;
+        spec.limits.memory_bytes = limits.memory;
+        spec.limits.cpu_millis = limits.cpus;
+        spec.limits.pids = limits.pids;
+        spec.limits.timeout = limits.timeout;
+        spec.limits.output_bytes = limits.output;
+        spec.network = match &tool.network {
+            ToolNetwork::None => Network::None,
+            ToolNetwork::Allow(rules) => Network::Egress(rules.clone()),
+            // The lint refuses it, without exception.
+            ToolNetwork::Host => return Err(unsupported("the host's network".into())),
+        };
+        spec.syscalls = tool.syscalls.clone();
+        spec.allow_unlimited = false;
+        Ok(spec)
+    }
+}
+
+/// The limits after narrowing, all set.
+struct Narrowed {
+    memory: u64,
+    cpus: u32,
+    pids: u32,
+    timeout: Duration,
+    output: u64,
+}
+
+fn narrowed(tool: &Tool, n: &Narrowing) -> Result<Narrowed, Error> {
+    let r = &tool.resources;
+    let name = tool.name.as_str();
+    Ok(Narrowed {
+        memory: narrow(name, "--memory", n.memory, r.memory_bytes, units::bytes)?,
+        cpus: narrow(name, "--cpus", n.cpus, r.cpu_millis, units::cpus)?,
+        pids: narrow(name, "--pids-limit", n.pids, r.pids, |p| p.to_string())?,
+        timeout: narrow(name, "--timeout", n.timeout, r.timeout, units::duration)?,
+        output: narrow(
+            name,
+            "--output-limit",
+            n.output,
+            r.output_bytes,
+            units::bytes,
+        )?,
+    })
+}

@@ -1,0 +1,241 @@
+//! verify's claims for a resolved tool, checked against inspections like the one
+//! `nanoclaw probe inspect` prints.
+
+use nanoclaw_policy::verify::{self, Claim, Inspection};
+use nanoclaw_policy::{Invocation, Policy};
+use nanoclaw_spec::{Enforced, LandlockStatus, SandboxSpec};
+
+use super::{policy, TempDir};
+
+const TOOL: &str = r#"
+[tools.fmt]
+description = "f"
+command = ["sed"]
+env = { EDITOR = "none" }
+[[tools.fmt.mounts]]
+host = "${workspace}"
+path = "/work"
+mode = "rw"
+[[tools.fmt.mounts]]
+host = "/usr/share"
+path = "/share"
+"#;
+
+/// What a sandbox that holds the policy looks like from inside, as the probe reports it.
+const GOOD: &str = r#"{
+  "uid": 10001, "gid": 10001, "euid": 10001, "egid": 10001, "groups": [10001],
+  "capabilities": {"inheritable": 0, "permitted": 0, "effective": 0, "bounding": 0, "ambient": 0},
+  "no_new_privs": 1, "seccomp": 2,
+  "interfaces": ["lo"],
+  "mounts": [
+    {"path": "/", "fstype": "tmpfs", "writable": false},
+    {"path": "/usr", "fstype": "ext4", "writable": false},
+    {"path": "/lib", "fstype": "ext4", "writable": false},
+    {"path": "/etc/ld.so.cache", "fstype": "ext4", "writable": false},
+    {"path": "/proc", "fstype": "proc", "writable": true},
+    {"path": "/proc/kcore", "fstype": "devtmpfs", "writable": true},
+    {"path": "/dev", "fstype": "tmpfs", "writable": false},
+    {"path": "/dev/null", "fstype": "devtmpfs", "writable": true},
+    {"path": "/dev/pts", "fstype": "devpts", "writable": true},
+    {"path": "/dev/shm", "fstype": "tmpfs", "writable": true},
+    {"path": "/tmp", "fstype": "tmpfs", "writable": true},
+    {"path": "/work", "fstype": "ext4", "writable": true},
+    {"path": "/work/.git", "fstype": "ext4", "writable": false},
+    {"path": "/share", "fstype": "ext4", "writable": false}
+  ],
+  "env_names": ["PATH", "HOME", "LANG", "EDITOR"],
+  "writes": [
+    {"target": "/", "ok": false, "detail": "Read-only file system (os error 30)"},
+    {"target": "/usr", "ok": false, "detail": "Read-only file system (os error 30)"},
+    {"target": "/tmp", "ok": true, "detail": "created and removed"},
+    {"target": "/dev/shm", "ok": true, "detail": "created and removed"},
+    {"target": "/work", "ok": true, "detail": "created and removed"},
+    {"target": "/work/.git", "ok": false, "detail": "Read-only file system (os error 30)"},
+    {"target": "/share", "ok": false, "detail": "Read-only file system (os error 30)"}
+  ],
+  "connects": [
+    {"target": "1.1.1.1:443", "ok": false, "detail": "Network is unreachable (os error 101)"},
+    {"target": "127.0.0.1:9", "ok": false, "detail": "Connection refused (os error 111)"}
+  ],
+  "hostname": "nanoclaw",
+  "errors": []
+}"#;
+
+fn enforced(spec: &SandboxSpec) -> Enforced {
+    Enforced {
+        backend: "native".into(),
+        seccomp: Some("nanoclaw-default".into()),
+        landlock: LandlockStatus {
+            status: "full".into(),
+            abi: 4,
+            reason: None,
+        },
+        cgroup: Some("v2".into()),
+        memory_bytes: Some(spec.limits.memory_bytes),
+        cpu_millis: Some(spec.limits.cpu_millis),
+        pids: Some(spec.limits.pids),
+        no_new_privs: true,
+        uid: 10001,
+        gid: 10001,
+        read_only_root: true,
+        ..Enforced::default()
+    }
+}
+
+fn setup() -> (TempDir, Policy, SandboxSpec) {
+    let dir = TempDir::new("verify");
+    let p = policy(TOOL);
+    let invocation = Invocation {
+        workspace: Some(dir.path().to_path_buf()),
+        ..Invocation::default()
+    };
+    let spec = p.resolve("fmt", &invocation).unwrap();
+    (dir, p, spec)
+}
+
+#[test]
+fn a_sandbox_that_holds_the_policy_passes_every_claim() {
+    let (_dir, p, spec) = setup();
+    let claims = verify::claims(p.tool("fmt").unwrap(), &spec);
+    let inspection = Inspection::from_json(GOOD).unwrap();
+    let results = verify::check(&claims, &inspection, &enforced(&spec));
+    let table = verify::render_table("fmt", &results);
+    assert!(results.iter().all(|r| r.pass), "{table}");
+    assert!(table.contains("mount /work"), "{table}");
+    assert!(
+        table.contains(&format!("{} claims, 0 failed", results.len())),
+        "{table}"
+    );
+    assert!(claims.contains(&Claim::User {
+        uid: 10001,
+        gid: 10001
+    }));
+}
+
+/// An edit of the good inspection.
+type Change = Box<dyn Fn(&mut serde_json::Value)>;
+
+/// Each change to the good inspection breaks the claim named.
+#[test]
+fn each_departure_fails_its_claim() {
+    let (_dir, p, spec) = setup();
+    let claims = verify::claims(p.tool("fmt").unwrap(), &spec);
+    let good: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "mount /share",
+            Box::new(|v| v["mounts"][13]["writable"] = true.into()),
+        ),
+        (
+            "only expected mounts visible",
+            Box::new(|v| {
+                v["mounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({"path": "/home", "fstype": "ext4", "writable": false}))
+            }),
+        ),
+        (
+            "writes outside rw mounts",
+            Box::new(|v| v["writes"][5]["ok"] = true.into()),
+        ),
+        (
+            "user",
+            Box::new(|v| v["groups"] = serde_json::json!([10001, 0])),
+        ),
+        (
+            "capabilities",
+            Box::new(|v| v["capabilities"]["bounding"] = 1.into()),
+        ),
+        ("no_new_privs", Box::new(|v| v["no_new_privs"] = 0.into())),
+        ("seccomp", Box::new(|v| v["seccomp"] = 0.into())),
+        (
+            "network interfaces",
+            Box::new(|v| v["interfaces"] = serde_json::json!(["eth0", "lo"])),
+        ),
+        (
+            "connections out",
+            Box::new(|v| v["connects"][0]["ok"] = true.into()),
+        ),
+        (
+            "environment names",
+            Box::new(|v| v["env_names"] = serde_json::json!(["PATH", "SSH_AUTH_SOCK"])),
+        ),
+        (
+            "root file system",
+            Box::new(|v| v["mounts"][0]["writable"] = true.into()),
+        ),
+    ];
+    for (claim, change) in cases {
+        let mut value = good.clone();
+        change(&mut value);
+        let inspection: Inspection = serde_json::from_value(value).unwrap();
+        let results = verify::check(&claims, &inspection, &enforced(&spec));
+        let failed: Vec<&str> = results
+            .iter()
+            .filter(|r| !r.pass)
+            .map(|r| r.claim.as_str())
+            .collect();
+        assert!(failed.contains(&claim), "{claim}: failed {failed:?}");
+    }
+}
+
+#[test]
+fn what_the_backend_did_not_enforce_fails() {
+    let (_dir, p, spec) = setup();
+    let claims = verify::claims(p.tool("fmt").unwrap(), &spec);
+    let inspection = Inspection::from_json(GOOD).unwrap();
+    let mut weak = enforced(&spec);
+    weak.memory_bytes = None;
+    weak.pids = Some(spec.limits.pids + 1);
+    weak.landlock.status = "partial".into();
+    let results = verify::check(&claims, &inspection, &weak);
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| r.claim.as_str())
+        .collect();
+    assert_eq!(failed, ["landlock", "memory limit", "pids limit"]);
+}
+
+#[test]
+fn an_empty_inspection_proves_nothing() {
+    let (_dir, p, spec) = setup();
+    let claims = verify::claims(p.tool("fmt").unwrap(), &spec);
+    let results = verify::check(&claims, &Inspection::default(), &enforced(&spec));
+    let passed: Vec<&str> = results
+        .iter()
+        .filter(|r| r.pass)
+        .map(|r| r.claim.as_str())
+        .collect();
+    // Only what the backend itself reports can pass without an observation.
+    assert_eq!(
+        passed,
+        ["landlock", "memory limit", "cpu limit", "pids limit"]
+    );
+}
+
+#[test]
+fn a_caller_mount_is_expected_and_labelled() {
+    let (_dir, p, mut spec) = setup();
+    spec.mounts.push(nanoclaw_spec::Mount {
+        src: "/usr/local/bin/nanoclaw".into(),
+        dst: "/.nanoclaw/nanoclaw".into(),
+        writable: false,
+    });
+    let claims = verify::claims(p.tool("fmt").unwrap(), &spec);
+    let mut value: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+    value["mounts"].as_array_mut().unwrap().push(
+        serde_json::json!({"path": "/.nanoclaw/nanoclaw", "fstype": "ext4", "writable": false}),
+    );
+    let inspection: Inspection = serde_json::from_value(value).unwrap();
+    let results = verify::check(&claims, &inspection, &enforced(&spec));
+    assert!(
+        results.iter().all(|r| r.pass),
+        "{}",
+        verify::render_table("fmt", &results)
+    );
+    assert!(results
+        .iter()
+        .any(|r| r.claim == "caller's mount /.nanoclaw/nanoclaw"));
+}

@@ -65,6 +65,26 @@ pub struct Recorder {
     invocation_id: String,
     argv: Vec<String>,
     uid: u32,
+    origin: Origin,
+}
+
+/// Which tool of which policy an invocation runs; a plain `nanoclaw run` is the
+/// command-line tool with no policy.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub tool: String,
+    pub policy_sha256: Option<String>,
+    pub workspace: Option<String>,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            tool: COMMAND_LINE_TOOL.into(),
+            policy_sha256: None,
+            workspace: None,
+        }
+    }
 }
 
 /// An invocation whose start record is on disk; `Recorder::end` closes it.
@@ -81,6 +101,7 @@ impl Recorder {
             invocation_id: String::new(),
             argv: argv.to_vec(),
             uid: rustix::process::getuid().as_raw(),
+            origin: Origin::default(),
         };
         if options.no_audit {
             eprintln!(
@@ -92,6 +113,11 @@ impl Recorder {
         recorder.log = Some(AuditLog::open(&path).map_err(fail_closed)?);
         recorder.invocation_id = invocation_id().map_err(fail_closed)?;
         Ok(recorder)
+    }
+
+    /// Names the tool and policy the invocation runs (before `start` or `refused`).
+    pub fn set_origin(&mut self, origin: Origin) {
+        self.origin = origin;
     }
 
     /// Records that the request was refused before anything started, and returns the
@@ -123,14 +149,14 @@ impl Recorder {
         };
         log.append_event(&InvocationStart {
             invocation_id: self.invocation_id.clone(),
-            tool: COMMAND_LINE_TOOL.into(),
-            policy_sha256: None,
+            tool: self.origin.tool.clone(),
+            policy_sha256: self.origin.policy_sha256.clone(),
             spec_sha256: sha256_hex(&spec_json),
             backend: backend.into(),
             image,
             rootfs,
             argv: self.argv.clone(),
-            workspace: None,
+            workspace: self.origin.workspace.clone(),
             uid: self.uid,
             session: None,
         })
@@ -150,7 +176,7 @@ impl Recorder {
             }
             Err(error) => log.append_event(&InvocationEnd {
                 invocation_id: self.invocation_id.clone(),
-                tool: COMMAND_LINE_TOOL.into(),
+                tool: self.origin.tool.clone(),
                 duration_ms: u64::try_from(started.at.elapsed().as_millis()).unwrap_or(u64::MAX),
                 usage: serde_json::Value::Null,
                 error: Some(error.to_string()),
@@ -164,7 +190,7 @@ impl Recorder {
                 };
                 log.append_event(&InvocationEnd {
                     invocation_id: self.invocation_id.clone(),
-                    tool: COMMAND_LINE_TOOL.into(),
+                    tool: self.origin.tool.clone(),
                     exit: outcome.exit_code,
                     signal: outcome.signal,
                     timed_out: outcome.timed_out,
@@ -189,8 +215,8 @@ impl Recorder {
     fn refusal(&self, reason: &str) -> PolicyRefused {
         PolicyRefused {
             invocation_id: self.invocation_id.clone(),
-            tool: COMMAND_LINE_TOOL.into(),
-            policy_sha256: None,
+            tool: self.origin.tool.clone(),
+            policy_sha256: self.origin.policy_sha256.clone(),
             argv: self.argv.clone(),
             uid: self.uid,
             session: None,

@@ -5,6 +5,7 @@
 
 mod audit;
 mod doctor;
+mod policy;
 mod run;
 
 use std::process::ExitCode;
@@ -28,6 +29,10 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Report which isolation layers this host can enforce, and why not
     Doctor(doctor::DoctorArgs),
+    /// Lint a policy file (a CI gate: exit 1 on any unacknowledged risk)
+    Policy(policy::PolicyArgs),
+    /// Prove each tool's policy on a live sandbox: a table of claims, expected and observed
+    Verify(policy::VerifyArgs),
     /// Verify, query and sign the audit log of every invocation
     Audit(audit::AuditArgs),
     /// Try one escape from inside a sandbox and report whether it was blocked
@@ -67,6 +72,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::main(*args),
         Command::Doctor(args) => doctor::main(args),
+        Command::Policy(args) => policy::main(args),
+        Command::Verify(args) => policy::verify_main(args),
         Command::Audit(args) => audit::main(args),
         Command::Probe { name, args, list } => probe(name, args, list),
     }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use nanoclaw_native::NativeBackend;
+use nanoclaw_policy::{Invocation, Narrowing};
 use nanoclaw_spec::{
     parse_bytes, parse_cpus, parse_duration, Backend, BackendError, IoMode, Mount, Outcome, Root,
     SandboxSpec, Tmpfs, User,
@@ -57,9 +58,9 @@ pub struct RunArgs {
     /// Allow --user 0 (root inside the sandbox, still without capabilities)
     #[arg(long)]
     allow_root: bool,
-    /// Network: only "none" (loopback only) is available
-    #[arg(long, value_name = "MODE", default_value = "none")]
-    network: String,
+    /// Network: only "none" (loopback only) is available [default: none]
+    #[arg(long, value_name = "MODE")]
+    network: Option<String>,
     /// Pass standard input through to the command
     #[arg(short = 'i', long)]
     stdin: bool,
@@ -69,16 +70,25 @@ pub struct RunArgs {
     /// Run even where the host cannot enforce memory, CPU and PID limits
     #[arg(long)]
     allow_unlimited: bool,
-    /// Backend that runs the sandbox
-    #[arg(long, value_name = "NAME", default_value = "native")]
-    backend: String,
+    /// Backend that runs the sandbox [default: native]
+    #[arg(long, value_name = "NAME")]
+    backend: Option<String>,
+    /// Policy file naming the tools (with --tool)
+    #[arg(long, value_name = "FILE", requires = "tool")]
+    policy: Option<PathBuf>,
+    /// Run this tool of --policy with exactly its scope; COMMAND is then extra arguments
+    #[arg(long, value_name = "NAME", requires = "policy")]
+    tool: Option<String>,
+    /// The task directory a tool's ${workspace} mounts stand for
+    #[arg(long, value_name = "DIR", requires = "tool")]
+    workspace: Option<PathBuf>,
     /// Print one JSON object with the outcome instead of streaming the output
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     audit: audit::RunAudit,
-    /// The command and its arguments
-    #[arg(required = true, value_name = "COMMAND")]
+    /// The command and its arguments (with --tool: extra arguments for the tool)
+    #[arg(required_unless_present = "tool", value_name = "COMMAND")]
     command: Vec<String>,
 }
 
@@ -174,17 +184,13 @@ fn parse_user(value: &str, allow_root: bool) -> Result<User> {
 
 /// Resolves the options into a spec, starting from the strict defaults.
 fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
-    if args.network != "none" {
+    if let Some(network) = args.network.as_deref().filter(|n| *n != "none") {
         bail!(
-            "--network {:?} is not available: the only network mode is \"none\" (loopback only)",
-            args.network
+            "--network {network:?} is not available: the only network mode is \"none\" (loopback only)"
         );
     }
-    if args.backend != "native" {
-        bail!(
-            "--backend {:?} is not available: the only backend is \"native\"",
-            args.backend
-        );
+    if let Some(backend) = args.backend.as_deref().filter(|b| *b != "native") {
+        bail!("--backend {backend:?} is not available: the only backend is \"native\"");
     }
     let mut spec = SandboxSpec::new(args.command.clone());
     if let Some(dir) = &args.rootfs {
@@ -240,6 +246,78 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
     }
     spec.allow_unlimited = args.allow_unlimited;
     Ok(spec)
+}
+
+/// The limits an invocation asks for, which with `--tool` may only narrow the tool's.
+fn narrowing(args: &RunArgs) -> Result<Narrowing> {
+    Ok(Narrowing {
+        memory: args
+            .memory
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+            .context("--memory")?,
+        cpus: args
+            .cpus
+            .as_deref()
+            .map(parse_cpus)
+            .transpose()
+            .context("--cpus")?,
+        pids: args.pids_limit,
+        timeout: args
+            .timeout
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .context("--timeout")?,
+        output: args
+            .output_limit
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+            .context("--output-limit")?,
+    })
+}
+
+/// Resolves `--policy FILE --tool NAME`: the tool's scope exactly, with limits only
+/// narrowed. Options that would widen the scope are refused, naming the option and tool.
+fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Result<SandboxSpec> {
+    let widening = [
+        ("-v/--volume", !args.volume.is_empty()),
+        ("--mount", !args.mount.is_empty()),
+        ("--tmpfs", !args.tmpfs.is_empty()),
+        ("--workdir", args.workdir.is_some()),
+        ("--env", !args.env.is_empty()),
+        ("--user", args.user.is_some()),
+        ("--allow-root", args.allow_root),
+        ("--network", args.network.is_some()),
+        ("--rootfs", args.rootfs.is_some()),
+        ("--allow-unlimited", args.allow_unlimited),
+        ("--backend", args.backend.is_some()),
+    ];
+    if let Some((option, _)) = widening.iter().find(|(_, given)| *given) {
+        bail!(
+            "{option} cannot be combined with --tool {tool}: a tool runs with exactly the scope \
+             its policy gives it (only --memory, --cpus, --pids-limit, --timeout and \
+             --output-limit may narrow it)"
+        );
+    }
+    let policy = crate::policy::load(policy)?;
+    let invocation = Invocation {
+        workspace: args.workspace.as_deref().map(host_path_of).transpose()?,
+        extra_args: args.command.clone(),
+        narrowing: narrowing(args)?,
+    };
+    let spec = policy.resolve(tool, &invocation)?;
+    let backend = policy.tool(tool)?.backend.as_str();
+    if backend != "native" {
+        bail!("tool {tool} runs on the {backend} backend, which this nanoclaw cannot use yet");
+    }
+    Ok(spec)
+}
+
+fn host_path_of(path: &std::path::Path) -> Result<PathBuf> {
+    host_path(&path.to_string_lossy())
 }
 
 fn error_exit(json: bool, status: i32, message: &str) -> ExitCode {
@@ -301,13 +379,24 @@ fn outcome_json(outcome: &Outcome) -> serde_json::Value {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
-    let recorder = match audit::Recorder::open(&args.audit, &args.command) {
+    let mut recorder = match audit::Recorder::open(&args.audit, &args.command) {
         Ok(recorder) => recorder,
         Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
     };
+    let spec = match (&args.policy, &args.tool) {
+        (Some(policy), Some(tool)) => {
+            recorder.set_origin(crate::policy::origin(
+                policy,
+                tool,
+                args.workspace.as_deref(),
+            ));
+            spec_from_policy(&args, policy, tool)
+        }
+        _ => spec_from(&args),
+    };
     let refuse =
         |message: String| error_exit(args.json, RUNNER_ERROR.into(), &recorder.refused(&message));
-    let spec = match spec_from(&args) {
+    let spec = match spec {
         Ok(spec) => spec,
         Err(error) => return refuse(format!("{error:#}")),
     };

@@ -4,3 +4,4 @@ mod audit;
 mod cleanup;
 mod cli;
 mod conformance;
+mod policy;

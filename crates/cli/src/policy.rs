@@ -1,0 +1,264 @@
+//! `nanoclaw policy check` (the lint, a CI gate for whoever owns the policy) and
+//! `nanoclaw verify` (each tool's claims proved on a live sandbox), plus loading a policy
+//! for `run --tool`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use nanoclaw_native::NativeBackend;
+use nanoclaw_policy::{lint, policy_sha256, verify, Invocation, Policy};
+use nanoclaw_spec::{Backend, IoMode, Mount, SandboxSpec};
+use serde_json::json;
+
+use crate::{audit, RUNNER_ERROR};
+
+/// Exit status of `policy check` and `verify` when the policy is refused or a claim fails.
+const REFUSED: u8 = 1;
+
+/// Where the probe binary (nanoclaw itself) appears inside a sandbox under verification.
+const PROBE_INSIDE: &str = "/.nanoclaw/nanoclaw";
+
+#[derive(Args, Debug)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    command: PolicyCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Lint a policy: exit 1 on any unacknowledged risk, 125 if it does not parse
+    Check {
+        /// The policy file
+        file: PathBuf,
+        /// Print the findings as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The policy file
+    file: PathBuf,
+    /// Verify only this tool
+    #[arg(long, value_name = "NAME")]
+    tool: Option<String>,
+    /// The task directory for tools that mount ${workspace} [default: a fresh empty one]
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Print the results as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    audit: audit::RunAudit,
+}
+
+/// Loads and parses a policy; the error carries every diagnostic with file:line:column.
+pub fn load(path: &Path) -> Result<Policy> {
+    Policy::load(path).map_err(|diagnostics| anyhow!("{diagnostics}"))
+}
+
+/// What the audit log records about a `run --tool` before the policy is even parsed.
+pub fn origin(policy: &Path, tool: &str, workspace: Option<&Path>) -> audit::Origin {
+    audit::Origin {
+        tool: tool.to_string(),
+        policy_sha256: std::fs::read(policy)
+            .ok()
+            .map(|bytes| policy_sha256(&bytes)),
+        workspace: workspace.map(|w| w.display().to_string()),
+    }
+}
+
+pub fn main(args: PolicyArgs) -> ExitCode {
+    let PolicyCommand::Check { file, json } = args.command;
+    let policy = match load(&file) {
+        Ok(policy) => policy,
+        Err(error) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({ "file": file, "parse_error": format!("{error:#}") })
+                );
+            } else {
+                eprintln!("{error:#}");
+            }
+            return ExitCode::from(RUNNER_ERROR);
+        }
+    };
+    let report = lint(&policy);
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{report}");
+    }
+    if report.has_errors() {
+        ExitCode::from(REFUSED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub fn verify_main(args: VerifyArgs) -> ExitCode {
+    match verify_all(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(REFUSED),
+        Err(error) => {
+            eprintln!("nanoclaw: {error:#}");
+            ExitCode::from(RUNNER_ERROR)
+        }
+    }
+}
+
+/// Verifies every tool (or the one asked for); Ok(true) when every claim held.
+fn verify_all(args: &VerifyArgs) -> Result<bool> {
+    let policy = load(&args.file)?;
+    let report = lint(&policy);
+    if report.has_errors() {
+        bail!("{report}the policy does not pass `nanoclaw policy check`; nothing was started");
+    }
+    let names: Vec<String> = match &args.tool {
+        Some(name) => vec![policy.tool(name)?.name.clone()],
+        None => policy.tools().iter().map(|t| t.name.clone()).collect(),
+    };
+    let mut all_pass = true;
+    let mut results = Vec::new();
+    for name in &names {
+        let outcome = verify_tool(args, &policy, name);
+        match &outcome {
+            Ok(rows) => {
+                all_pass &= rows.iter().all(|r| r.pass);
+                if !args.json {
+                    println!("{}", verify::render_table(name, rows));
+                }
+                results.push(
+                    json!({ "tool": name, "claims": rows, "pass": rows.iter().all(|r| r.pass) }),
+                );
+            }
+            Err(error) => {
+                all_pass = false;
+                if !args.json {
+                    println!("tool {name}: could not be verified: {error:#}\n");
+                }
+                results.push(json!({ "tool": name, "error": format!("{error:#}"), "pass": false }));
+            }
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({ "file": args.file, "pass": all_pass, "tools": results })
+        );
+    } else {
+        println!(
+            "{}",
+            if all_pass {
+                "every claim holds"
+            } else {
+                "some claims do NOT hold"
+            }
+        );
+    }
+    Ok(all_pass)
+}
+
+/// A scratch workspace for a tool that mounts `${workspace}` when none was given: empty,
+/// and owned by the sandbox user so that a writable mount really is writable.
+struct ScratchWorkspace(PathBuf);
+
+impl ScratchWorkspace {
+    fn create(uid: u32, gid: u32) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("nanoclaw-verify-{}", std::process::id()));
+        std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let scratch = ScratchWorkspace(dir);
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&scratch.0, Some(uid), Some(gid))
+                .with_context(|| format!("hand {} to the sandbox user", scratch.0.display()))?;
+        }
+        Ok(scratch)
+    }
+}
+
+impl Drop for ScratchWorkspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts the tool's sandbox exactly as an invocation would, with nanoclaw's own probe in
+/// place of its command, and checks every claim against what the probe saw.
+fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<verify::ClaimResult>> {
+    let tool = policy.tool(name)?;
+    if tool.backend.as_str() != "native" {
+        bail!(
+            "tool {name} runs on the {} backend, which this nanoclaw cannot use yet",
+            tool.backend.as_str()
+        );
+    }
+    let scratch = match (&args.workspace, tool.uses_workspace()) {
+        (None, true) => Some(ScratchWorkspace::create(tool.user.uid, tool.user.gid)?),
+        _ => None,
+    };
+    let workspace = args
+        .workspace
+        .clone()
+        .or_else(|| scratch.as_ref().map(|s| s.0.clone()));
+    let mut spec: SandboxSpec = policy.resolve(
+        name,
+        &Invocation {
+            workspace,
+            extra_args: Vec::new(),
+            narrowing: Default::default(),
+        },
+    )?;
+    // A listener on the host's loopback: the probe must not reach it.
+    let host_listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("open a host loopback listener")?;
+    let host_port = host_listener
+        .local_addr()
+        .context("read the listener's port")?
+        .port();
+    let exe = std::env::current_exe().context("locate the nanoclaw binary")?;
+    spec.mounts.push(Mount {
+        src: exe.clone(),
+        dst: PROBE_INSIDE.into(),
+        writable: false,
+    });
+    spec.command = vec![
+        PROBE_INSIDE.into(),
+        "probe".into(),
+        "inspect".into(),
+        "1.1.1.1:443".into(),
+        format!("127.0.0.1:{host_port}"),
+    ];
+
+    let mut recorder = audit::Recorder::open(&args.audit, &spec.command)?;
+    recorder.set_origin(audit::Origin {
+        tool: format!("verify:{name}"),
+        policy_sha256: std::fs::read(policy.path()).ok().map(|b| policy_sha256(&b)),
+        workspace: None,
+    });
+    let backend = NativeBackend::new(exe);
+    let io = IoMode {
+        stdin: false,
+        capture: true,
+    };
+    let started = recorder.start(&spec, backend.name(), io)?;
+    let result = backend.run(&spec, io);
+    recorder.end(started, &result)?;
+    let outcome = result?;
+    let line = outcome.stdout.text.trim();
+    let report: nanoclaw_probe::Report = serde_json::from_str(line).with_context(|| {
+        format!(
+            "the probe did not report (exit status {}): {}{}",
+            outcome.exit_status(),
+            line,
+            outcome.stderr.text.trim()
+        )
+    })?;
+    let inspection =
+        verify::Inspection::from_json(&report.detail).context("read the probe's inspection")?;
+    let claims = verify::claims(tool, &spec);
+    Ok(verify::check(&claims, &inspection, &outcome.enforced))
+}

@@ -87,6 +87,31 @@ impl Default for Origin {
     }
 }
 
+/// Where one invocation's egress decisions are recorded: `egress.allowed` or
+/// `egress.denied` when the proxy decides, `egress.closed` with the byte counts when an
+/// allowed connection ends.
+pub struct EgressSink {
+    log: AuditLog,
+    invocation_id: String,
+    tool: String,
+}
+
+impl EgressSink {
+    pub fn record(&self, decision: &nanoclaw_egress::Decision) -> Result<()> {
+        let kind = match (decision.phase, decision.allowed) {
+            (nanoclaw_egress::Phase::Closed, _) => "egress.closed",
+            (_, true) => "egress.allowed",
+            (_, false) => "egress.denied",
+        };
+        let mut data = serde_json::to_value(decision).context("encode an egress decision")?;
+        if let Some(object) = data.as_object_mut() {
+            object.insert("invocation_id".into(), self.invocation_id.clone().into());
+            object.insert("tool".into(), self.tool.clone().into());
+        }
+        self.log.append(kind, data).map(drop).map_err(fail_closed)
+    }
+}
+
 /// An invocation whose start record is on disk; `Recorder::end` closes it.
 #[must_use = "an invocation.start must be closed by Recorder::end"]
 pub struct Started {
@@ -113,6 +138,19 @@ impl Recorder {
         recorder.log = Some(AuditLog::open(&path).map_err(fail_closed)?);
         recorder.invocation_id = invocation_id().map_err(fail_closed)?;
         Ok(recorder)
+    }
+
+    /// A second handle on the log for the egress proxy's decisions, or `None` with
+    /// `--no-audit`.
+    pub fn egress_sink(&self) -> Result<Option<EgressSink>> {
+        let Some(log) = &self.log else {
+            return Ok(None);
+        };
+        Ok(Some(EgressSink {
+            log: AuditLog::open(log.path()).map_err(fail_closed)?,
+            invocation_id: self.invocation_id.clone(),
+            tool: self.origin.tool.clone(),
+        }))
     }
 
     /// Names the tool and policy the invocation runs (before `start` or `refused`).

@@ -5,6 +5,7 @@
 
 mod audit;
 mod doctor;
+mod egress;
 mod policy;
 mod run;
 

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use nanoclaw_native::NativeBackend;
 use nanoclaw_policy::{lint, policy_sha256, verify, Invocation, Policy};
-use nanoclaw_spec::{Backend, IoMode, Mount, SandboxSpec};
+use nanoclaw_spec::{Backend, EgressRule, Enforced, IoMode, Mount, Network, SandboxSpec};
 use serde_json::json;
 
 use crate::{audit, RUNNER_ERROR};
@@ -239,26 +239,138 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         policy_sha256: std::fs::read(policy.path()).ok().map(|b| policy_sha256(&b)),
         workspace: None,
     });
+    let egress = crate::egress::start(&mut spec, recorder.egress_sink()?)?;
     let backend = NativeBackend::new(exe);
-    let io = IoMode {
-        stdin: false,
-        capture: true,
+    // Runs one probe in the tool's sandbox, audited like any invocation.
+    let run_probe = |spec: &SandboxSpec| -> Result<(nanoclaw_probe::Report, Enforced)> {
+        let io = IoMode {
+            stdin: false,
+            capture: true,
+        };
+        let started = recorder.start(spec, backend.name(), io)?;
+        let result = backend.run(spec, io);
+        recorder.end(started, &result)?;
+        let outcome = result?;
+        let line = outcome.stdout.text.trim();
+        let report = serde_json::from_str(line).with_context(|| {
+            format!(
+                "the probe did not report (exit status {}): {}{}",
+                outcome.exit_status(),
+                line,
+                outcome.stderr.text.trim()
+            )
+        })?;
+        Ok((report, outcome.enforced))
     };
-    let started = recorder.start(&spec, backend.name(), io)?;
-    let result = backend.run(&spec, io);
-    recorder.end(started, &result)?;
-    let outcome = result?;
-    let line = outcome.stdout.text.trim();
-    let report: nanoclaw_probe::Report = serde_json::from_str(line).with_context(|| {
-        format!(
-            "the probe did not report (exit status {}): {}{}",
-            outcome.exit_status(),
-            line,
-            outcome.stderr.text.trim()
-        )
-    })?;
+    let (report, enforced) = run_probe(&spec)?;
     let inspection =
         verify::Inspection::from_json(&report.detail).context("read the probe's inspection")?;
     let claims = verify::claims(tool, &spec);
-    Ok(verify::check(&claims, &inspection, &outcome.enforced))
+    let mut results = verify::check(&claims, &inspection, &enforced);
+    if let Network::Egress(rules) = &spec.network {
+        let mut probe_spec = spec.clone();
+        let probes = egress_probes(rules, host_port);
+        probe_spec.command = [PROBE_INSIDE, "probe", "proxy-connect"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(probes.iter().map(|(target, _, _)| target.clone()))
+            .collect();
+        let report = run_probe(&probe_spec).map(|(report, _)| report);
+        results.extend(egress_results(&probes, report));
+    }
+    if let Some(egress) = egress {
+        egress.finish()?;
+    }
+    drop(host_listener);
+    Ok(results)
+}
+
+/// What `verify` asks the egress proxy for, with whether the policy allows it: one host
+/// per rule (a wildcard's stand-in subdomain), and destinations no rule names: an unlisted
+/// host, the host machine's loopback and the cloud metadata service.
+fn egress_probes(rules: &[EgressRule], host_port: u16) -> Vec<(String, bool, String)> {
+    let mut probes: Vec<(String, bool, String)> = rules
+        .iter()
+        .map(|rule| {
+            let host = match rule.host.strip_prefix("*.") {
+                Some(domain) => format!("nanoclaw-verify.{domain}"),
+                None => rule.host.clone(),
+            };
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            (
+                format!("{host}:{}", rule.port),
+                true,
+                format!("listed {}:{}", rule.host, rule.port),
+            )
+        })
+        .collect();
+    for (target, what) in [
+        (
+            "nanoclaw-verify.invalid:443".to_string(),
+            "an unlisted host",
+        ),
+        (format!("127.0.0.1:{host_port}"), "the host machine"),
+        ("169.254.169.254:80".to_string(), "cloud metadata"),
+    ] {
+        if !probes.iter().any(|(t, _, _)| *t == target) {
+            probes.push((target, false, what.to_string()));
+        }
+    }
+    probes
+}
+
+/// One claim per destination (allowed: the proxy lets it through, whether or not the
+/// destination answers from here; refused: 403), and one that the sandbox has no resolver.
+fn egress_results(
+    probes: &[(String, bool, String)],
+    report: Result<nanoclaw_probe::Report>,
+) -> Vec<verify::ClaimResult> {
+    let seen: serde_json::Value = match report.map(|r| serde_json::from_str(&r.detail)) {
+        Ok(Ok(value)) => value,
+        Ok(Err(e)) => serde_json::json!({ "error": e.to_string() }),
+        Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+    };
+    let mut rows = Vec::new();
+    for (i, (target, allowed, what)) in probes.iter().enumerate() {
+        let answer = &seen["results"][i];
+        let status = answer["status"].as_u64();
+        let observed = match status {
+            Some(code) => format!("{code} ({})", answer["answer"].as_str().unwrap_or_default()),
+            None => format!(
+                "no answer: {}",
+                answer["answer"]
+                    .as_str()
+                    .or(seen["error"].as_str())
+                    .unwrap_or("missing")
+            ),
+        };
+        let refused = status == Some(403);
+        rows.push(verify::ClaimResult {
+            claim: format!("egress to {what} ({target})"),
+            expected: if *allowed {
+                "let through by the proxy"
+            } else {
+                "refused (403)"
+            }
+            .into(),
+            observed,
+            pass: if *allowed {
+                status.is_some() && !refused
+            } else {
+                refused
+            },
+        });
+    }
+    let dns = seen["dns"].as_str().unwrap_or("missing").to_string();
+    rows.push(verify::ClaimResult {
+        claim: "name lookups inside".into(),
+        expected: "fail (no resolver)".into(),
+        pass: dns.starts_with("failed"),
+        observed: dns,
+    });
+    rows
 }

@@ -10,10 +10,10 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use nanoclaw_native::NativeBackend;
-use nanoclaw_policy::{Invocation, Narrowing};
+use nanoclaw_policy::{is_broad_egress, parse_egress_rule, Invocation, Narrowing};
 use nanoclaw_spec::{
-    parse_bytes, parse_cpus, parse_duration, Backend, BackendError, IoMode, Mount, Outcome, Root,
-    SandboxSpec, Tmpfs, User,
+    parse_bytes, parse_cpus, parse_duration, Backend, BackendError, IoMode, Mount, Network,
+    Outcome, Root, SandboxSpec, Tmpfs, User,
 };
 use serde_json::json;
 
@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// Network: only "none" (loopback only) is available [default: none]
     #[arg(long, value_name = "MODE")]
     network: Option<String>,
+    /// Let the command reach HOST:PORT (repeatable) through nanoclaw's host proxy: the
+    /// only way out; `*.example.com` matches subdomains
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "network")]
+    allow: Vec<String>,
     /// Pass standard input through to the command
     #[arg(short = 'i', long)]
     stdin: bool,
@@ -193,6 +197,21 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
         bail!("--backend {backend:?} is not available: the only backend is \"native\"");
     }
     let mut spec = SandboxSpec::new(args.command.clone());
+    if !args.allow.is_empty() {
+        let mut rules = Vec::new();
+        for entry in &args.allow {
+            let rule =
+                parse_egress_rule(entry).map_err(|e| anyhow!("invalid --allow {entry:?}: {e}"))?;
+            if is_broad_egress(&rule.host) {
+                bail!(
+                    "--allow {entry} matches more than one registrable domain (an exfiltration \
+                     channel); name the hosts, or use a policy with an acknowledged broad-egress"
+                );
+            }
+            rules.push(rule);
+        }
+        spec.network = Network::Egress(rules);
+    }
     if let Some(dir) = &args.rootfs {
         spec.root = Root::Rootfs(host_path(&dir.to_string_lossy())?);
     }
@@ -291,6 +310,7 @@ fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Res
         ("--user", args.user.is_some()),
         ("--allow-root", args.allow_root),
         ("--network", args.network.is_some()),
+        ("--allow", !args.allow.is_empty()),
         ("--rootfs", args.rootfs.is_some()),
         ("--allow-unlimited", args.allow_unlimited),
         ("--backend", args.backend.is_some()),
@@ -396,8 +416,15 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     let refuse =
         |message: String| error_exit(args.json, RUNNER_ERROR.into(), &recorder.refused(&message));
-    let spec = match spec {
+    let mut spec = match spec {
         Ok(spec) => spec,
+        Err(error) => return refuse(format!("{error:#}")),
+    };
+    let egress = match recorder
+        .egress_sink()
+        .and_then(|sink| crate::egress::start(&mut spec, sink))
+    {
+        Ok(egress) => egress,
         Err(error) => return refuse(format!("{error:#}")),
     };
     if spec.user.uid == 0 || spec.user.gid == 0 {
@@ -417,8 +444,16 @@ pub fn main(args: RunArgs) -> ExitCode {
         Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
     };
     let result = backend.run(&spec, io);
+    let egress_recorded = egress.map(crate::egress::Egress::finish).transpose();
     if let Err(error) = recorder.end(started, &result) {
         return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}"));
+    }
+    if let Err(error) = egress_recorded {
+        return error_exit(
+            args.json,
+            RUNNER_ERROR.into(),
+            &format!("{error:#}; the invocation's outcome is withheld"),
+        );
     }
     match result {
         Ok(outcome) => {

@@ -71,7 +71,7 @@ const MULTI_LABEL_SUFFIXES: &[&str] = &[
 
 /// Parses `HOST:PORT`: a host name, `*.` and a domain, `*`, an IPv4 address or `[IPv6]`,
 /// then a port from 1 to 65535. Host names are lowercased.
-pub(crate) fn parse_rule(text: &str) -> Result<EgressRule, String> {
+pub fn parse_rule(text: &str) -> Result<EgressRule, String> {
     let (host, port) = text
         .rsplit_once(':')
         .ok_or_else(|| "missing `:PORT`".to_string())?;
@@ -133,7 +133,7 @@ fn check_host_name(name: &str) -> Result<(), String> {
 }
 
 /// Whether `host` (as parsed) matches names of more than one registrable domain.
-pub(crate) fn is_broad(host: &str) -> bool {
+pub fn is_broad(host: &str) -> bool {
     match host.strip_prefix("*.") {
         _ if host == "*" => true,
         Some(domain) => !domain.contains('.') || MULTI_LABEL_SUFFIXES.contains(&domain),

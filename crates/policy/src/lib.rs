@@ -75,6 +75,7 @@ pub mod verify;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use digest::{policy_sha256, spec_sha256};
+pub use egress::{is_broad as is_broad_egress, parse_rule as parse_egress_rule};
 pub use lint::{lint, Finding, Report, Rule, Severity};
 pub use policy::{
     Acknowledgement, BackendKind, Defaults, ExtraArgs, HostPath, MountDecl, Policy, Resources,

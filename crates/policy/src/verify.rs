@@ -188,6 +188,16 @@ pub fn claims(tool: &Tool, spec: &SandboxSpec) -> Vec<Claim> {
         });
         expected.push((tmpfs.dst.clone(), true));
     }
+    if spec.egress_proxy.is_some() {
+        // The proxy's socket, the sandbox's one way out; read-only like every base mount.
+        let socket = PathBuf::from(nanoclaw_spec::EgressProxy::SOCKET_INSIDE);
+        out.push(Claim::Mount {
+            path: socket.clone(),
+            writable: false,
+            origin: Origin::Caller,
+        });
+        expected.push((socket, false));
+    }
     let base = match spec.root {
         Root::Host => Some(HOST_BASE.iter().map(PathBuf::from).collect()),
         Root::Rootfs(_) | Root::Image(_) => None,

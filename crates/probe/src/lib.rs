@@ -205,6 +205,14 @@ static PROBES: &[Probe] = &[
         run: inspect::inspect,
     },
     Probe {
+        name: "proxy-connect",
+        about: "asks the egress proxy (HTTPS_PROXY) to CONNECT to each HOST:PORT and reports its \
+                answers and whether a name lookup works, as JSON for `verify` (informational: \
+                always blocked)",
+        args: "[HOST:PORT...]",
+        run: network::proxy_connect,
+    },
+    Probe {
         name: "whoami",
         about: "uids, gids, groups, capability sets, NoNewPrivs and seccomp mode; blocked when \
                 euid != 0, every capability set is empty and NoNewPrivs is 1",

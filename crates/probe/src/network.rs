@@ -96,3 +96,54 @@ fn open_socket(what: &str, domain: i32, protocol: i32) -> Finding {
     });
     attempts.finish()
 }
+
+/// Asks the egress proxy (from `HTTPS_PROXY`) to CONNECT to each HOST:PORT and reports the
+/// status it answers, plus whether a name lookup works inside, as JSON for `verify`: 403
+/// means the proxy refused the destination; anything else means it let the request
+/// through (502 or 504 when the destination itself was unreachable from the host).
+/// Informational: always blocked.
+pub(crate) fn proxy_connect(args: &[String]) -> Result<Finding, String> {
+    use std::io::{BufRead, BufReader, Write};
+    let proxy = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok())
+        .map(|url| {
+            url.trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        });
+    let mut results = Vec::new();
+    for target in args {
+        let outcome = match &proxy {
+            None => Err("no proxy variable is set".to_string()),
+            Some(proxy) => (|| -> io::Result<String> {
+                let mut stream = TcpStream::connect(proxy.as_str())?;
+                stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+                write!(
+                    stream,
+                    "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+                )?;
+                let mut line = String::new();
+                BufReader::new(stream).read_line(&mut line)?;
+                Ok(line.trim().to_string())
+            })()
+            .map_err(|e| e.to_string()),
+        };
+        let status = outcome
+            .as_ref()
+            .ok()
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|code| code.parse::<u16>().ok());
+        results.push(serde_json::json!({
+            "target": target,
+            "status": status,
+            "answer": outcome.unwrap_or_else(|e| e),
+        }));
+    }
+    let dns = match ("example.com", 443).to_socket_addrs() {
+        Ok(mut addrs) => format!("resolved to {:?}", addrs.next()),
+        Err(e) => format!("failed: {e}"),
+    };
+    let report = serde_json::json!({ "proxy": proxy, "results": results, "dns": dns });
+    Ok(Finding::blocked(report.to_string()))
+}

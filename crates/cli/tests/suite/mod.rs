@@ -4,4 +4,5 @@ mod audit;
 mod cleanup;
 mod cli;
 mod conformance;
+mod egress;
 mod policy;

@@ -1,0 +1,574 @@
+//! The HTTP/1 side of the proxy: parses a request head (CONNECT or absolute-form), builds
+//! the head sent upstream for plain HTTP, frames the request body, and writes refusals.
+//!
+//! Deliberately small and strict: a head is UTF-8 lines ending in CRLF, no line folding,
+//! one Host header, never both Content-Length and Transfer-Encoding. For plain HTTP the
+//! upstream is the request target and nothing else: a Host header that names another host
+//! is refused (403), a missing one is filled in from the target, and the head sent upstream
+//! is rebuilt from parsed parts with hop-by-hop and proxy headers removed and
+//! `Connection: close` added, so that one client connection carries exactly one request.
+//! The body is forwarded only up to its declared end, so bytes after it (a second,
+//! pipelined request) never reach the upstream. CONNECT's own Host header is ignored: the
+//! tunnel goes to the CONNECT target. This module must never forward a byte that it has
+//! not framed.
+
+use crate::target::{Host, Target};
+
+/// A request the proxy can serve.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Connect(Target),
+    Forward(Forward),
+}
+
+/// A plain-HTTP request, ready to send upstream.
+#[derive(Debug)]
+pub(crate) struct Forward {
+    pub target: Target,
+    pub method: String,
+    /// Origin-form: `/path?query`.
+    pub path: String,
+    /// The head to send upstream.
+    pub head: Vec<u8>,
+    pub body: Body,
+}
+
+/// A request the proxy will not serve, with the status it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub status: u16,
+    pub reason: String,
+    /// What could be parsed before the refusal, for the record.
+    pub target: Option<Target>,
+    pub method: Option<String>,
+}
+
+fn refuse(status: u16, reason: impl Into<String>) -> Refused {
+    Refused {
+        status,
+        reason: reason.into(),
+        target: None,
+        method: None,
+    }
+}
+
+/// Headers that describe one hop, or the proxy, and are never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "upgrade",
+];
+
+/// The index just past the first `\r\n\r\n` in `buf`, searching from `from` (the length
+/// already searched).
+pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    buf.get(start..)?
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| start + i + 4)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Parses a complete head (ending in `\r\n\r\n`).
+pub(crate) fn parse(head: &[u8]) -> Result<Request, Refused> {
+    let text = std::str::from_utf8(head).map_err(|_| refuse(400, "request head is not utf-8"))?;
+    let text = text
+        .strip_suffix("\r\n\r\n")
+        .ok_or_else(|| refuse(400, "incomplete request head"))?;
+    if text.contains(['\0']) {
+        return Err(refuse(400, "nul byte in request head"));
+    }
+    if text.split("\r\n").any(|line| line.contains(['\r', '\n'])) {
+        return Err(refuse(400, "bare cr or lf in request head"));
+    }
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let parts: Vec<&str> = request_line.split(' ').collect();
+    let [method, target, version] = parts[..] else {
+        return Err(refuse(400, "malformed request line"));
+    };
+    if !is_token(method) {
+        return Err(refuse(400, "malformed method"));
+    }
+    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(refuse(400, "malformed request target"));
+    }
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        return Err(refuse(400, "only HTTP/1.0 and HTTP/1.1 are spoken"));
+    }
+    let mut headers = Vec::new();
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            return Err(refuse(400, "obsolete header line folding"));
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| refuse(400, "malformed header line"))?;
+        let value = value.trim_matches([' ', '\t']);
+        if !is_token(name) || value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            return Err(refuse(400, "malformed header line"));
+        }
+        headers.push((name, value));
+    }
+    if method == "CONNECT" {
+        return Target::parse_authority(target, None)
+            .map(Request::Connect)
+            .map_err(|e| refuse(400, e.to_string()));
+    }
+    forward(method, target, version, &headers).map(Request::Forward)
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+fn forward(
+    method: &str,
+    url: &str,
+    version: &str,
+    headers: &[(&str, &str)],
+) -> Result<Forward, Refused> {
+    let Some(rest) = strip_prefix_ignore_case(url, "http://") else {
+        return Err(if strip_prefix_ignore_case(url, "https://").is_some() {
+            refuse(
+                400,
+                "https urls go through CONNECT, not a plain proxy request",
+            )
+        } else {
+            refuse(
+                400,
+                "not a proxy request: expected an absolute http:// url or CONNECT",
+            )
+        });
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err(refuse(400, "credentials in the url are not allowed"));
+    }
+    let target =
+        Target::parse_authority(authority, Some(80)).map_err(|e| refuse(400, e.to_string()))?;
+    let with_context = |mut refused: Refused| {
+        refused.target = Some(target.clone());
+        refused.method = Some(method.to_string());
+        refused
+    };
+    let path = path.split('#').next().unwrap_or_default();
+    let path = match path.chars().next() {
+        None => "/".to_string(),
+        Some('?') => format!("/{path}"),
+        Some(_) => path.to_string(),
+    };
+
+    let values = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    match values("host")[..] {
+        [] => {}
+        [host] => {
+            let named = Target::parse_authority(host, Some(80))
+                .map_err(|e| with_context(refuse(400, format!("host header: {e}"))))?;
+            if named != target {
+                return Err(with_context(refuse(
+                    403,
+                    format!("host header {named} does not match the request target {target}"),
+                )));
+            }
+        }
+        _ => return Err(with_context(refuse(400, "more than one host header"))),
+    }
+    let body =
+        body(&values("transfer-encoding"), &values("content-length")).map_err(with_context)?;
+
+    let listed: Vec<String> = values("connection")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let host_header = match target.port {
+        80 => match &target.host {
+            Host::Ip(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            host => host.to_string(),
+        },
+        _ => target.to_string(),
+    };
+    let mut head = format!("{method} {path} {version}\r\nHost: {host_header}\r\n");
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if !HOP_BY_HOP.contains(&lower.as_str()) && !listed.contains(&lower) {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    Ok(Forward {
+        target,
+        method: method.to_string(),
+        path,
+        head: head.into_bytes(),
+        body,
+    })
+}
+
+fn body(transfer_encoding: &[&str], content_length: &[&str]) -> Result<Body, Refused> {
+    match (transfer_encoding, content_length) {
+        ([], []) => Ok(Body::Length(0)),
+        ([], [first, rest @ ..]) => {
+            if rest.iter().any(|v| v != first) || !first.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(refuse(400, "malformed content-length"));
+            }
+            first
+                .parse()
+                .map(Body::Length)
+                .map_err(|_| refuse(400, "malformed content-length"))
+        }
+        ([te], []) if te.eq_ignore_ascii_case("chunked") => Ok(Body::Chunked(Chunked::Size {
+            value: 0,
+            digits: 0,
+            in_extension: false,
+        })),
+        (_, []) => Err(refuse(501, "only chunked transfer-encoding is supported")),
+        _ => Err(refuse(
+            400,
+            "both content-length and transfer-encoding are set",
+        )),
+    }
+}
+
+/// How much of the client's byte stream after the head is the request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// This many bytes remain.
+    Length(u64),
+    Chunked(Chunked),
+}
+
+/// The position inside a chunked body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunked {
+    Size {
+        value: u64,
+        digits: u8,
+        in_extension: bool,
+    },
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf {
+        empty: bool,
+    },
+    Done,
+}
+
+impl Body {
+    pub(crate) fn done(&self) -> bool {
+        matches!(self, Body::Length(0) | Body::Chunked(Chunked::Done))
+    }
+
+    /// Consumes the body's part of `bytes` and says how long it is: every byte before that
+    /// length is forwarded, none after it.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<usize, &'static str> {
+        match self {
+            Body::Length(remaining) => {
+                let take = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                *remaining -= take as u64;
+                Ok(take)
+            }
+            Body::Chunked(state) => state.feed(bytes),
+        }
+    }
+}
+
+impl Chunked {
+    fn feed(&mut self, bytes: &[u8]) -> Result<usize, &'static str> {
+        let bad = Err("malformed chunked body");
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            *self = match *self {
+                Chunked::Done => return Ok(i),
+                Chunked::Data(remaining) => {
+                    let take = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len() - i);
+                    i += take;
+                    let left = remaining - take as u64;
+                    *self = if left == 0 {
+                        Chunked::DataCr
+                    } else {
+                        Chunked::Data(left)
+                    };
+                    continue;
+                }
+                Chunked::Size {
+                    value,
+                    digits,
+                    in_extension: false,
+                } if b.is_ascii_hexdigit() => {
+                    if digits >= 15 {
+                        return bad;
+                    }
+                    let digit = u64::from(char::from(b).to_digit(16).unwrap_or(0));
+                    Chunked::Size {
+                        value: value * 16 + digit,
+                        digits: digits + 1,
+                        in_extension: false,
+                    }
+                }
+                Chunked::Size { digits: 0, .. } => return bad,
+                Chunked::Size { value, .. } if b == b'\r' => Chunked::SizeLf(value),
+                Chunked::Size { value, digits, .. } if b == b';' || b == b' ' || b == b'\t' => {
+                    Chunked::Size {
+                        value,
+                        digits,
+                        in_extension: true,
+                    }
+                }
+                Chunked::Size {
+                    in_extension: true, ..
+                } if b != b'\n' => *self,
+                Chunked::Size { .. } => return bad,
+                Chunked::SizeLf(0) if b == b'\n' => Chunked::TrailerStart,
+                Chunked::SizeLf(value) if b == b'\n' => Chunked::Data(value),
+                Chunked::DataCr if b == b'\r' => Chunked::DataLf,
+                Chunked::DataLf if b == b'\n' => Chunked::Size {
+                    value: 0,
+                    digits: 0,
+                    in_extension: false,
+                },
+                Chunked::TrailerStart if b == b'\r' => Chunked::TrailerLf { empty: true },
+                Chunked::TrailerStart | Chunked::TrailerLine if b != b'\r' && b != b'\n' => {
+                    Chunked::TrailerLine
+                }
+                Chunked::TrailerLine if b == b'\r' => Chunked::TrailerLf { empty: false },
+                Chunked::TrailerLf { empty: true } if b == b'\n' => {
+                    *self = Chunked::Done;
+                    return Ok(i + 1);
+                }
+                Chunked::TrailerLf { empty: false } if b == b'\n' => Chunked::TrailerStart,
+                _ => return bad,
+            };
+            i += 1;
+        }
+        Ok(i)
+    }
+}
+
+/// A complete refusal response: the status and a one-line reason.
+pub(crate) fn refusal_response(status: u16, reason: &str) -> Vec<u8> {
+    let text = match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    };
+    let body = format!("nanoclaw egress: {reason}\n");
+    format!(
+        "HTTP/1.1 {status} {text}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward(head: &str) -> Forward {
+        match parse(head.as_bytes()).unwrap() {
+            Request::Forward(f) => f,
+            other => panic!("not a forward: {other:?}"),
+        }
+    }
+
+    fn status(head: &str) -> u16 {
+        parse(head.as_bytes()).unwrap_err().status
+    }
+
+    #[test]
+    fn head_end_finds_the_blank_line_across_reads() {
+        let buf = b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\nrest";
+        assert_eq!(head_end(buf, 0), Some(buf.len() - 4));
+        assert_eq!(head_end(buf, 34), Some(buf.len() - 4));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r", 0), None);
+    }
+
+    #[test]
+    fn connect_goes_to_its_authority_whatever_the_host_header_says() {
+        let req = parse(b"CONNECT api.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n").unwrap();
+        let Request::Connect(target) = req else {
+            panic!("not connect")
+        };
+        assert_eq!(target.to_string(), "api.test:443");
+        assert_eq!(status("CONNECT api.test HTTP/1.1\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn absolute_form_is_rebuilt_for_the_upstream() {
+        let f = forward(
+            "GET http://API.test:8080/a/b?c=d#frag HTTP/1.1\r\nHost: api.test:8080\r\n\
+             User-Agent: t\r\nProxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\n\
+             Connection: keep-alive, X-Drop\r\nX-Drop: 1\r\nUpgrade: h2c\r\n\r\n",
+        );
+        assert_eq!(f.target.to_string(), "api.test:8080");
+        assert_eq!(f.path, "/a/b?c=d");
+        assert_eq!(
+            String::from_utf8(f.head).unwrap(),
+            "GET /a/b?c=d HTTP/1.1\r\nHost: api.test:8080\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(f.body, Body::Length(0));
+    }
+
+    #[test]
+    fn a_missing_host_header_is_filled_in_from_the_target() {
+        let f = forward("GET http://api.test HTTP/1.0\r\n\r\n");
+        assert_eq!(
+            String::from_utf8(f.head).unwrap(),
+            "GET / HTTP/1.0\r\nHost: api.test\r\nConnection: close\r\n\r\n"
+        );
+        let f = forward("GET http://[2001:db8::1]?x HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n");
+        assert!(String::from_utf8(f.head)
+            .unwrap()
+            .starts_with("GET /?x HTTP/1.1\r\nHost: [2001:db8::1]\r\n"));
+    }
+
+    #[test]
+    fn a_host_header_naming_another_host_is_refused() {
+        let refused =
+            parse(b"GET http://api.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n").unwrap_err();
+        assert_eq!(refused.status, 403);
+        assert!(
+            refused.reason.contains("does not match"),
+            "{}",
+            refused.reason
+        );
+        assert_eq!(refused.target.unwrap().to_string(), "api.test:80");
+        assert_eq!(
+            status("GET http://api.test/ HTTP/1.1\r\nHost: api.test:8080\r\n\r\n"),
+            403
+        );
+        assert_eq!(
+            status("GET http://api.test/ HTTP/1.1\r\nHost: api.test\r\nHost: api.test\r\n\r\n"),
+            400
+        );
+        // Same host, default port spelled out: fine.
+        forward("GET http://api.test/ HTTP/1.1\r\nHost: API.test:80\r\n\r\n");
+    }
+
+    #[test]
+    fn malformed_heads_are_refused() {
+        for head in [
+            "GET /relative HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET https://api.test/ HTTP/1.1\r\n\r\n",
+            "GET http://user@api.test/ HTTP/1.1\r\n\r\n",
+            "GET http://api.test/ HTTP/2\r\n\r\n",
+            "GET  http://api.test/ HTTP/1.1\r\n\r\n",
+            "G(T http://api.test/ HTTP/1.1\r\n\r\n",
+            "GET http://api.test/ HTTP/1.1\r\nX: a\r\n folded\r\n\r\n",
+            "GET http://api.test/ HTTP/1.1\r\nX: a\nY: b\r\n\r\n",
+            "GET http://api.test/ HTTP/1.1\r\nBad Name: a\r\n\r\n",
+            "GET http://api.test/ HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET http://api.test/ HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "GET http://api.test/ HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "GET http://127.1/ HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(status(head), 400, "{head:?}");
+        }
+        assert_eq!(
+            status("POST http://api.test/ HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            parse(b"GET http://a.test/ HTTP/1.1\r\n\xff: x\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn content_length_bodies_stop_at_their_length() {
+        let mut body = Body::Length(5);
+        assert_eq!(body.feed(b"abc"), Ok(3));
+        assert!(!body.done());
+        assert_eq!(body.feed(b"deGET /next"), Ok(2));
+        assert!(body.done());
+        assert_eq!(body.feed(b"more"), Ok(0));
+    }
+
+    #[test]
+    fn chunked_bodies_stop_after_the_trailers() {
+        let wire =
+            b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nGET http://evil/ HTTP/1.1";
+        let end = wire.len() - "GET http://evil/ HTTP/1.1".len();
+        let mut whole = chunked();
+        assert_eq!(whole.feed(wire), Ok(end));
+        assert!(whole.done());
+        // Byte by byte gives the same end.
+        let mut split = chunked();
+        let mut total = 0;
+        for b in wire.iter() {
+            total += split.feed(std::slice::from_ref(b)).unwrap();
+            if split.done() {
+                break;
+            }
+        }
+        assert_eq!(total, end);
+        let mut no_trailer = chunked();
+        assert_eq!(no_trailer.feed(b"0\r\n\r\nX"), Ok(5));
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors() {
+        for wire in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\r\nhelloX",
+            b"5\nhello",
+            b"10000000000000000\r\n",
+            b"0\r\nX\n",
+        ] {
+            assert!(chunked().feed(wire).is_err(), "{wire:?}");
+        }
+    }
+
+    fn chunked() -> Body {
+        body(&["chunked"], &[]).unwrap()
+    }
+
+    #[test]
+    fn refusals_are_one_line_with_a_length() {
+        let r =
+            String::from_utf8(refusal_response(403, "api.x:443 is not in the allow list")).unwrap();
+        assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(r.ends_with("\r\n\r\nnanoclaw egress: api.x:443 is not in the allow list\n"));
+        assert!(r.contains("Content-Length: 52\r\n"));
+    }
+}

@@ -1,0 +1,320 @@
+//! The proxy's lifecycle, behind a blocking API: one background thread runs a tokio
+//! runtime, and each sandbox gets its own Unix socket whose connections are judged by that
+//! sandbox's policy alone. The trusted core calls `start`, `add_sandbox`,
+//! `remove_sandbox` and `shutdown`, and never sees async code.
+//!
+//! Identity is the socket: a connection is served with the policy of the socket it arrived
+//! on, and nothing in a request can name another sandbox. The socket is created mode 0666
+//! (the sandbox's uid must be able to connect) as `egress.sock` inside a directory the
+//! caller creates for this one sandbox (0711, owned by the runner) and bind-mounts, or
+//! whose socket it bind-mounts, into that sandbox only. This module must never serve two
+//! sandboxes from one socket, nor leave a removed sandbox's connections open.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::connection::{self, Sandbox};
+use crate::decision::Decision;
+use crate::policy::Policy;
+use crate::resolve::Resolver;
+
+/// The name of the socket `add_sandbox` creates in the directory it is given.
+pub const SOCKET_NAME: &str = "egress.sock";
+
+/// How long `remove_sandbox` waits for the sandbox's connections to record their close.
+const REMOVE_WAIT: Duration = Duration::from_secs(10);
+
+/// Limits and the resolver, shared by every sandbox of one proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// For resolving a name, and for each connect attempt.
+    pub connect_timeout: Duration,
+    /// An allowed connection is closed when no byte has moved either way for this long.
+    pub idle_timeout: Duration,
+    /// From accepting a connection to a complete request head (or SOCKS5 request).
+    pub header_timeout: Duration,
+    /// Connections over this many open ones on one sandbox's socket are closed unread.
+    pub max_connections_per_sandbox: usize,
+    /// A longer HTTP request head is refused with 431.
+    pub max_header_bytes: usize,
+    pub resolver: Resolver,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> ProxyConfig {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            header_timeout: Duration::from_secs(10),
+            max_connections_per_sandbox: 256,
+            max_header_bytes: 16 * 1024,
+            resolver: Resolver::System,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("start the egress proxy thread: {0}")]
+    Start(std::io::Error),
+    #[error("bind the egress socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("make the egress socket {path} connectable: {source}")]
+    Permissions {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("remove the egress socket {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The host-side egress proxy.
+pub struct Proxy {
+    runtime: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    config: Arc<ProxyConfig>,
+    connection_ids: Arc<AtomicU64>,
+    next_sandbox: AtomicU64,
+    sandboxes: Mutex<HashMap<u64, Registered>>,
+}
+
+/// One sandbox's socket, as returned by `Proxy::add_sandbox`.
+#[derive(Debug)]
+pub struct SandboxEndpoint {
+    id: u64,
+    socket: PathBuf,
+}
+
+impl SandboxEndpoint {
+    /// The socket to mount into the sandbox.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+struct Registered {
+    cancel: watch::Sender<bool>,
+    /// Disconnects (or receives) once every connection of the sandbox has ended.
+    done: std::sync::mpsc::Receiver<()>,
+    socket: PathBuf,
+}
+
+impl Proxy {
+    /// Starts the proxy's thread. No socket exists until `add_sandbox`.
+    pub fn start(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("nanoclaw-egress".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                // Lookups still blocking in getaddrinfo are abandoned, not waited for.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(ProxyError::Start)?;
+        let runtime = handle_rx
+            .recv()
+            .map_err(|_| ProxyError::Start(std::io::Error::other("the proxy thread died")))?
+            .map_err(ProxyError::Start)?;
+        Ok(Proxy {
+            runtime,
+            stop: Some(stop),
+            thread: Some(thread),
+            config: Arc::new(config),
+            connection_ids: Arc::new(AtomicU64::new(1)),
+            next_sandbox: AtomicU64::new(1),
+            sandboxes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Listens for one sandbox on `dir/egress.sock` (which must not exist yet), judging
+    /// every connection on it by `policy` and sending every record to `events`.
+    pub fn add_sandbox(
+        &self,
+        dir: &Path,
+        policy: Policy,
+        events: Sender<Decision>,
+    ) -> Result<SandboxEndpoint, ProxyError> {
+        let socket = dir.join(SOCKET_NAME);
+        let bind_error = |source| ProxyError::Bind {
+            path: socket.clone(),
+            source,
+        };
+        let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(bind_error)?;
+        let listener = fs::set_permissions(&socket, fs::Permissions::from_mode(0o666))
+            .map_err(|source| ProxyError::Permissions {
+                path: socket.clone(),
+                source,
+            })
+            .and_then(|()| listener.set_nonblocking(true).map_err(bind_error))
+            .and_then(|()| {
+                let _runtime = self.runtime.enter();
+                UnixListener::from_std(listener).map_err(bind_error)
+            });
+        let listener = match listener {
+            Ok(listener) => listener,
+            Err(e) => {
+                let _ = fs::remove_file(&socket);
+                return Err(e);
+            }
+        };
+        let (cancel, cancelled) = watch::channel(false);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let sandbox = Arc::new(Sandbox {
+            policy,
+            config: Arc::clone(&self.config),
+            events,
+            ids: Arc::clone(&self.connection_ids),
+        });
+        self.runtime
+            .spawn(accept(listener, sandbox, cancelled, done_tx));
+        let id = self.next_sandbox.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            id,
+            Registered {
+                cancel,
+                done,
+                socket: socket.clone(),
+            },
+        );
+        Ok(SandboxEndpoint { id, socket })
+    }
+
+    /// Closes the sandbox's socket and every connection on it, waits until their `Closed`
+    /// records have been sent, and removes the socket file.
+    pub fn remove_sandbox(&self, endpoint: SandboxEndpoint) -> Result<(), ProxyError> {
+        let registered = self.lock().remove(&endpoint.id);
+        match registered {
+            Some(registered) => close(registered),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes every sandbox, then stops the thread.
+    pub fn shutdown(mut self) -> Result<(), ProxyError> {
+        self.stop_all()
+    }
+
+    fn stop_all(&mut self) -> Result<(), ProxyError> {
+        let registered: Vec<Registered> = self.lock().drain().map(|(_, r)| r).collect();
+        let mut result = Ok(());
+        for sandbox in registered {
+            result = result.and(close(sandbox));
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Registered>> {
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.stop_all();
+    }
+}
+
+fn close(sandbox: Registered) -> Result<(), ProxyError> {
+    let _ = sandbox.cancel.send(true);
+    // Err means the accept task is gone, which is what we wait for.
+    let _ = sandbox.done.recv_timeout(REMOVE_WAIT);
+    match fs::remove_file(&sandbox.socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ProxyError::Remove {
+            path: sandbox.socket,
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Accepts the sandbox's connections until it is removed, then waits for them to end.
+async fn accept(
+    listener: UnixListener,
+    sandbox: Arc<Sandbox>,
+    cancel: watch::Receiver<bool>,
+    done: std::sync::mpsc::Sender<()>,
+) {
+    let max = sandbox.config.max_connections_per_sandbox;
+    let mut connections = JoinSet::new();
+    let removed = connection::cancelled(cancel.clone());
+    tokio::pin!(removed);
+    loop {
+        tokio::select! {
+            () = &mut removed => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) if open_connections(&mut connections) >= max => {
+                    drop(stream);
+                    sandbox.refuse_unread(format!("more than {max} concurrent connections"));
+                }
+                Ok((stream, _)) => {
+                    connections.spawn(connection::serve(stream, Arc::clone(&sandbox), cancel.clone()));
+                }
+                // Out of file descriptors, most likely: back off instead of spinning, and
+                // keep serving the connections already open.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    let _ = done.send(());
+}
+
+/// How many connections are still open, after forgetting those that ended.
+fn open_connections(connections: &mut JoinSet<()>) -> usize {
+    while connections.try_join_next().is_some() {}
+    connections.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Proxy>();
+        shareable::<SandboxEndpoint>();
+        shareable::<Policy>();
+    }
+}

@@ -221,6 +221,18 @@ impl Upstream {
     pub fn seen(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
+
+    /// What the upstream has reported once it has reported at least `count` events (its
+    /// lines arrive through a reader thread, after the answer the client already has), plus
+    /// a short grace for any event that should not have happened.
+    pub fn seen_at_least(&self, count: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.seen().len() < count && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        self.seen()
+    }
 }
 
 impl Drop for Upstream {

@@ -168,24 +168,6 @@ impl Backend for NativeBackend {
 
     fn run(&self, spec: &SandboxSpec, io: IoMode) -> Result<Outcome, BackendError> {
         validate(spec)?;
-        let cgroup_limits = cgroup::CgroupLimits {
-            memory_bytes: spec.limits.memory_bytes,
-            cpu_millis: spec.limits.cpu_millis,
-            pids: spec.limits.pids,
-        };
-        let cgroup = match cgroup::Layout::detect()
-            .inspect(cgroup::reap_stale)
-            .and_then(|layout| cgroup::Cgroup::create(&layout, &cgroup_limits))
-        {
-            Ok(cgroup) => Some(cgroup),
-            Err(_) if spec.allow_unlimited => None,
-            Err(error) => {
-                return Err(BackendError::LayerUnavailable {
-                    layer: "cgroup limits (memory, cpu, pids)".into(),
-                    reason: format!("{error}; pass --allow-unlimited to run without them"),
-                })
-            }
-        };
         let host_uid = rustix::process::geteuid().as_raw();
         let privileged = host_uid == 0;
         if !privileged && (spec.user.uid == 0 || spec.user.gid == 0) {
@@ -193,22 +175,27 @@ impl Backend for NativeBackend {
                 "only host root can map uid or gid 0 into a sandbox",
             ));
         }
-        let request = HelperRequest {
-            spec: spec.clone(),
-            io,
-            cgroup_join: cgroup.as_ref().map(join_files).unwrap_or_default(),
-            // Host root maps the sandbox ids to the same unprivileged ids on the host, so
-            // files a sandbox writes never belong to host root; anyone else maps them to
-            // themselves.
-            host_uid: if privileged { spec.user.uid } else { host_uid },
-            host_gid: if privileged {
-                spec.user.gid
-            } else {
-                rustix::process::getegid().as_raw()
-            },
-            privileged,
-        };
-        let report = self.spawn_helper(&request, io);
+        // The cgroup is made while the helper starts (they overlap on a second core); the
+        // helper waits for its request, which names the cgroup.
+        let mut cgroup = None;
+        let report = self.spawn_helper(io, || {
+            cgroup = create_cgroup(spec)?;
+            Ok(HelperRequest {
+                spec: spec.clone(),
+                io,
+                cgroup_join: cgroup.as_ref().map(join_files).unwrap_or_default(),
+                // Host root maps the sandbox ids to the same unprivileged ids on the host,
+                // so files a sandbox writes never belong to host root; anyone else maps
+                // them to themselves.
+                host_uid: if privileged { spec.user.uid } else { host_uid },
+                host_gid: if privileged {
+                    spec.user.gid
+                } else {
+                    rustix::process::getegid().as_raw()
+                },
+                privileged,
+            })
+        });
         let (oom_killed, usage) = match &cgroup {
             Some(c) => (c.oom_killed(), Some(c.usage())),
             None => (false, None),
@@ -270,6 +257,27 @@ impl Backend for NativeBackend {
     }
 }
 
+/// A fresh cgroup with the spec's limits, or `None` where the host cannot give one and the
+/// spec allows running without (the outcome then says the limits were not enforced).
+fn create_cgroup(spec: &SandboxSpec) -> Result<Option<cgroup::Cgroup>, BackendError> {
+    let limits = cgroup::CgroupLimits {
+        memory_bytes: spec.limits.memory_bytes,
+        cpu_millis: spec.limits.cpu_millis,
+        pids: spec.limits.pids,
+    };
+    match cgroup::Layout::detect()
+        .inspect(cgroup::reap_stale)
+        .and_then(|layout| cgroup::Cgroup::create(&layout, &limits))
+    {
+        Ok(cgroup) => Ok(Some(cgroup)),
+        Err(_) if spec.allow_unlimited => Ok(None),
+        Err(error) => Err(BackendError::LayerUnavailable {
+            layer: "cgroup limits (memory, cpu, pids)".into(),
+            reason: format!("{error}; pass --allow-unlimited to run without them"),
+        }),
+    }
+}
+
 /// The files through which the init moves itself into `cgroup`.
 ///
 /// On v1 a single thread writing "0" (itself) to `tasks` skips the kernel's global
@@ -284,28 +292,13 @@ fn join_files(cgroup: &cgroup::Cgroup) -> Vec<PathBuf> {
     cgroup.paths().iter().map(|dir| dir.join(file)).collect()
 }
 
-/// Writes as much of `payload` into the (empty) pipe as fits without blocking.
-fn prefill(pipe: &std::os::fd::OwnedFd, payload: &[u8]) -> usize {
-    if rustix::fs::fcntl_setfl(pipe, rustix::fs::OFlags::NONBLOCK).is_err() {
-        return 0;
-    }
-    let mut written = 0;
-    while written < payload.len() {
-        match rustix::io::write(pipe, &payload[written..]) {
-            Ok(n) => written += n,
-            Err(_) => break,
-        }
-    }
-    written
-}
-
 impl NativeBackend {
     /// Starts the helper, hands it the request and waits for its report. A stop signal
     /// (Ctrl-C, SIGTERM, SIGHUP) kills the helper, whose death kills the sandbox.
     fn spawn_helper(
         &self,
-        request: &HelperRequest,
         io: IoMode,
+        prepare: impl FnOnce() -> Result<HelperRequest, BackendError>,
     ) -> Result<HelperReport, BackendError> {
         let io_err = |what: &str| {
             let what = what.to_string();
@@ -350,11 +343,6 @@ impl NativeBackend {
             vec![(request_r, REQUEST_FD), (report_w, REPORT_FD)],
         )
         .map_err(io_err("pass descriptors to the helper"))?;
-        // The request goes into the pipe before the helper starts, so the helper finds it
-        // there instead of waiting for us; whatever does not fit follows after the spawn.
-        let payload = serde_json::to_vec(request)
-            .map_err(|e| BackendError::io("encode sandbox request", std::io::Error::other(e)))?;
-        let written = prefill(&request_w, &payload);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -366,11 +354,21 @@ impl NativeBackend {
             }
         };
         drop(command);
-        let mut request_file = std::fs::File::from(request_w);
-        let sent = rustix::fs::fcntl_setfl(&request_file, rustix::fs::OFlags::empty())
-            .map_err(std::io::Error::from)
-            .and_then(|()| request_file.write_all(&payload[written..]));
-        drop(request_file);
+        let payload = match prepare().and_then(|request| {
+            serde_json::to_vec(&request)
+                .map_err(|e| BackendError::io("encode sandbox request", std::io::Error::other(e)))
+        }) {
+            Ok(payload) => payload,
+            Err(error) => {
+                // Closing the request pipe unsent makes the helper end without a sandbox.
+                drop(request_w);
+                let _ = child.kill();
+                let _ = child.wait();
+                unregister();
+                return Err(error);
+            }
+        };
+        let sent = std::fs::File::from(request_w).write_all(&payload);
 
         let mut report = Vec::new();
         let mut report_file = std::fs::File::from(report_r);

@@ -634,6 +634,16 @@ pub struct HostState {
     temp_entries: BTreeSet<PathBuf>,
 }
 
+/// Mount points other tests running at the same time create on the host: the Docker
+/// Engine's container file systems and the egress tests' named network namespaces. A
+/// sandbox's own mounts live in its private mount namespace; none of these is one.
+const FOREIGN_MOUNTS: &[&str] = &[
+    "/var/lib/docker/",
+    "/run/docker/",
+    "/run/netns",
+    "/var/run/netns",
+];
+
 /// Shared directories where a runner could leave files, besides its `TMPDIR`.
 const SHARED_TEMP_DIRS: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
 
@@ -642,6 +652,10 @@ impl HostState {
         let mounts = fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .lines()
+            .filter(|line| {
+                let mount_point = line.split(' ').nth(4).unwrap_or("");
+                !FOREIGN_MOUNTS.iter().any(|f| mount_point.starts_with(f))
+            })
             .map(str::to_owned)
             .collect();
         let temp_entries = SHARED_TEMP_DIRS

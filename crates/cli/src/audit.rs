@@ -153,6 +153,11 @@ impl Recorder {
         }))
     }
 
+    /// The invocation's id (empty with `--no-audit`) and tool, for backend labels.
+    pub fn invocation(&self) -> (&str, &str) {
+        (&self.invocation_id, &self.origin.tool)
+    }
+
     /// Names the tool and policy the invocation runs (before `start` or `refused`).
     pub fn set_origin(&mut self, origin: Origin) {
         self.origin = origin;

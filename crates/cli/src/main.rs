@@ -4,6 +4,7 @@
 //! backend and reports the `Outcome`. It decides nothing about isolation itself.
 
 mod audit;
+mod backend;
 mod doctor;
 mod egress;
 mod policy;

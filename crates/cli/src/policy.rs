@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use nanoclaw_native::NativeBackend;
 use nanoclaw_policy::{lint, policy_sha256, verify, Invocation, Policy};
-use nanoclaw_spec::{Backend, EgressRule, Enforced, IoMode, Mount, Network, SandboxSpec};
+use nanoclaw_spec::{EgressRule, Enforced, IoMode, Mount, Network, Root, SandboxSpec};
 use serde_json::json;
 
+use crate::backend::Runner;
 use crate::{audit, RUNNER_ERROR};
 
 /// Exit status of `policy check` and `verify` when the policy is refused or a claim fails.
@@ -190,12 +190,6 @@ impl Drop for ScratchWorkspace {
 /// place of its command, and checks every claim against what the probe saw.
 fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<verify::ClaimResult>> {
     let tool = policy.tool(name)?;
-    if tool.backend.as_str() != "native" {
-        bail!(
-            "tool {name} runs on the {} backend, which this nanoclaw cannot use yet",
-            tool.backend.as_str()
-        );
-    }
     let scratch = match (&args.workspace, tool.uses_workspace()) {
         (None, true) => Some(ScratchWorkspace::create(tool.user.uid, tool.user.gid)?),
         _ => None,
@@ -240,7 +234,7 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         workspace: None,
     });
     let egress = crate::egress::start(&mut spec, recorder.egress_sink()?)?;
-    let backend = NativeBackend::new(exe);
+    let backend = Runner::for_spec(&spec, false)?;
     // Runs one probe in the tool's sandbox, audited like any invocation.
     let run_probe = |spec: &SandboxSpec| -> Result<(nanoclaw_probe::Report, Enforced)> {
         let io = IoMode {
@@ -248,16 +242,23 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
             capture: true,
         };
         let started = recorder.start(spec, backend.name(), io)?;
-        let result = backend.run(spec, io);
+        let (invocation_id, audited_tool) = recorder.invocation();
+        let result = backend.run(spec, io, audited_tool, invocation_id);
         recorder.end(started, &result)?;
         let outcome = result?;
         let line = outcome.stdout.text.trim();
         let report = serde_json::from_str(line).with_context(|| {
             format!(
-                "the probe did not report (exit status {}): {}{}",
+                "the probe did not report (exit status {}): {}{}{}",
                 outcome.exit_status(),
                 line,
-                outcome.stderr.text.trim()
+                outcome.stderr.text.trim(),
+                if matches!(spec.root, Root::Host) {
+                    ""
+                } else {
+                    " (the probe is this nanoclaw binary, mounted into the tool's own root: \
+                     there it must be static, e.g. built with --target x86_64-unknown-linux-musl)"
+                }
             )
         })?;
         Ok((report, outcome.enforced))

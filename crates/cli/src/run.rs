@@ -7,13 +7,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::backend::Runner;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use nanoclaw_native::NativeBackend;
 use nanoclaw_policy::{is_broad_egress, parse_egress_rule, Invocation, Narrowing};
 use nanoclaw_spec::{
-    parse_bytes, parse_cpus, parse_duration, Backend, BackendError, IoMode, Mount, Network,
-    Outcome, Root, SandboxSpec, Tmpfs, User,
+    parse_bytes, parse_cpus, parse_duration, BackendError, IoMode, Mount, Network, Outcome, Root,
+    SandboxSpec, Tmpfs, User,
 };
 use serde_json::json;
 
@@ -74,9 +74,15 @@ pub struct RunArgs {
     /// Run even where the host cannot enforce memory, CPU and PID limits
     #[arg(long)]
     allow_unlimited: bool,
-    /// Backend that runs the sandbox [default: native]
+    /// Backend that runs the sandbox: native, or docker (with --image) [default: native]
     #[arg(long, value_name = "NAME")]
     backend: Option<String>,
+    /// Image to run on the docker backend, pinned: NAME@sha256:DIGEST or a local sha256:ID
+    #[arg(long, value_name = "REF", conflicts_with = "rootfs")]
+    image: Option<String>,
+    /// Let the docker backend pull a missing image (never done implicitly)
+    #[arg(long, requires = "image")]
+    pull: bool,
     /// Policy file naming the tools (with --tool)
     #[arg(long, value_name = "FILE", requires = "tool")]
     policy: Option<PathBuf>,
@@ -193,10 +199,20 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
             "--network {network:?} is not available: the only network mode is \"none\" (loopback only)"
         );
     }
-    if let Some(backend) = args.backend.as_deref().filter(|b| *b != "native") {
-        bail!("--backend {backend:?} is not available: the only backend is \"native\"");
+    match (args.backend.as_deref(), &args.image) {
+        (None | Some("native"), None) | (None | Some("docker"), Some(_)) => {}
+        (Some("docker"), None) => bail!("--backend docker needs --image NAME@sha256:DIGEST"),
+        (Some("native"), Some(_)) => {
+            bail!("--image needs the docker backend; the native backend takes --rootfs DIR")
+        }
+        (Some(other), _) => {
+            bail!("--backend {other:?} is not available: choose \"native\" or \"docker\"")
+        }
     }
     let mut spec = SandboxSpec::new(args.command.clone());
+    if let Some(image) = &args.image {
+        spec.root = Root::Image(image.clone());
+    }
     if !args.allow.is_empty() {
         let mut rules = Vec::new();
         for entry in &args.allow {
@@ -314,6 +330,7 @@ fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Res
         ("--rootfs", args.rootfs.is_some()),
         ("--allow-unlimited", args.allow_unlimited),
         ("--backend", args.backend.is_some()),
+        ("--image", args.image.is_some()),
     ];
     if let Some((option, _)) = widening.iter().find(|(_, given)| *given) {
         bail!(
@@ -328,12 +345,7 @@ fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Res
         extra_args: args.command.clone(),
         narrowing: narrowing(args)?,
     };
-    let spec = policy.resolve(tool, &invocation)?;
-    let backend = policy.tool(tool)?.backend.as_str();
-    if backend != "native" {
-        bail!("tool {tool} runs on the {backend} backend, which this nanoclaw cannot use yet");
-    }
-    Ok(spec)
+    Ok(policy.resolve(tool, &invocation)?)
 }
 
 fn host_path_of(path: &std::path::Path) -> Result<PathBuf> {
@@ -430,11 +442,10 @@ pub fn main(args: RunArgs) -> ExitCode {
     if spec.user.uid == 0 || spec.user.gid == 0 {
         eprintln!("nanoclaw: WARNING: the command runs as root inside the sandbox (--allow-root); it still holds no capabilities");
     }
-    let helper = match std::env::current_exe() {
-        Ok(path) => path,
-        Err(e) => return refuse(format!("cannot locate the nanoclaw binary: {e}")),
+    let backend = match Runner::for_spec(&spec, args.pull) {
+        Ok(backend) => backend,
+        Err(error) => return refuse(error.to_string()),
     };
-    let backend = NativeBackend::new(helper);
     let io = IoMode {
         stdin: args.stdin,
         capture: args.json,
@@ -443,7 +454,8 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(started) => started,
         Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
     };
-    let result = backend.run(&spec, io);
+    let (invocation_id, tool) = recorder.invocation();
+    let result = backend.run(&spec, io, tool, invocation_id);
     let egress_recorded = egress.map(crate::egress::Egress::finish).transpose();
     if let Err(error) = recorder.end(started, &result) {
         return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}"));

@@ -4,5 +4,6 @@ mod audit;
 mod cleanup;
 mod cli;
 mod conformance;
+mod docker;
 mod egress;
 mod policy;

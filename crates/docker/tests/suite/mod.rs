@@ -1,0 +1,4 @@
+mod conformance;
+mod images;
+mod lifecycle;
+pub mod support;

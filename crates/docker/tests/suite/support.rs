@@ -1,0 +1,568 @@
+//! What the tests share: the engine, the test image, a [`Sandbox`] builder that runs a spec
+//! through `DockerBackend`, probe reports, and checks for what a run may leave behind
+//! (containers, host processes).
+//!
+//! Every run carries a unique invocation label; after it returns, no container with that
+//! label may exist, whatever the outcome.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bollard::query_parameters::{BuildImageOptions, ListContainersOptions};
+use bollard::Docker;
+use futures_util::StreamExt;
+use nanoclaw_docker::{DockerBackend, DockerRun, Invocation, LABEL_INSTANCE, LABEL_INVOCATION};
+use nanoclaw_spec::{BackendError, IoMode, Mount, Outcome, Root, SandboxSpec};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Where the probe (the static nanoclaw binary) is inside the test image.
+pub const PROBE: &str = "/probe/nanoclaw";
+
+/// The user a sandbox runs as unless told otherwise.
+pub const SANDBOX_UID: u32 = 10001;
+
+/// Busybox applets the test image links, besides the shell.
+const APPLETS: [&str; 12] = [
+    "sh", "cat", "id", "ls", "echo", "sleep", "true", "env", "pwd", "kill", "head", "wc",
+];
+
+/// The engine, for the tests' own look at it (containers, images), with a runtime of its
+/// own. Connecting fails the test, loudly, when the engine is not there.
+pub struct Engine {
+    runtime: tokio::runtime::Runtime,
+    docker: Docker,
+}
+
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let docker = runtime
+            .block_on(async { Docker::connect_with_defaults()?.negotiate_version().await })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the Docker Engine is not reachable ({e}); these tests need a running \
+                     engine at DOCKER_HOST or /var/run/docker.sock and are never skipped"
+                )
+            });
+        Engine { runtime, docker }
+    })
+}
+
+impl Engine {
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The containers (running or not) carrying `label` (`key` or `key=value`), with their
+    /// labels.
+    pub fn containers(&self, label: &str) -> Vec<(String, HashMap<String, String>)> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".into(), vec![label.to_string()])])),
+            ..Default::default()
+        };
+        self.block_on(self.docker.list_containers(Some(options)))
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.id.unwrap_or_default(), c.labels.unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// A backend for one test: connecting fails the test when the engine is not reachable.
+pub fn backend() -> DockerBackend {
+    DockerBackend::connect().unwrap_or_else(|e| {
+        panic!("the Docker Engine is not reachable: {e}; these tests never skip")
+    })
+}
+
+/// The workspace's root directory.
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The static nanoclaw binary, rebuilt when the probe or cli sources are newer than it. The
+/// cli crate may be mid-edit by someone else: then an existing build is used, and without
+/// one the test fails saying why.
+pub fn probe_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let binary = target.join("x86_64-unknown-linux-musl/release/nanoclaw");
+    let built = fs::metadata(&binary).and_then(|m| m.modified()).ok();
+    let sources = ["crates/probe", "crates/cli", "Cargo.lock"].map(|p| workspace().join(p));
+    if built.is_some_and(|built| sources.iter().all(|s| newest_mtime(s) <= built)) {
+        return binary;
+    }
+    let build = Command::new(env!("CARGO"))
+        .current_dir(workspace())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "x86_64-unknown-linux-musl",
+            "-p",
+            "nanoclaw",
+        ])
+        .output();
+    match build {
+        Ok(output) if output.status.success() => {}
+        other if binary.exists() => eprintln!(
+            "warning: building the static nanoclaw probe failed, using the existing {}: {other:?}",
+            binary.display()
+        ),
+        other => panic!(
+            "cannot build the static nanoclaw probe (`cargo build --release --target \
+             x86_64-unknown-linux-musl -p nanoclaw`; needs `rustup target add \
+             x86_64-unknown-linux-musl`): {other:?}"
+        ),
+    }
+    binary
+}
+
+/// The latest modification time of `path` or anything below it.
+fn newest_mtime(path: &Path) -> SystemTime {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return UNIX_EPOCH;
+    };
+    let own = meta.modified().unwrap_or(UNIX_EPOCH);
+    if !meta.is_dir() {
+        return own;
+    }
+    fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| newest_mtime(&entry.path()))
+        .fold(own, SystemTime::max)
+}
+
+/// Debian's static busybox, the image's whole userland.
+fn busybox() -> PathBuf {
+    let path = PathBuf::from("/bin/busybox");
+    let bytes = fs::read(&path).unwrap_or_default();
+    assert!(
+        bytes.starts_with(b"\x7fELF") && !has_interpreter(&bytes),
+        "{} is missing or dynamically linked: apt-get install -y busybox-static",
+        path.display()
+    );
+    path
+}
+
+/// Whether a 64-bit ELF file names a program interpreter (PT_INTERP): is dynamically linked.
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
+    })
+}
+
+/// The test image's ID: `FROM scratch` with /bin/busybox and its applets, and the probe at
+/// /probe/nanoclaw. Built once per test binary through the Engine API, tagged by the hash of
+/// its contents so an unchanged image is reused.
+pub fn test_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        // The engine first: when it is not there, fail now rather than after a build.
+        let engine = engine();
+        check_nothing_left_at_exit();
+        let busybox = fs::read(busybox()).unwrap();
+        let probe = fs::read(probe_binary()).unwrap();
+        let mut hash = Sha256::new();
+        hash.update(&busybox);
+        hash.update(&probe);
+        hash.update(APPLETS.join(" "));
+        let digest: String = hash
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let tag = format!("nanoclaw-docker-test:{digest}");
+        if let Ok(image) = engine.block_on(engine.docker().inspect_image(&tag)) {
+            remove_older_test_images(&tag);
+            return image.id.unwrap();
+        }
+        let context = build_context(&busybox, &probe);
+        let options = BuildImageOptions {
+            t: Some(tag.clone()),
+            rm: true,
+            forcerm: true,
+            ..Default::default()
+        };
+        engine.block_on(async {
+            let mut build = engine.docker().build_image(
+                options,
+                None,
+                Some(bollard::body_full(context.into())),
+            );
+            while let Some(step) = build.next().await {
+                let step = step.unwrap_or_else(|e| panic!("building the test image: {e}"));
+                if let Some(error) = step.error_detail {
+                    panic!("building the test image: {error:?}");
+                }
+            }
+        });
+        remove_older_test_images(&tag);
+        engine
+            .block_on(engine.docker().inspect_image(&tag))
+            .unwrap()
+            .id
+            .unwrap()
+    })
+}
+
+/// Removes the test images of earlier probe builds; one still in use stays.
+fn remove_older_test_images(current: &str) {
+    let engine = engine();
+    let (repository, _) = current.split_once(':').unwrap();
+    let options = bollard::query_parameters::ListImagesOptions {
+        filters: Some(HashMap::from([(
+            "reference".to_string(),
+            vec![repository.to_string()],
+        )])),
+        ..Default::default()
+    };
+    let images = engine
+        .block_on(engine.docker().list_images(Some(options)))
+        .unwrap_or_default();
+    for tag in images.iter().flat_map(|i| &i.repo_tags) {
+        if tag != current {
+            let _ = engine.block_on(engine.docker().remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            ));
+        }
+    }
+}
+
+/// The build context as a tar stream: a Dockerfile and the root file system.
+fn build_context(busybox: &[u8], probe: &[u8]) -> Vec<u8> {
+    let dir = scratch_dir();
+    let root = dir.path().join("rootfs");
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("probe")).unwrap();
+    fs::write(root.join("bin/busybox"), busybox).unwrap();
+    fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+    for applet in APPLETS {
+        symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    fs::write(root.join("probe/nanoclaw"), probe).unwrap();
+    fs::set_permissions(
+        root.join("probe/nanoclaw"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\n",
+    )
+    .unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", dir.path()).unwrap();
+    tar.into_inner().unwrap()
+}
+
+/// When the test binary exits, fails it if any container made by this process is left.
+pub fn check_nothing_left_at_exit() {
+    extern "C" fn check() {
+        // A thread of its own: the main thread's runtime and thread-locals may be gone.
+        let left = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let docker = Docker::connect_with_defaults()
+                    .ok()?
+                    .negotiate_version()
+                    .await
+                    .ok()?;
+                let label = format!("{LABEL_INSTANCE}={}", nanoclaw_docker::instance());
+                let options = ListContainersOptions {
+                    all: true,
+                    filters: Some(HashMap::from([("label".into(), vec![label])])),
+                    ..Default::default()
+                };
+                docker.list_containers(Some(options)).await.ok()
+            })
+        })
+        .join()
+        .ok()
+        .flatten();
+        match left {
+            Some(left) if left.is_empty() => {}
+            other => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "FAILED: containers of this test process are left after all tests (or \
+                     the engine could not be asked): {other:?}"
+                );
+                // SAFETY: _exit ends the process at once; no Rust state is used after it.
+                unsafe { libc::_exit(1) }
+            }
+        }
+    }
+    // SAFETY: `check` is an `extern "C" fn()` that never unwinds into libc.
+    let registered = unsafe { libc::atexit(check) };
+    assert_eq!(registered, 0, "atexit failed");
+}
+
+/// Serialises the heavy tests: they measure limits and time, and the machine is small.
+pub fn serialise_heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A string no other test or run uses.
+pub fn unique_token(what: &str) -> String {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "nctest-{what}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fresh temporary directory under cargo's per-target temp dir.
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("nanoclaw-docker-test-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+/// Makes `path` the sandbox user's on the host (when the tests run as root).
+pub fn give_to_sandbox_user(path: &Path) {
+    let _ = std::os::unix::fs::chown(path, Some(SANDBOX_UID), Some(SANDBOX_UID));
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// One sandbox being put together: the strict defaults in the test image, output captured.
+pub struct Sandbox {
+    pub spec: SandboxSpec,
+    pub io: IoMode,
+    scratch: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let mut spec = SandboxSpec::new(vec![]);
+        spec.root = Root::Image(test_image().to_string());
+        Sandbox {
+            spec,
+            io: IoMode {
+                stdin: false,
+                capture: true,
+            },
+            scratch: scratch_dir(),
+        }
+    }
+
+    /// A new, empty directory on the host, owned by host root.
+    pub fn host_dir(&self, name: &str) -> PathBuf {
+        let dir = self.scratch.path().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    /// A new directory on the host that the sandbox user may write to.
+    pub fn writable_host_dir(&self, name: &str) -> PathBuf {
+        let dir = self.host_dir(name);
+        give_to_sandbox_user(&dir);
+        dir
+    }
+
+    pub fn mount(&mut self, src: &Path, dst: &str) -> &mut Sandbox {
+        self.bind(src, dst, false)
+    }
+
+    pub fn mount_rw(&mut self, src: &Path, dst: &str) -> &mut Sandbox {
+        self.bind(src, dst, true)
+    }
+
+    fn bind(&mut self, src: &Path, dst: &str, writable: bool) -> &mut Sandbox {
+        self.spec.mounts.push(Mount {
+            src: src.to_path_buf(),
+            dst: dst.into(),
+            writable,
+        });
+        self
+    }
+
+    pub fn limits(&mut self, change: impl FnOnce(&mut nanoclaw_spec::Limits)) -> &mut Sandbox {
+        change(&mut self.spec.limits);
+        self
+    }
+
+    /// Runs `command` and checks that its container is gone afterwards.
+    pub fn run(&mut self, command: &[&str]) -> Run {
+        self.spec.command = command.iter().map(|s| s.to_string()).collect();
+        let invocation = unique_token("run");
+        let started = Instant::now();
+        let result = backend().run_invocation(
+            &self.spec,
+            self.io,
+            &Invocation {
+                tool: "docker-tests".into(),
+                id: Some(invocation.clone()),
+            },
+        );
+        let run = Run {
+            result,
+            command: self.spec.command.clone(),
+            wall: started.elapsed(),
+        };
+        let left = engine().containers(&format!("{LABEL_INVOCATION}={invocation}"));
+        assert!(
+            left.is_empty(),
+            "the run left its container behind: {left:?}\n{}",
+            run.context()
+        );
+        run
+    }
+
+    /// Runs probe `name` with `args` from the image's probe binary.
+    pub fn probe(&mut self, name: &str, args: &[&str]) -> Probe {
+        let mut command = vec![PROBE, "probe", name];
+        command.extend_from_slice(args);
+        let run = self.run(&command);
+        let report = run.outcome().stdout.text.lines().find_map(|line| {
+            serde_json::from_str::<Value>(line)
+                .ok()
+                .filter(|v| v["probe"] == name)
+        });
+        Probe { run, report }
+    }
+}
+
+/// How one run ended.
+pub struct Run {
+    pub result: Result<DockerRun, BackendError>,
+    pub command: Vec<String>,
+    pub wall: Duration,
+}
+
+impl Run {
+    /// The outcome; fails the test when the backend refused or failed.
+    pub fn outcome(&self) -> &Outcome {
+        match &self.result {
+            Ok(run) => &run.outcome,
+            Err(e) => panic!("{:?} did not run: {e}", self.command),
+        }
+    }
+
+    pub fn code(&self) -> i32 {
+        self.outcome().exit_status()
+    }
+
+    pub fn stdout(&self) -> &str {
+        &self.outcome().stdout.text
+    }
+
+    /// Everything about the run, for a failure message.
+    pub fn context(&self) -> String {
+        match &self.result {
+            Ok(run) => format!(
+                "command {:?}: exit {:?} signal {:?} timed_out {} oom {} in {:?}\nstdout: {}\nstderr: {}",
+                self.command,
+                run.outcome.exit_code,
+                run.outcome.signal,
+                run.outcome.timed_out,
+                run.outcome.oom_killed,
+                self.wall,
+                run.outcome.stdout.text,
+                run.outcome.stderr.text
+            ),
+            Err(e) => format!("command {:?}: error {e}", self.command),
+        }
+    }
+}
+
+/// A probe's run and its report.
+pub struct Probe {
+    pub run: Run,
+    pub report: Option<Value>,
+}
+
+impl Probe {
+    pub fn detail(&self) -> String {
+        self.report
+            .as_ref()
+            .and_then(|r| r["detail"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Fails the test unless the probe ran, reported, and was blocked.
+    pub fn assert_blocked(&self) -> &Probe {
+        let report = self
+            .report
+            .as_ref()
+            .unwrap_or_else(|| panic!("no probe report\n{}", self.run.context()));
+        assert!(
+            report["blocked"] == true && self.run.code() == 0,
+            "NOT BLOCKED: {report}\n{}",
+            self.run.context()
+        );
+        self
+    }
+}
+
+/// The host processes whose command line contains `token`: (pid, command line).
+pub fn processes_with(token: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(token) && pid != std::process::id() {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+pub fn assert_no_process_with(token: &str, after: &str) {
+    for wait in [Duration::ZERO, Duration::from_millis(200)] {
+        std::thread::sleep(wait);
+        let left = processes_with(token);
+        assert!(
+            left.is_empty(),
+            "{after}: processes outlived the run ({wait:?} later): {left:#?}"
+        );
+    }
+}

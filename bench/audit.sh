@@ -18,14 +18,9 @@ for tool in hyperfine python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install hyperfine python3)" >&2; exit 2; }
 done
 
-# The same binary as bench/run.sh: the static musl build where the target is installed.
-if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
-  cargo build --release --quiet --target x86_64-unknown-linux-musl
-  NANOCLAW=$PWD/target/x86_64-unknown-linux-musl/release/nanoclaw
-else
-  cargo build --release --quiet
-  NANOCLAW=$PWD/target/release/nanoclaw
-fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+build_nanoclaw
 
 STATE=${AUDIT_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}}
 mkdir -p "$STATE"

@@ -37,13 +37,9 @@ if [[ -z ${IMAGE:-} ]]; then
 fi
 echo "image: $IMAGE"
 
-if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
-  cargo build --release --quiet --target x86_64-unknown-linux-musl -p nanoclaw
-  NANOCLAW=$PWD/target/x86_64-unknown-linux-musl/release/nanoclaw
-else
-  cargo build --release --quiet -p nanoclaw
-  NANOCLAW=$PWD/target/release/nanoclaw
-fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+build_nanoclaw
 if "$NANOCLAW" run --help 2>/dev/null | grep -q -- '--image'; then
   OURS="$NANOCLAW run --backend docker --image $IMAGE -- /bin/true"
 else

@@ -17,14 +17,9 @@ for tool in hyperfine bwrap python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install hyperfine bubblewrap python3)" >&2; exit 2; }
 done
 
-# The static musl build starts faster (no dynamic loader); use it where the target is installed.
-if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
-  cargo build --release --quiet --target x86_64-unknown-linux-musl
-  NANOCLAW=$PWD/target/x86_64-unknown-linux-musl/release/nanoclaw
-else
-  cargo build --release --quiet
-  NANOCLAW=$PWD/target/release/nanoclaw
-fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+build_nanoclaw
 echo "nanoclaw: $NANOCLAW ($(file -b "$NANOCLAW" | cut -d, -f1-2 | head -c 60))"
 "$NANOCLAW" doctor | sed 's/^/  /'
 

@@ -7,13 +7,13 @@
 //! engine really applied is checked afterwards from container inspect (`enforced`).
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
     MountBindOptions, MountBindOptionsPropagationEnum, MountType, ResourcesUlimits,
 };
-use nanoclaw_spec::{BackendError, Network, Root, SandboxSpec};
+use nanoclaw_spec::{check_sandbox_path, BackendError, Network, Root, SandboxSpec};
 
 use crate::seccomp;
 
@@ -44,25 +44,6 @@ pub fn image_reference(spec: &SandboxSpec) -> Result<&str, BackendError> {
     }
 }
 
-fn check_path(what: &str, path: &Path) -> Result<(), BackendError> {
-    if !path.is_absolute() {
-        return Err(invalid(format!(
-            "{what} {} must be an absolute path",
-            path.display()
-        )));
-    }
-    if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(invalid(format!(
-            "{what} {} must not contain '..'",
-            path.display()
-        )));
-    }
-    if path.to_str().is_none() {
-        return Err(invalid(format!("{what} {} is not UTF-8", path.display())));
-    }
-    Ok(())
-}
-
 /// Refuses specs this backend cannot run as written, with the same rules as the native
 /// backend where they overlap.
 pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
@@ -70,7 +51,7 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
         return Err(invalid("no command given"));
     }
     image_reference(spec)?;
-    check_path("workdir", &spec.workdir)?;
+    check_sandbox_path("workdir", &spec.workdir)?;
     if let Network::Egress(_) = spec.network {
         return Err(BackendError::LayerUnavailable {
             layer: "egress (a network allow list)".into(),
@@ -115,15 +96,15 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
     }
     let mut targets = Vec::new();
     for mount in &spec.mounts {
-        check_path("mount source", &mount.src)?;
-        check_path("mount target", &mount.dst)?;
+        check_sandbox_path("mount source", &mount.src)?;
+        check_sandbox_path("mount target", &mount.dst)?;
         if mount.dst == Path::new("/") {
             return Err(invalid("a mount cannot replace the sandbox root /"));
         }
         targets.push(&mount.dst);
     }
     for tmpfs in &spec.tmpfs {
-        check_path("tmpfs", &tmpfs.dst)?;
+        check_sandbox_path("tmpfs", &tmpfs.dst)?;
         if tmpfs.dst == Path::new("/") {
             return Err(invalid("a tmpfs cannot replace the sandbox root /"));
         }

@@ -7,15 +7,13 @@
 
 use std::time::Duration;
 
-use nanoclaw_spec::Captured;
+use nanoclaw_spec::{Capture, Captured};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Where one stream goes.
 pub struct Sink {
-    captured: Option<Vec<u8>>,
-    limit: u64,
-    total: u64,
+    capture: Capture,
     target: Target,
     /// Our own stream went away (a closed pipe); the rest is dropped, the run goes on.
     broken: bool,
@@ -30,45 +28,28 @@ pub enum Target {
 impl Sink {
     pub fn new(capture: bool, limit: u64, target: Target) -> Self {
         Sink {
-            captured: capture.then(Vec::new),
-            limit,
-            total: 0,
+            capture: Capture::new(capture, limit),
             target,
             broken: false,
         }
     }
 
     pub async fn push(&mut self, bytes: &[u8]) {
-        self.total += bytes.len() as u64;
-        match &mut self.captured {
-            Some(buffer) => {
-                let room = self.limit.saturating_sub(buffer.len() as u64) as usize;
-                buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
-            }
-            None if self.broken => {}
-            None => {
-                // tokio's stdout and stderr write on a blocking thread, so a slow reader of
-                // ours never stalls the timeout.
-                let written = match self.target {
-                    Target::Stdout => write_all(tokio::io::stdout(), bytes).await,
-                    Target::Stderr => write_all(tokio::io::stderr(), bytes).await,
-                };
-                self.broken = written.is_err();
-            }
+        self.capture.push(bytes);
+        if self.capture.is_capturing() || self.broken {
+            return;
         }
+        // tokio's stdout and stderr write on a blocking thread, so a slow reader of ours
+        // never stalls the timeout.
+        let written = match self.target {
+            Target::Stdout => write_all(tokio::io::stdout(), bytes).await,
+            Target::Stderr => write_all(tokio::io::stderr(), bytes).await,
+        };
+        self.broken = written.is_err();
     }
 
     pub fn finish(self) -> Captured {
-        let truncated = self.captured.is_some() && self.total > self.limit;
-        let text = self
-            .captured
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        Captured {
-            text,
-            total_bytes: self.total,
-            truncated,
-        }
+        self.capture.finish()
     }
 }
 

@@ -16,21 +16,12 @@ use rustix::event::{PollFd, PollFlags};
 
 use crate::sys::{self, Forked};
 
-fn fail(step: &str, err: std::io::Error) -> SetupError {
-    SetupError {
-        step: step.to_string(),
-        path: None,
-        errno: err.raw_os_error(),
-        message: err.to_string(),
-    }
-}
-
 /// Listens on `127.0.0.1:port` and forks the bridge process. Returns once the port is
 /// bound, so the command can connect as soon as it starts.
 pub fn start(port: u16, socket: &Path) -> Result<(), SetupError> {
     let listener = TcpListener::bind(("127.0.0.1", port))
-        .map_err(|e| fail("listen on the egress bridge port", e))?;
-    match sys::fork_process().map_err(|e| fail("start the egress bridge", e))? {
+        .map_err(|e| SetupError::io("listen on the egress bridge port", e))?;
+    match sys::fork_process().map_err(|e| SetupError::io("start the egress bridge", e))? {
         Forked::Child => serve(&listener, socket),
         Forked::Parent(_) => Ok(()),
     }

@@ -10,15 +10,6 @@ use rustix::process::{Resource, Rlimit};
 
 use crate::sys;
 
-fn fail(step: &str, err: std::io::Error) -> SetupError {
-    SetupError {
-        step: step.to_string(),
-        path: None,
-        errno: err.raw_os_error(),
-        message: err.to_string(),
-    }
-}
-
 /// Switches to the sandbox user while keeping the namespace's capabilities, so that what
 /// the setup creates belongs to an id that exists in the namespace (the caller's own id is
 /// not mapped when it is host root, and the kernel refuses to create files for it).
@@ -32,9 +23,9 @@ fn fail(step: &str, err: std::io::Error) -> SetupError {
 /// namespace forbids setgroups, so the process keeps the caller's own groups.
 pub fn assume_user(user: User, privileged: bool) -> Result<(), SetupError> {
     if privileged {
-        sys::clear_groups().map_err(|e| fail("clear supplementary groups", e))?;
+        sys::clear_groups().map_err(|e| SetupError::io("clear supplementary groups", e))?;
     }
-    sys::set_ids(user.uid, user.gid).map_err(|e| fail("switch to the sandbox user", e))
+    sys::set_ids(user.uid, user.gid).map_err(|e| SetupError::io("switch to the sandbox user", e))
 }
 
 /// Applies rlimits and drops all privilege for good.
@@ -46,11 +37,13 @@ pub fn drop_privileges(user: User, limits: &Limits) -> Result<(), SetupError> {
         "set file size limit",
     )?;
     set_rlimit(Resource::Nofile, limits.open_files, "set open file limit")?;
-    sys::lock_securebits().map_err(|e| fail("lock securebits", e))?;
-    sys::drop_bounding_and_ambient().map_err(|e| fail("drop bounding capabilities", e))?;
-    sys::set_ids(user.uid, user.gid).map_err(|e| fail("switch to the sandbox user", e))?;
-    sys::clear_capabilities().map_err(|e| fail("drop capabilities", e))?;
-    rustix::thread::set_no_new_privs(true).map_err(|e| fail("set no_new_privs", e.into()))?;
+    sys::lock_securebits().map_err(|e| SetupError::io("lock securebits", e))?;
+    sys::drop_bounding_and_ambient()
+        .map_err(|e| SetupError::io("drop bounding capabilities", e))?;
+    sys::set_ids(user.uid, user.gid)
+        .map_err(|e| SetupError::io("switch to the sandbox user", e))?;
+    sys::clear_capabilities().map_err(|e| SetupError::io("drop capabilities", e))?;
+    rustix::thread::set_no_new_privs(true).map_err(|e| SetupError::io("set no_new_privs", e))?;
     verify()
 }
 
@@ -59,13 +52,13 @@ fn set_rlimit(resource: Resource, value: u64, step: &str) -> Result<(), SetupErr
         current: Some(value),
         maximum: Some(value),
     };
-    rustix::process::setrlimit(resource, limit).map_err(|e| fail(step, e.into()))
+    rustix::process::setrlimit(resource, limit).map_err(|e| SetupError::io(step, e))
 }
 
 /// Reads back what the kernel says the process now holds.
 fn verify() -> Result<(), SetupError> {
     let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| fail("read back credentials", e))?;
+        .map_err(|e| SetupError::io("read back credentials", e))?;
     for line in status.lines() {
         let Some((key, value)) = line.split_once(':') else {
             continue;

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nanoclaw_spec::{Captured, SetupError, Usage};
+use nanoclaw_spec::{Capture, Captured, SetupError, Usage};
 use rustix::event::{PollFd, PollFlags};
 use rustix::fs::{Mode, OFlags};
 use rustix::pipe::PipeFlags;
@@ -155,55 +155,37 @@ fn prepare_child(request: &HelperRequest, pid: libc::pid_t) -> Result<(), SetupE
 
 /// A bounded capture of one stream, or a pass-through to one of the helper's own.
 struct Sink {
-    captured: Option<Vec<u8>>,
-    limit: u64,
-    total: u64,
+    capture: Capture,
     target: i32,
 }
 
 impl Sink {
     fn new(capture: bool, limit: u64, target: i32) -> Self {
         Sink {
-            captured: capture.then(Vec::new),
-            limit,
-            total: 0,
+            capture: Capture::new(capture, limit),
             target,
         }
     }
 
     fn push(&mut self, bytes: &[u8]) {
-        self.total += bytes.len() as u64;
-        match &mut self.captured {
-            Some(buffer) => {
-                let room = self.limit.saturating_sub(buffer.len() as u64) as usize;
-                buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
-            }
-            None => {
-                // Our own stdout going away (a closed pipe) must not stop the sandbox's
-                // supervision: the bytes are dropped and the run goes on.
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    match rustix::io::write(own_stream(self.target), rest) {
-                        Ok(n) => rest = &rest[n..],
-                        Err(rustix::io::Errno::INTR) => continue,
-                        Err(_) => break,
-                    }
-                }
+        self.capture.push(bytes);
+        if self.capture.is_capturing() {
+            return;
+        }
+        // Our own stdout going away (a closed pipe) must not stop the sandbox's
+        // supervision: the bytes are dropped and the run goes on.
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match rustix::io::write(own_stream(self.target), rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => break,
             }
         }
     }
 
     fn finish(self) -> Captured {
-        let truncated = self.captured.is_some() && self.total > self.limit;
-        let text = self
-            .captured
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        Captured {
-            text,
-            total_bytes: self.total,
-            truncated,
-        }
+        self.capture.finish()
     }
 }
 

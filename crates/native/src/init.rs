@@ -39,16 +39,6 @@ fn send(messages: &OwnedFd, message: &InitMessage) {
     }
 }
 
-fn fail(step: &str, err: impl Into<std::io::Error>) -> SetupError {
-    let err: std::io::Error = err.into();
-    SetupError {
-        step: step.to_string(),
-        path: None,
-        errno: err.raw_os_error(),
-        message: err.to_string(),
-    }
-}
-
 /// Runs the init. Never returns.
 pub fn run(request: &HelperRequest, filters: &Filters, io: InitIo) -> ! {
     let landlock = match isolate(request, filters, &io.go) {
@@ -65,7 +55,7 @@ pub fn run(request: &HelperRequest, filters: &Filters, io: InitIo) -> ! {
         Err(e) => {
             send(
                 &io.messages,
-                &InitMessage::SetupFailed(fail("start the command", e)),
+                &InitMessage::SetupFailed(SetupError::io("start the command", e)),
             );
             sys::exit_now(125);
         }
@@ -97,7 +87,7 @@ fn isolate(
     go: &OwnedFd,
 ) -> Result<LandlockStatus, SetupError> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
-        .map_err(|e| fail("set parent death signal", e))?;
+        .map_err(|e| SetupError::io("set parent death signal", e))?;
     let mut byte = [0u8; 1];
     match rustix::io::read(go, &mut byte) {
         Ok(1) => {}
@@ -112,11 +102,11 @@ fn isolate(
             message: e.to_string(),
         })?;
     }
-    rustix::process::setsid().map_err(|e| fail("start a new session", e))?;
+    rustix::process::setsid().map_err(|e| SetupError::io("start a new session", e))?;
     // Unshared only now, inside the sandbox's cgroup, so that the namespace's root is it.
-    sys::unshare_cgroup().map_err(|e| fail("create cgroup namespace", e))?;
-    rustix::system::sethostname(b"nanoclaw").map_err(|e| fail("set hostname", e))?;
-    sys::loopback_up().map_err(|e| fail("bring up loopback", e))?;
+    sys::unshare_cgroup().map_err(|e| SetupError::io("create cgroup namespace", e))?;
+    rustix::system::sethostname(b"nanoclaw").map_err(|e| SetupError::io("set hostname", e))?;
+    sys::loopback_up().map_err(|e| SetupError::io("bring up loopback", e))?;
     // Where the sysctl cannot be set (an unprivileged caller, an old kernel), memfd_create
     // is refused outright instead.
     let memfd_exec_forbidden = forbid_memfd_exec().is_ok();
@@ -124,7 +114,7 @@ fn isolate(
     creds::assume_user(request.spec.user, request.privileged)?;
     let layout = rootfs::assemble(&request.spec, sources)?;
     creds::drop_privileges(request.spec.user, &request.spec.limits)?;
-    sys::set_not_dumpable().map_err(|e| fail("mark init not dumpable", e))?;
+    sys::set_not_dumpable().map_err(|e| SetupError::io("mark init not dumpable", e))?;
     let landlock = landlock::restrict(&layout)?;
     filters
         .install(memfd_exec_forbidden)
@@ -182,19 +172,19 @@ fn exec_command(request: &HelperRequest, io: &InitIo) -> ! {
     for (fd, target) in [(&io.stdin, 0), (&io.stdout, 1), (&io.stderr, 2)] {
         if let Err(e) = sys::dup2(fd.as_raw_fd(), target) {
             report(
-                InitMessage::SetupFailed(fail("connect standard streams", e)),
+                InitMessage::SetupFailed(SetupError::io("connect standard streams", e)),
                 125,
             );
         }
     }
     if let Err(e) = sys::cloexec_from(3) {
         report(
-            InitMessage::SetupFailed(fail("close inherited descriptors", e)),
+            InitMessage::SetupFailed(SetupError::io("close inherited descriptors", e)),
             125,
         );
     }
     if let Err(e) = rustix::process::chdir(&spec.workdir) {
-        let mut error = fail("enter working directory", e);
+        let mut error = SetupError::io("enter working directory", e);
         error.path = Some(spec.workdir.display().to_string());
         report(InitMessage::SetupFailed(error), 125);
     }

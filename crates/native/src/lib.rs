@@ -23,10 +23,13 @@ pub mod seccomp;
 mod sys;
 
 use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nanoclaw_spec::{Backend, BackendError, Enforced, IoMode, Network, Outcome, Root, SandboxSpec};
+use nanoclaw_spec::{
+    check_sandbox_path, Backend, BackendError, Enforced, IoMode, Network, Outcome, Root,
+    SandboxSpec,
+};
 use rustix::event::{PollFd, PollFlags};
 
 use crate::protocol::{HelperReport, HelperRequest, REPORT_FD, REQUEST_FD};
@@ -56,22 +59,6 @@ fn invalid(message: impl Into<String>) -> BackendError {
     BackendError::Invalid(message.into())
 }
 
-fn check_path(what: &str, path: &Path) -> Result<(), BackendError> {
-    if !path.is_absolute() {
-        return Err(invalid(format!(
-            "{what} {} must be an absolute path",
-            path.display()
-        )));
-    }
-    if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(invalid(format!(
-            "{what} {} must not contain '..'",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
 /// Refuses specs this backend cannot run as written.
 fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
     if spec.command.is_empty() {
@@ -83,9 +70,9 @@ fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
         )));
     }
     if let Root::Rootfs(dir) = &spec.root {
-        check_path("rootfs", dir)?;
+        check_sandbox_path("rootfs", dir)?;
     }
-    check_path("workdir", &spec.workdir)?;
+    check_sandbox_path("workdir", &spec.workdir)?;
     match (&spec.network, &spec.egress_proxy) {
         (Network::None, None) => {}
         (Network::None, Some(_)) => {
@@ -99,7 +86,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
             ))
         }
         (Network::Egress(_), Some(proxy)) => {
-            check_path("egress proxy socket", &proxy.socket)?;
+            check_sandbox_path("egress proxy socket", &proxy.socket)?;
             if proxy.port == 0 {
                 return Err(invalid("the egress bridge port must not be 0"));
             }
@@ -122,15 +109,15 @@ fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
     }
     let mut targets = Vec::new();
     for mount in &spec.mounts {
-        check_path("mount source", &mount.src)?;
-        check_path("mount target", &mount.dst)?;
+        check_sandbox_path("mount source", &mount.src)?;
+        check_sandbox_path("mount target", &mount.dst)?;
         if mount.dst == Path::new("/") {
             return Err(invalid("a mount cannot replace the sandbox root /"));
         }
         targets.push(&mount.dst);
     }
     for tmpfs in &spec.tmpfs {
-        check_path("tmpfs", &tmpfs.dst)?;
+        check_sandbox_path("tmpfs", &tmpfs.dst)?;
         targets.push(&tmpfs.dst);
     }
     for (i, a) in targets.iter().enumerate() {

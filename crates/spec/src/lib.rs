@@ -11,9 +11,10 @@ mod outcome;
 mod spec;
 mod units;
 
-pub use outcome::{Captured, Enforced, LandlockStatus, Outcome, Usage};
+pub use outcome::{Capture, Captured, Enforced, LandlockStatus, Outcome, Usage};
 pub use spec::{
-    Backend, BackendError, EgressProxy, EgressRule, IoMode, Limits, Mount, Network, Root,
-    SandboxSpec, SetupError, Syscalls, Tmpfs, User, DEFAULT_PATH, SANDBOX_GID, SANDBOX_UID,
+    check_sandbox_path, Backend, BackendError, EgressProxy, EgressRule, IoMode, Limits, Mount,
+    Network, Root, SandboxSpec, SetupError, Syscalls, Tmpfs, User, DEFAULT_PATH, SANDBOX_GID,
+    SANDBOX_UID,
 };
 pub use units::{parse_bytes, parse_cpus, parse_duration, UnitError};

@@ -43,6 +43,52 @@ pub struct Captured {
     pub truncated: bool,
 }
 
+/// One stream of a running command as a backend sees it: every byte is counted, and when
+/// capturing, the first `limit` bytes are kept and the rest dropped, so an output flood
+/// costs the caller no memory. Every backend bounds output through this one type.
+#[derive(Debug)]
+pub struct Capture {
+    kept: Option<Vec<u8>>,
+    limit: u64,
+    total: u64,
+}
+
+impl Capture {
+    /// `capture` false counts the bytes only (they are streamed elsewhere).
+    pub fn new(capture: bool, limit: u64) -> Self {
+        Capture {
+            kept: capture.then(Vec::new),
+            limit,
+            total: 0,
+        }
+    }
+
+    /// Whether the bytes are kept here (otherwise the caller passes them on).
+    pub fn is_capturing(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        if let Some(kept) = &mut self.kept {
+            let room = self.limit.saturating_sub(kept.len() as u64) as usize;
+            kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+    }
+
+    pub fn finish(self) -> Captured {
+        let truncated = self.kept.is_some() && self.total > self.limit;
+        Captured {
+            text: self
+                .kept
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default(),
+            total_bytes: self.total,
+            truncated,
+        }
+    }
+}
+
 /// Resources the command used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -82,4 +128,36 @@ pub struct LandlockStatus {
     pub abi: u32,
     /// Why it is not fully enforced, when it is not.
     pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_keeps_the_first_bytes_and_counts_the_rest() {
+        let mut capture = Capture::new(true, 5);
+        capture.push(b"hello");
+        capture.push(b" world");
+        let captured = capture.finish();
+        assert_eq!(captured.text, "hello");
+        assert_eq!(captured.total_bytes, 11);
+        assert!(captured.truncated);
+    }
+
+    #[test]
+    fn a_streamed_capture_only_counts() {
+        let mut capture = Capture::new(false, 5);
+        assert!(!capture.is_capturing());
+        capture.push(b"hello world");
+        let captured = capture.finish();
+        assert_eq!(
+            (
+                captured.text.as_str(),
+                captured.total_bytes,
+                captured.truncated
+            ),
+            ("", 11, false)
+        );
+    }
 }

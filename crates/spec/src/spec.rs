@@ -289,6 +289,40 @@ impl BackendError {
     }
 }
 
+/// Refuses a path inside a sandbox (or a mount source) that is relative, goes up with
+/// `..`, or is not UTF-8 (which no backend can pass on faithfully).
+pub fn check_sandbox_path(what: &str, path: &std::path::Path) -> Result<(), BackendError> {
+    let problem = if !path.is_absolute() {
+        "must be an absolute path"
+    } else if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        "must not contain '..'"
+    } else if path.to_str().is_none() {
+        "is not UTF-8"
+    } else {
+        return Ok(());
+    };
+    Err(BackendError::Invalid(format!(
+        "{what} {} {problem}",
+        path.display()
+    )))
+}
+
+impl SetupError {
+    /// A failed setup step with the OS error behind it.
+    pub fn io(step: &str, error: impl Into<std::io::Error>) -> Self {
+        let error: std::io::Error = error.into();
+        SetupError {
+            step: step.to_string(),
+            path: None,
+            errno: error.raw_os_error(),
+            message: error.to_string(),
+        }
+    }
+}
+
 /// Runs a `SandboxSpec` to completion. Every backend passes the same conformance suite.
 pub trait Backend {
     /// A short name for results and audit records ("native", "docker").

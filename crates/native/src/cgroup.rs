@@ -400,14 +400,7 @@ fn apply_limits(
 }
 
 fn page_size() -> u64 {
-    // SAFETY: sysconf takes no pointers and only reads a constant of the running system.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    // If it ever failed, 4096 is the smallest page Linux has, so rounding stays downward
-    // or the read-back check fails closed.
-    u64::try_from(size)
-        .ok()
-        .filter(|&size| size > 0)
-        .unwrap_or(4096)
+    rustix::param::page_size() as u64
 }
 
 /// Writes a limit and fails unless reading it back gives exactly the same value.

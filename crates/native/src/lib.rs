@@ -5,7 +5,7 @@
 //! the single-threaded sandbox helper (`helper`), and turns its report into an `Outcome`.
 //! The helper creates the namespaces and the sandbox's init (`init`), which builds the root
 //! (`rootfs`), drops privileges (`creds`), applies Landlock and seccomp, and runs the
-//! command. The only `unsafe` code of the runner lives in `sys`.
+//! command. Outside tests, the only `unsafe` code of the backend lives in `sys`.
 //!
 //! This crate must never start a command with a layer missing that the spec asked for, and
 //! never leave a process, mount, cgroup or descriptor behind.

@@ -33,18 +33,21 @@ impl Runner {
         }
     }
 
-    /// Runs `spec`; a docker container carries the tool and invocation id as labels, and
-    /// what the engine could not do as asked is said on stderr.
+    /// Runs `spec`, calling `commit` before the command starts (see
+    /// `Backend::run_committed`); a docker container carries the tool and invocation id as
+    /// labels, and what the engine could not do as asked is said on stderr.
     pub fn run(
         &self,
         spec: &SandboxSpec,
         io: IoMode,
         tool: &str,
         invocation_id: &str,
+        commit: &mut dyn FnMut() -> Result<(), BackendError>,
     ) -> Result<Outcome, BackendError> {
         match self {
-            Runner::Native(backend) => backend.run(spec, io),
+            Runner::Native(backend) => backend.run_committed(spec, io, commit),
             Runner::Docker(backend) => {
+                commit()?;
                 let invocation = nanoclaw_docker::Invocation {
                     tool: tool.to_string(),
                     id: (!invocation_id.is_empty()).then(|| invocation_id.to_string()),

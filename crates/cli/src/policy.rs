@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use nanoclaw_policy::{lint, policy_sha256, verify, Invocation, Policy};
-use nanoclaw_spec::{EgressRule, Enforced, IoMode, Mount, Network, Root, SandboxSpec};
+use nanoclaw_spec::{
+    BackendError, EgressRule, Enforced, IoMode, Mount, Network, Root, SandboxSpec,
+};
 use serde_json::json;
 
 use crate::backend::Runner;
@@ -241,10 +243,21 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
             stdin: false,
             capture: true,
         };
-        let started = recorder.start(spec, backend.name(), io)?;
         let (invocation_id, audited_tool) = recorder.invocation();
-        let result = backend.run(spec, io, audited_tool, invocation_id);
-        recorder.end(started, &result)?;
+        let mut started = None;
+        let result = backend.run(spec, io, audited_tool, invocation_id, &mut || {
+            let start = recorder.start(spec, backend.name(), io).map_err(|e| {
+                BackendError::io(
+                    "record the invocation",
+                    std::io::Error::other(format!("{e:#}")),
+                )
+            })?;
+            started = Some(start);
+            Ok(())
+        });
+        if let Some(started) = started {
+            recorder.end(started, &result)?;
+        }
         let outcome = result?;
         let line = outcome.stdout.text.trim();
         let report = serde_json::from_str(line).with_context(|| {

@@ -450,13 +450,49 @@ pub fn main(args: RunArgs) -> ExitCode {
         stdin: args.stdin,
         capture: args.json,
     };
-    let started = match recorder.start(&spec, backend.name(), io) {
-        Ok(started) => started,
-        Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
-    };
+    // The start record goes to disk while the backend builds the sandbox; the command
+    // starts only once it is there.
     let (invocation_id, tool) = recorder.invocation();
-    let result = backend.run(&spec, io, tool, invocation_id);
+    let mut started = None;
+    let mut audit_error = None;
+    let result = backend.run(
+        &spec,
+        io,
+        tool,
+        invocation_id,
+        &mut || match recorder.start(&spec, backend.name(), io) {
+            Ok(start) => {
+                started = Some(start);
+                Ok(())
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                audit_error = Some(message.clone());
+                Err(BackendError::io(
+                    "record the invocation",
+                    std::io::Error::other(message),
+                ))
+            }
+        },
+    );
     let egress_recorded = egress.map(crate::egress::Egress::finish).transpose();
+    let Some(started) = started else {
+        // Nothing started: the start record could not be written, or the backend refused
+        // the spec before asking for it.
+        return match (audit_error, result) {
+            (Some(message), _) => error_exit(args.json, RUNNER_ERROR.into(), &message),
+            (None, Err(error)) => error_exit(
+                args.json,
+                error.exit_status(),
+                &recorder.refused(&describe(&error)),
+            ),
+            (None, Ok(_)) => error_exit(
+                args.json,
+                RUNNER_ERROR.into(),
+                "the backend ran without committing the invocation",
+            ),
+        };
+    };
     if let Err(error) = recorder.end(started, &result) {
         return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}"));
     }

@@ -5,7 +5,7 @@
 //! It runs on the host side with the runner's privileges, so it must never act on anything
 //! the sandbox says except to report it, and never let the sandbox hold its report pipe.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,9 @@ use rustix::fs::{Mode, OFlags};
 use rustix::pipe::PipeFlags;
 
 use crate::init::{self, InitIo};
-use crate::protocol::{Finished, HelperReport, HelperRequest, InitMessage, REPORT_FD, REQUEST_FD};
+use crate::protocol::{
+    Finished, HelperReport, HelperRequest, InitMessage, COMMIT, REPORT_FD, REQUEST_FD,
+};
 use crate::seccomp;
 use crate::sys::{self, Forked};
 
@@ -50,11 +52,31 @@ pub fn main() -> ! {
     sys::exit_now(if written { 0 } else { 125 });
 }
 
-fn read_request() -> Result<HelperRequest, SetupError> {
+/// Reads the request line; the reader stays open for the runner's commit byte.
+fn read_request() -> Result<(HelperRequest, BufReader<std::fs::File>), SetupError> {
     let fd = sys::take_inherited_fd(REQUEST_FD)
         .ok_or_else(|| setup_error("read sandbox request", "descriptor 3 is not open"))?;
-    serde_json::from_reader(std::fs::File::from(fd))
-        .map_err(|e| setup_error("read sandbox request", e))
+    let mut reader = BufReader::new(std::fs::File::from(fd));
+    let mut line = Vec::new();
+    reader
+        .read_until(b'\n', &mut line)
+        .map_err(|e| setup_error("read sandbox request", e))?;
+    let request =
+        serde_json::from_slice(&line).map_err(|e| setup_error("read sandbox request", e))?;
+    Ok((request, reader))
+}
+
+/// Waits for the runner's commit (its audit record is on disk); anything else withdraws
+/// the request.
+fn await_commit(reader: &mut BufReader<std::fs::File>) -> Result<(), SetupError> {
+    let mut byte = [0u8; 1];
+    match reader.read(&mut byte) {
+        Ok(1) if byte == COMMIT => Ok(()),
+        _ => Err(setup_error(
+            "start the command",
+            "the runner withdrew the request before the command started",
+        )),
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SetupError> {
@@ -77,7 +99,7 @@ fn run(report_fd: &mut Option<OwnedFd>) -> Result<HelperReport, SetupError> {
     // everything in the sandbox.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| setup_error("set parent death signal", e))?;
-    let request = read_request()?;
+    let (request, mut commit) = read_request()?;
     let filters = seccomp::default_filters().map_err(|e| setup_error("build seccomp filter", e))?;
 
     let (go_r, go_w) = pipe()?;
@@ -128,7 +150,7 @@ fn run(report_fd: &mut Option<OwnedFd>) -> Result<HelperReport, SetupError> {
             return Err(error);
         }
     }
-    supervise(&request, pid, helper_io, started)
+    supervise(&request, pid, helper_io, started, &mut commit)
 }
 
 /// Host-side setup of the new init: its id maps. Until this is done the init waits on the
@@ -203,6 +225,7 @@ fn supervise(
     pid: libc::pid_t,
     io: HelperIo,
     started: Instant,
+    commit: &mut BufReader<std::fs::File>,
 ) -> Result<HelperReport, SetupError> {
     let limits = &request.spec.limits;
     let capture = request.io.capture;
@@ -213,6 +236,13 @@ fn supervise(
     )
     .map_err(|e| setup_error("watch init", e))?;
     rustix::io::write(&io.go, b"g").map_err(|e| setup_error("start init", e))?;
+    // The init builds the sandbox meanwhile; it starts the command only after this byte.
+    if let Err(error) = await_commit(commit) {
+        sys::kill_hard(pid);
+        let _ = sys::wait4(pid, 0);
+        return Err(error);
+    }
+    rustix::io::write(&io.go, COMMIT).map_err(|e| setup_error("start the command", e))?;
     drop(io.go);
 
     let deadline = started + limits.timeout;

@@ -21,7 +21,8 @@ use crate::{bridge, creds, landlock, rootfs};
 
 /// The descriptors the init keeps from the helper.
 pub struct InitIo {
-    /// Becomes readable (one byte) once the helper has mapped ids and set the cgroup.
+    /// One byte once the helper has mapped the ids (setup may start), a second once the
+    /// runner has committed (the command may start).
     pub go: OwnedFd,
     /// Where `InitMessage`s go. Close-on-exec: the command never holds it.
     pub messages: OwnedFd,
@@ -48,6 +49,12 @@ pub fn run(request: &HelperRequest, filters: &Filters, io: InitIo) -> ! {
             sys::exit_now(125);
         }
     };
+    // Everything is in place; the command waits only for the runner's commit.
+    let mut byte = [0u8; 1];
+    match rustix::io::read(&io.go, &mut byte) {
+        Ok(1) if byte == crate::protocol::COMMIT => {}
+        _ => sys::exit_now(125),
+    }
     send(&io.messages, &InitMessage::Ready { landlock });
     let command = match sys::fork_process() {
         Ok(Forked::Child) => exec_command(request, &io),

@@ -32,7 +32,7 @@ use nanoclaw_spec::{
 };
 use rustix::event::{PollFd, PollFlags};
 
-use crate::protocol::{HelperReport, HelperRequest, REPORT_FD, REQUEST_FD};
+use crate::protocol::{HelperReport, HelperRequest, COMMIT, REPORT_FD, REQUEST_FD};
 
 pub use helper::main as helper_main;
 
@@ -154,6 +154,17 @@ impl Backend for NativeBackend {
     }
 
     fn run(&self, spec: &SandboxSpec, io: IoMode) -> Result<Outcome, BackendError> {
+        self.run_committed(spec, io, &mut || Ok(()))
+    }
+
+    /// The sandbox is built while `commit` runs (the audit log's fsync overlaps the
+    /// namespaces and mounts); the init waits for the commit before it starts the command.
+    fn run_committed(
+        &self,
+        spec: &SandboxSpec,
+        io: IoMode,
+        commit: &mut dyn FnMut() -> Result<(), BackendError>,
+    ) -> Result<Outcome, BackendError> {
         validate(spec)?;
         let host_uid = rustix::process::geteuid().as_raw();
         let privileged = host_uid == 0;
@@ -165,7 +176,7 @@ impl Backend for NativeBackend {
         // The cgroup is made while the helper starts (they overlap on a second core); the
         // helper waits for its request, which names the cgroup.
         let mut cgroup = None;
-        let report = self.spawn_helper(io, || {
+        let report = self.spawn_helper(io, commit, || {
             cgroup = create_cgroup(spec)?;
             Ok(HelperRequest {
                 spec: spec.clone(),
@@ -285,6 +296,7 @@ impl NativeBackend {
     fn spawn_helper(
         &self,
         io: IoMode,
+        commit: &mut dyn FnMut() -> Result<(), BackendError>,
         prepare: impl FnOnce() -> Result<HelperRequest, BackendError>,
     ) -> Result<HelperReport, BackendError> {
         let io_err = |what: &str| {
@@ -342,8 +354,11 @@ impl NativeBackend {
         };
         drop(command);
         let payload = match prepare().and_then(|request| {
-            serde_json::to_vec(&request)
-                .map_err(|e| BackendError::io("encode sandbox request", std::io::Error::other(e)))
+            let mut line = serde_json::to_vec(&request).map_err(|e| {
+                BackendError::io("encode sandbox request", std::io::Error::other(e))
+            })?;
+            line.push(b'\n');
+            Ok(line)
         }) {
             Ok(payload) => payload,
             Err(error) => {
@@ -355,7 +370,19 @@ impl NativeBackend {
                 return Err(error);
             }
         };
-        let sent = std::fs::File::from(request_w).write_all(&payload);
+        // The request starts the sandbox's setup; the commit byte after it lets the command
+        // start. Without it (the commit failed) the pipe closes and the sandbox is torn down.
+        let mut request_file = std::fs::File::from(request_w);
+        let sent = request_file.write_all(&payload);
+        let committed = match &sent {
+            Ok(()) => commit(),
+            Err(_) => Ok(()),
+        };
+        let sent = match (sent, &committed) {
+            (Ok(()), Ok(())) => request_file.write_all(COMMIT),
+            (sent, _) => sent,
+        };
+        drop(request_file);
 
         let mut report = Vec::new();
         let mut report_file = std::fs::File::from(report_r);
@@ -402,6 +429,7 @@ impl NativeBackend {
         if stopped_by.is_some() {
             return Err(BackendError::Interrupted);
         }
+        committed?;
         sent.map_err(io_err("send request to the sandbox helper"))?;
         let status = status.map_err(io_err("wait for sandbox helper"))?;
         serde_json::from_slice(&report).map_err(|_| {

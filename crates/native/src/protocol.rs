@@ -7,8 +7,11 @@
 use nanoclaw_spec::{Captured, IoMode, LandlockStatus, SandboxSpec, SetupError, Usage};
 use serde::{Deserialize, Serialize};
 
-/// The descriptor on which the helper reads its `HelperRequest`.
+/// The descriptor on which the helper reads its `HelperRequest` (one JSON line), then the
+/// `COMMIT` byte that lets the command start.
 pub const REQUEST_FD: i32 = 3;
+/// Sent by the runner once what must precede the command (the audit record) is done.
+pub const COMMIT: &[u8] = b"c";
 /// The descriptor on which the helper writes its `HelperReport`.
 pub const REPORT_FD: i32 = 4;
 

@@ -329,6 +329,20 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// Runs `spec` and reports how it ended. Never leaves anything behind.
     fn run(&self, spec: &SandboxSpec, io: IoMode) -> Result<Outcome, BackendError>;
+
+    /// Runs `spec` like `run`, calling `commit` once before the command starts: the command
+    /// never starts unless `commit` succeeds (the runner puts its audit record on disk
+    /// there), and `commit`'s error is returned. A backend may prepare the sandbox while
+    /// `commit` runs; this default simply commits first.
+    fn run_committed(
+        &self,
+        spec: &SandboxSpec,
+        io: IoMode,
+        commit: &mut dyn FnMut() -> Result<(), BackendError>,
+    ) -> Result<Outcome, BackendError> {
+        commit()?;
+        self.run(spec, io)
+    }
 }
 
 mod millis {

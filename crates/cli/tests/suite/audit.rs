@@ -234,6 +234,31 @@ fn an_unwritable_log_refuses_the_run_before_any_sandbox_starts() {
     assert!(work.join("marker").exists());
 }
 
+/// The start record is written while the sandbox is being built; a log that opens but
+/// cannot take the record (a torn last line) must still stop the command from starting.
+#[test]
+fn a_start_record_that_cannot_be_written_stops_the_command() {
+    let audit = AuditDir::new();
+    let work = audit.dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let log = audit.dir.path().join("audit.jsonl");
+    std::fs::write(&log, "{\"seq\":1,\"torn").unwrap();
+    let volume = format!("{}:/work:rw", work.display());
+    let touch = ["run", "-v", &volume, "--", "sh", "-c", "touch /work/marker"];
+    let refused = nanoclaw(&touch, &log);
+    assert_exit(&refused, 125);
+    assert!(
+        stderr(&refused).contains("audit verify"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        !work.join("marker").exists(),
+        "the command ran without its start record"
+    );
+}
+
 #[test]
 fn a_refused_run_leaves_a_policy_refused_record() {
     let audit = AuditDir::new();

@@ -19,8 +19,18 @@ use crate::audit::EgressSink;
 pub struct Egress {
     proxy: Proxy,
     endpoint: SandboxEndpoint,
-    dir: PathBuf,
+    dir: SocketDir,
     recorder: JoinHandle<Result<usize>>,
+}
+
+/// The directory of one sandbox's proxy socket, removed however the run ends (an early
+/// error drops the `Egress` without `finish`; the proxy's own drop stops it).
+struct SocketDir(PathBuf);
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Starts the proxy for `spec` if it has egress, and points the spec at it.
@@ -30,23 +40,17 @@ pub fn start(spec: &mut SandboxSpec, sink: Option<EgressSink>) -> Result<Option<
     };
     let policy = Policy::new(rules).map_err(|e| anyhow!("egress allow list: {e}"))?;
     raise_open_file_limit();
-    let dir = private_dir()?;
+    let dir = SocketDir(private_dir()?);
     let started = Proxy::start(ProxyConfig::default())
         .map_err(|e| anyhow!("start the egress proxy: {e}"))
         .and_then(|proxy| {
             let (events, decisions) = mpsc::channel::<Decision>();
             let endpoint = proxy
-                .add_sandbox(&dir, policy, events)
-                .map_err(|e| anyhow!("open the egress proxy's socket in {}: {e}", dir.display()))?;
+                .add_sandbox(&dir.0, policy, events)
+                .map_err(|e| anyhow!("open the egress proxy's socket in {}: {e}", dir.0.display()))?;
             Ok((proxy, endpoint, decisions))
         });
-    let (proxy, endpoint, decisions) = match started {
-        Ok(parts) => parts,
-        Err(error) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(error);
-        }
-    };
+    let (proxy, endpoint, decisions) = started?;
     // Every decision is on disk as soon as it is made; a failure to record one ends the
     // run's report with an error (the thread keeps draining so the proxy never blocks).
     let recorder = std::thread::spawn(move || {
@@ -116,7 +120,7 @@ impl Egress {
             .recorder
             .join()
             .map_err(|_| anyhow!("the egress audit thread panicked"))?;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        drop(self.dir);
         removed.map_err(|e| anyhow!("close the egress proxy's socket: {e}"))?;
         stopped.map_err(|e| anyhow!("stop the egress proxy: {e}"))?;
         recorded.context("record egress decisions")

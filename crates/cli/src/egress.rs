@@ -45,9 +45,9 @@ pub fn start(spec: &mut SandboxSpec, sink: Option<EgressSink>) -> Result<Option<
         .map_err(|e| anyhow!("start the egress proxy: {e}"))
         .and_then(|proxy| {
             let (events, decisions) = mpsc::channel::<Decision>();
-            let endpoint = proxy
-                .add_sandbox(&dir.0, policy, events)
-                .map_err(|e| anyhow!("open the egress proxy's socket in {}: {e}", dir.0.display()))?;
+            let endpoint = proxy.add_sandbox(&dir.0, policy, events).map_err(|e| {
+                anyhow!("open the egress proxy's socket in {}: {e}", dir.0.display())
+            })?;
             Ok((proxy, endpoint, decisions))
         });
     let (proxy, endpoint, decisions) = started?;

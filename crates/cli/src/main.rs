@@ -60,6 +60,17 @@ fn main() -> ExitCode {
     {
         nanoclaw_native::helper_main();
     }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == nanoclaw_native::BRIDGE_ARG)
+    {
+        let args: Vec<_> = std::env::args_os().skip(2).collect();
+        eprintln!(
+            "nanoclaw: egress bridge: {}",
+            nanoclaw_native::bridge::exec_behind(&args)
+        );
+        return ExitCode::from(127);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

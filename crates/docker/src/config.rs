@@ -13,7 +13,7 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
     MountBindOptions, MountBindOptionsPropagationEnum, MountType, ResourcesUlimits,
 };
-use nanoclaw_spec::{check_sandbox_path, BackendError, Network, Root, SandboxSpec};
+use nanoclaw_spec::{check_sandbox_path, BackendError, EgressProxy, Network, Root, SandboxSpec};
 
 use crate::seccomp;
 
@@ -46,20 +46,37 @@ pub fn image_reference(spec: &SandboxSpec) -> Result<&str, BackendError> {
 
 /// Refuses specs this backend cannot run as written, with the same rules as the native
 /// backend where they overlap.
-pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
+pub fn validate(spec: &SandboxSpec, bridge: Option<&Path>) -> Result<(), BackendError> {
     if spec.command.is_empty() {
         return Err(invalid("no command given"));
     }
     image_reference(spec)?;
     check_sandbox_path("workdir", &spec.workdir)?;
-    if let Network::Egress(_) = spec.network {
-        return Err(BackendError::LayerUnavailable {
-            layer: "egress (a network allow list)".into(),
-            reason: "the docker backend has no in-container bridge to the egress proxy yet; \
-                     refusing rather than running with open network (the native backend has \
-                     egress)"
-                .into(),
-        });
+    match (&spec.network, &spec.egress_proxy, bridge) {
+        (Network::None, None, _) => {}
+        (Network::Egress(_), Some(proxy), Some(bridge)) => {
+            check_sandbox_path("egress proxy socket", &proxy.socket)?;
+            check_sandbox_path("egress bridge binary", bridge)?;
+        }
+        (Network::Egress(_), Some(_), None) => {
+            return Err(BackendError::LayerUnavailable {
+                layer: "egress (a network allow list)".into(),
+                reason: "a container reaches the proxy through nanoclaw's own bridge, which \
+                         must be a static binary to run inside any image; this nanoclaw is \
+                         not static (build it with --target x86_64-unknown-linux-musl)"
+                    .into(),
+            })
+        }
+        (Network::Egress(_), None, _) => {
+            return Err(invalid(
+                "a sandbox with egress needs its host proxy (the runner starts it)",
+            ))
+        }
+        (Network::None, Some(_), _) => {
+            return Err(invalid(
+                "an egress proxy was given for a sandbox without egress",
+            ))
+        }
     }
     if let Some(mount) = spec.mounts.iter().find(|m| m.writable) {
         // Under the native backend a writable mount is noexec (and Landlock refuses to
@@ -260,6 +277,9 @@ pub fn host_config(spec: &SandboxSpec) -> Result<HostConfig, BackendError> {
     })
 }
 
+/// Where a container with egress finds the bridge binary.
+const BRIDGE_INSIDE: &str = "/.nanoclaw/nanoclaw";
+
 /// The create body: the image by ID, the command as the whole argv, exactly the spec's
 /// environment, the sandbox user, and the labels the reaper finds it by.
 pub fn container_body(
@@ -267,12 +287,40 @@ pub fn container_body(
     image_id: &str,
     labels: HashMap<String, String>,
     stdin: bool,
+    bridge: Option<&Path>,
 ) -> Result<ContainerCreateBody, BackendError> {
+    let mut host_config = host_config(spec)?;
+    let mut entrypoint = spec.command.clone();
+    if let (Some(proxy), Some(bridge)) = (&spec.egress_proxy, bridge) {
+        // The container still has no network but loopback: its one way out is the proxy's
+        // socket, which nanoclaw's own bridge (read-only, in front of the command) serves on
+        // 127.0.0.1:PORT, as in a native sandbox.
+        let mounts = host_config.mounts.get_or_insert_with(Vec::new);
+        mounts.push(bind(
+            &mount_source(&proxy.socket)?,
+            Path::new(EgressProxy::SOCKET_INSIDE),
+            true,
+        )?);
+        mounts.push(bind(
+            &mount_source(bridge)?,
+            Path::new(BRIDGE_INSIDE),
+            true,
+        )?);
+        entrypoint = [
+            BRIDGE_INSIDE.to_string(),
+            nanoclaw_native::BRIDGE_ARG.to_string(),
+            proxy.port.to_string(),
+            EgressProxy::SOCKET_INSIDE.to_string(),
+        ]
+        .into_iter()
+        .chain(spec.command.iter().cloned())
+        .collect();
+    }
     Ok(ContainerCreateBody {
         image: Some(image_id.into()),
         // The entrypoint replaces the image's, and an empty Cmd drops the image's default
-        // arguments: argv is exactly the spec's command.
-        entrypoint: Some(spec.command.clone()),
+        // arguments: argv is exactly the spec's command (behind the bridge with egress).
+        entrypoint: Some(entrypoint),
         cmd: Some(Vec::new()),
         user: Some(format!("{}:{}", spec.user.uid, spec.user.gid)),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
@@ -285,7 +333,7 @@ pub fn container_body(
         attach_stderr: Some(true),
         open_stdin: Some(stdin),
         stdin_once: Some(stdin),
-        host_config: Some(host_config(spec)?),
+        host_config: Some(host_config),
         ..Default::default()
     })
 }
@@ -336,7 +384,7 @@ mod tests {
         let mut spec = spec();
         spec.command = vec!["sh".into(), "-c".into(), "echo $A".into()];
         spec.set_env("A", "x=y");
-        let body = container_body(&spec, "sha256:x", HashMap::new(), false)?;
+        let body = container_body(&spec, "sha256:x", HashMap::new(), false, None)?;
         assert_eq!(body.entrypoint, Some(spec.command.clone()));
         assert_eq!(body.cmd, Some(vec![]));
         assert_eq!(body.user.as_deref(), Some("10001:10001"));
@@ -390,7 +438,7 @@ mod tests {
         let refused = |change: &dyn Fn(&mut SandboxSpec)| {
             let mut spec = spec();
             change(&mut spec);
-            validate(&spec).is_err()
+            validate(&spec, None).is_err()
         };
         assert!(!refused(&|_| {}));
         assert!(refused(&|s| s.root = Root::Host));
@@ -419,7 +467,7 @@ mod tests {
     fn the_refusal_of_a_host_root_names_the_image_option() {
         let mut spec = spec();
         spec.root = Root::Host;
-        let error = validate(&spec)
+        let error = validate(&spec, None)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

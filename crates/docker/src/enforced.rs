@@ -220,8 +220,8 @@ mod tests {
 
     /// The inspect of a container the engine created exactly as asked.
     fn as_asked(spec: &SandboxSpec) -> ContainerInspectResponse {
-        let body =
-            crate::config::container_body(spec, "sha256:x", Default::default(), false).unwrap();
+        let body = crate::config::container_body(spec, "sha256:x", Default::default(), false, None)
+            .unwrap();
         let mut host = body.host_config.unwrap();
         host.pid_mode = Some(String::new());
         ContainerInspectResponse {

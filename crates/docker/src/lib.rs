@@ -62,6 +62,8 @@ pub struct DockerBackend {
     pull: bool,
     facts: tokio::sync::OnceCell<EngineFacts>,
     last_image: Mutex<Option<ImageInfo>>,
+    /// A static nanoclaw binary to run as a container's egress bridge.
+    bridge: Option<std::path::PathBuf>,
 }
 
 /// Who a run is for, as labelled on its container.
@@ -150,12 +152,21 @@ impl DockerBackend {
             pull: false,
             facts: tokio::sync::OnceCell::new(),
             last_image: Mutex::new(None),
+            bridge: None,
         })
     }
 
     /// Lets a run pull a missing `NAME@sha256:…` image (an explicit `--pull`); off by default.
     pub fn with_pull(mut self, pull: bool) -> Self {
         self.pull = pull;
+        self
+    }
+
+    /// Gives containers with egress their bridge: `binary` is a static nanoclaw (it runs
+    /// inside any image), mounted read-only and run as the entrypoint in front of the
+    /// command. Without one, a spec with egress is refused.
+    pub fn with_bridge(mut self, binary: std::path::PathBuf) -> Self {
+        self.bridge = Some(binary);
         self
     }
 
@@ -178,7 +189,7 @@ impl DockerBackend {
         io: IoMode,
         invocation: &Invocation,
     ) -> Result<DockerRun, BackendError> {
-        config::validate(spec)?;
+        config::validate(spec, self.bridge.as_deref())?;
         self.runtime.block_on(self.run_async(spec, io, invocation))
     }
 

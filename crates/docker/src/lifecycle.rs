@@ -115,7 +115,8 @@ impl DockerBackend {
         let name = reap::next_invocation();
         let invocation_id = invocation.id.clone().unwrap_or_else(|| name.clone());
         let labels = reap::labels(&invocation.tool, &invocation_id, spec.limits.timeout);
-        let body = config::container_body(spec, &image.id, labels, io.stdin)?;
+        let body =
+            config::container_body(spec, &image.id, labels, io.stdin, self.bridge.as_deref())?;
         let options = CreateContainerOptions {
             name: Some(format!("nanoclaw-{name}")),
             ..Default::default()

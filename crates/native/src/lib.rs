@@ -10,7 +10,7 @@
 //! This crate must never start a command with a layer missing that the spec asked for, and
 //! never leave a process, mount, cgroup or descriptor behind.
 
-mod bridge;
+pub mod bridge;
 pub mod cgroup;
 mod creds;
 pub mod doctor;
@@ -38,6 +38,10 @@ pub use helper::main as helper_main;
 
 /// The first argument that makes the nanoclaw binary act as the sandbox helper.
 pub const HELPER_ARG: &str = "__nanoclaw_sandbox_helper";
+
+/// The first argument that makes the nanoclaw binary act as a container's egress bridge:
+/// `nanoclaw __nanoclaw_egress_bridge PORT SOCKET COMMAND...` (see `bridge::exec_behind`).
+pub const BRIDGE_ARG: &str = "__nanoclaw_egress_bridge";
 
 /// Signals that end a run early: the sandbox is torn down and the runner reports them.
 const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];

@@ -114,8 +114,9 @@ fn a_host_root_is_refused_naming_the_image_option() {
     assert!(error.contains("needs an image"), "{error}");
 }
 
+/// Egress without the runner's proxy would be open network or nothing: refused.
 #[test]
-fn egress_is_refused_until_the_proxy_exists() {
+fn egress_without_its_proxy_is_refused() {
     let mut sandbox = Sandbox::new();
     sandbox.spec.network = Network::Egress(vec![EgressRule {
         host: "example.com".into(),
@@ -123,7 +124,7 @@ fn egress_is_refused_until_the_proxy_exists() {
     }]);
     let run = sandbox.run(&["true"]);
     assert!(
-        matches!(run.result, Err(BackendError::LayerUnavailable { .. })),
+        matches!(run.result, Err(BackendError::Invalid(_))),
         "{}",
         run.context()
     );

@@ -1,4 +1,5 @@
 mod conformance;
+mod egress;
 mod images;
 mod lifecycle;
 pub mod support;

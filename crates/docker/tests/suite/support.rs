@@ -97,16 +97,16 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The static nanoclaw binary, rebuilt when the probe or cli sources are newer than it. The
-/// cli crate may be mid-edit by someone else: then an existing build is used, and without
-/// one the test fails saying why.
+/// The static nanoclaw binary (the image's probe and the egress bridge), rebuilt when any
+/// crate's sources are newer than it. If the build fails, an existing build is used, and
+/// without one the test fails saying why.
 pub fn probe_binary() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
     let binary = target.join("x86_64-unknown-linux-musl/release/nanoclaw");
     let built = fs::metadata(&binary).and_then(|m| m.modified()).ok();
-    let sources = ["crates/probe", "crates/cli", "Cargo.lock"].map(|p| workspace().join(p));
+    let sources = ["crates", "Cargo.lock"].map(|p| workspace().join(p));
     if built.is_some_and(|built| sources.iter().all(|s| newest_mtime(s) <= built)) {
         return binary;
     }
@@ -424,12 +424,23 @@ impl Sandbox {
         self
     }
 
+    /// Changes the spec in ways the other builders do not cover.
+    pub fn spec(&mut self, change: impl FnOnce(&mut nanoclaw_spec::SandboxSpec)) -> &mut Sandbox {
+        change(&mut self.spec);
+        self
+    }
+
     /// Runs `command` and checks that its container is gone afterwards.
     pub fn run(&mut self, command: &[&str]) -> Run {
+        self.run_with(backend(), command)
+    }
+
+    /// Runs `command` on `backend` and checks that its container is gone afterwards.
+    pub fn run_with(&mut self, backend: DockerBackend, command: &[&str]) -> Run {
         self.spec.command = command.iter().map(|s| s.to_string()).collect();
         let invocation = unique_token("run");
         let started = Instant::now();
-        let result = backend().run_invocation(
+        let result = backend.run_invocation(
             &self.spec,
             self.io,
             &Invocation {

@@ -111,35 +111,7 @@ pub fn validate(spec: &SandboxSpec, bridge: Option<&Path>) -> Result<(), Backend
             return Err(invalid(format!("invalid environment variable {key:?}")));
         }
     }
-    let mut targets = Vec::new();
-    for mount in &spec.mounts {
-        check_sandbox_path("mount source", &mount.src)?;
-        check_sandbox_path("mount target", &mount.dst)?;
-        if mount.dst == Path::new("/") {
-            return Err(invalid("a mount cannot replace the sandbox root /"));
-        }
-        targets.push(&mount.dst);
-    }
-    for tmpfs in &spec.tmpfs {
-        check_sandbox_path("tmpfs", &tmpfs.dst)?;
-        if tmpfs.dst == Path::new("/") {
-            return Err(invalid("a tmpfs cannot replace the sandbox root /"));
-        }
-        targets.push(&tmpfs.dst);
-    }
-    for (i, a) in targets.iter().enumerate() {
-        if targets[..i].contains(a) {
-            return Err(invalid(format!("two mounts target {}", a.display())));
-        }
-        for reserved in ["/proc", "/dev", "/sys"] {
-            if a.starts_with(reserved) {
-                return Err(invalid(format!(
-                    "{} is provided by the sandbox and cannot be mounted over",
-                    a.display()
-                )));
-            }
-        }
-    }
+    spec.check_mounts()?;
     let limits = &spec.limits;
     if limits.memory_bytes < MIN_MEMORY_BYTES {
         return Err(invalid(format!(

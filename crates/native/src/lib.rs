@@ -23,7 +23,7 @@ pub mod seccomp;
 mod sys;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use nanoclaw_spec::{
@@ -111,32 +111,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
             ),
         });
     }
-    let mut targets = Vec::new();
-    for mount in &spec.mounts {
-        check_sandbox_path("mount source", &mount.src)?;
-        check_sandbox_path("mount target", &mount.dst)?;
-        if mount.dst == Path::new("/") {
-            return Err(invalid("a mount cannot replace the sandbox root /"));
-        }
-        targets.push(&mount.dst);
-    }
-    for tmpfs in &spec.tmpfs {
-        check_sandbox_path("tmpfs", &tmpfs.dst)?;
-        targets.push(&tmpfs.dst);
-    }
-    for (i, a) in targets.iter().enumerate() {
-        if targets[..i].contains(a) {
-            return Err(invalid(format!("two mounts target {}", a.display())));
-        }
-        for reserved in ["/proc", "/dev"] {
-            if a.starts_with(reserved) {
-                return Err(invalid(format!(
-                    "{} is provided by the sandbox and cannot be mounted over",
-                    a.display()
-                )));
-            }
-        }
-    }
+    spec.check_mounts()?;
     let limits = &spec.limits;
     if limits.memory_bytes < 4 << 20 {
         return Err(invalid(format!(

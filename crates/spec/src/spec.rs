@@ -215,6 +215,40 @@ impl SandboxSpec {
         }
     }
 
+    /// Refuses mounts no backend can honour: a bad path, a mount over the root, two mounts
+    /// on one target, or one inside `/proc`, `/dev` or `/sys`, which the sandbox provides.
+    pub fn check_mounts(&self) -> Result<(), BackendError> {
+        let mut targets = Vec::new();
+        for mount in &self.mounts {
+            check_sandbox_path("mount source", &mount.src)?;
+            check_sandbox_path("mount target", &mount.dst)?;
+            targets.push(&mount.dst);
+        }
+        for tmpfs in &self.tmpfs {
+            check_sandbox_path("tmpfs", &tmpfs.dst)?;
+            targets.push(&tmpfs.dst);
+        }
+        for (i, target) in targets.iter().enumerate() {
+            let refused = if target.as_path() == std::path::Path::new("/") {
+                "cannot replace the sandbox root"
+            } else if targets[..i].contains(target) {
+                "is the target of two mounts"
+            } else if ["/proc", "/dev", "/sys"]
+                .iter()
+                .any(|r| target.starts_with(r))
+            {
+                "is provided by the sandbox and cannot be mounted over"
+            } else {
+                continue;
+            };
+            return Err(BackendError::Invalid(format!(
+                "{} {refused}",
+                target.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// Sets `key` in the environment, replacing an earlier value.
     pub fn set_env(&mut self, key: &str, value: &str) {
         match self.env.iter_mut().find(|(k, _)| k == key) {

@@ -90,22 +90,7 @@ pub fn validate(spec: &SandboxSpec, bridge: Option<&Path>) -> Result<(), Backend
                 .into(),
         });
     }
-    if spec.syscalls.profile != "default" {
-        return Err(invalid(format!(
-            "unknown syscall profile {:?} (known: \"default\")",
-            spec.syscalls.profile
-        )));
-    }
-    if !spec.syscalls.extra_allow.is_empty() {
-        return Err(BackendError::LayerUnavailable {
-            layer: "extra syscall allowances".into(),
-            reason: format!(
-                "the docker backend does not add {} to its seccomp profile (neither does the \
-                 native backend yet)",
-                spec.syscalls.extra_allow.join(", ")
-            ),
-        });
-    }
+    spec.syscalls.check()?;
     for (key, value) in &spec.env {
         if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
             return Err(invalid(format!("invalid environment variable {key:?}")));

@@ -96,21 +96,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
             }
         }
     }
-    if spec.syscalls.profile != "default" {
-        return Err(invalid(format!(
-            "unknown syscall profile {:?} (known: \"default\")",
-            spec.syscalls.profile
-        )));
-    }
-    if !spec.syscalls.extra_allow.is_empty() {
-        return Err(BackendError::LayerUnavailable {
-            layer: "extra syscall allowances".into(),
-            reason: format!(
-                "the native backend cannot add {} to its seccomp profile yet",
-                spec.syscalls.extra_allow.join(", ")
-            ),
-        });
-    }
+    spec.syscalls.check()?;
     spec.check_mounts()?;
     let limits = &spec.limits;
     if limits.memory_bytes < 4 << 20 {

@@ -180,6 +180,29 @@ pub struct Syscalls {
     pub extra_allow: Vec<String>,
 }
 
+impl Syscalls {
+    /// Refuses what no backend can enforce yet: a profile other than "default", or extra
+    /// allowances (which would loosen the filter; refused rather than ignored).
+    pub fn check(&self) -> Result<(), BackendError> {
+        if self.profile != "default" {
+            return Err(BackendError::Invalid(format!(
+                "unknown syscall profile {:?} (known: \"default\")",
+                self.profile
+            )));
+        }
+        if !self.extra_allow.is_empty() {
+            return Err(BackendError::LayerUnavailable {
+                layer: "extra syscall allowances".into(),
+                reason: format!(
+                    "no backend adds {} to its seccomp profile yet",
+                    self.extra_allow.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for Syscalls {
     fn default() -> Self {
         Syscalls {

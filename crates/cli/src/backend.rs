@@ -2,7 +2,7 @@
 //! the native backend. A tool switches backends by naming an image instead of a root
 //! directory; the result shape, the probes and the audit records stay the same.
 
-use nanoclaw_docker::DockerBackend;
+use nanoclaw_docker::{DockerBackend, InitBinary};
 use nanoclaw_native::NativeBackend;
 use nanoclaw_spec::{Backend, BackendError, IoMode, Outcome, Root, SandboxSpec};
 
@@ -16,12 +16,11 @@ impl Runner {
     pub fn for_spec(spec: &SandboxSpec, pull: bool) -> Result<Runner, BackendError> {
         match spec.root {
             Root::Image(_) => {
-                let mut backend = DockerBackend::connect()?.with_pull(pull);
-                // Egress in a container needs nanoclaw itself as the bridge, which runs in
-                // any image only when it is static; otherwise egress is refused there.
-                if let Some(exe) = std::env::current_exe().ok().filter(|exe| is_static(exe)) {
-                    backend = backend.with_bridge(exe);
-                }
+                // nanoclaw itself is each container's init (Landlock, the exact environment,
+                // the egress bridge), with its loader and libraries when it is not static.
+                let backend = DockerBackend::connect()?
+                    .with_pull(pull)
+                    .with_init(InitBinary::current()?);
                 Ok(Runner::Docker(Box::new(backend)))
             }
             Root::Host | Root::Rootfs(_) => {
@@ -64,61 +63,6 @@ impl Runner {
                 }
                 Ok(run.outcome)
             }
-        }
-    }
-}
-
-/// Whether an ELF executable needs no dynamic loader (it has no PT_INTERP header), so
-/// that it runs in any image.
-fn is_static(path: &std::path::Path) -> bool {
-    const PT_INTERP: u32 = 3;
-    let Ok(elf) = std::fs::read(path) else {
-        return false;
-    };
-    let u16_at = |at: usize| {
-        elf.get(at..at + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |at: usize| {
-        elf.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |at: usize| {
-        elf.get(at..at + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    // A 64-bit little-endian ELF file: the program headers are at e_phoff (0x20), each
-    // e_phentsize (0x36) bytes, e_phnum (0x38) of them; p_type is their first word.
-    if elf.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
-        return false;
-    }
-    let (Some(offset), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
-        return false;
-    };
-    (0..usize::from(count)).all(|i| {
-        let at = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .saturating_add(i * usize::from(size));
-        u32_at(at).is_some_and(|kind| kind != PT_INTERP)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_static;
-
-    #[test]
-    fn a_dynamic_binary_is_not_static() {
-        assert!(!is_static(std::path::Path::new("/bin/sh")));
-        assert!(!is_static(std::path::Path::new("/nonexistent")));
-    }
-
-    #[test]
-    fn busybox_static_is_static() {
-        let busybox = std::path::Path::new("/bin/busybox");
-        if busybox.exists() {
-            assert!(is_static(busybox));
         }
     }
 }

@@ -62,14 +62,10 @@ fn main() -> ExitCode {
     }
     if std::env::args_os()
         .nth(1)
-        .is_some_and(|a| a == nanoclaw_native::BRIDGE_ARG)
+        .is_some_and(|a| a == nanoclaw_native::container::CONTAINER_INIT_ARG)
     {
         let args: Vec<_> = std::env::args_os().skip(2).collect();
-        eprintln!(
-            "nanoclaw: egress bridge: {}",
-            nanoclaw_native::bridge::exec_behind(&args)
-        );
-        return ExitCode::from(127);
+        nanoclaw_native::container::main(&args);
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
+use nanoclaw_docker::InitBinary;
 use nanoclaw_policy::{lint, policy_sha256, verify, Invocation, Policy};
 use nanoclaw_spec::{
     BackendError, EgressRule, Enforced, IoMode, Mount, Network, Root, SandboxSpec,
@@ -215,19 +216,39 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         .local_addr()
         .context("read the listener's port")?
         .port();
-    let exe = std::env::current_exe().context("locate the nanoclaw binary")?;
-    spec.mounts.push(Mount {
-        src: exe.clone(),
-        dst: PROBE_INSIDE.into(),
-        writable: false,
-    });
-    spec.command = vec![
-        PROBE_INSIDE.into(),
+    // The probe is this nanoclaw: every container has it already (it is their init);
+    // a native sandbox gets it mounted read-only.
+    // The files the docker backend mounts for its init: the claims hold them read-only, like
+    // the probe of a native sandbox.
+    let mut init_mounts = Vec::new();
+    let probe = match spec.root {
+        Root::Image(_) => {
+            let init = InitBinary::current()?;
+            init_mounts.extend(init.paths_inside().into_iter().map(|dst| Mount {
+                src: dst.clone(),
+                dst,
+                writable: false,
+            }));
+            init.command()
+        }
+        Root::Host | Root::Rootfs(_) => {
+            let exe = std::env::current_exe().context("locate the nanoclaw binary")?;
+            spec.mounts.push(Mount {
+                src: exe,
+                dst: PROBE_INSIDE.into(),
+                writable: false,
+            });
+            vec![PROBE_INSIDE.to_string()]
+        }
+    };
+    let probe_command =
+        |args: &[String]| -> Vec<String> { probe.iter().chain(args).cloned().collect() };
+    spec.command = probe_command(&[
         "probe".into(),
         "inspect".into(),
         "1.1.1.1:443".into(),
         format!("127.0.0.1:{host_port}"),
-    ];
+    ]);
 
     let mut recorder = audit::Recorder::open(&args.audit, &spec.command)?;
     recorder.set_origin(audit::Origin {
@@ -266,7 +287,7 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
                 outcome.exit_status(),
                 line,
                 outcome.stderr.text.trim(),
-                if matches!(spec.root, Root::Host) {
+                if !matches!(spec.root, Root::Rootfs(_)) {
                     ""
                 } else {
                     " (the probe is this nanoclaw binary, mounted into the tool's own root: \
@@ -279,16 +300,19 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
     let (report, enforced) = run_probe(&spec)?;
     let inspection =
         verify::Inspection::from_json(&report.detail).context("read the probe's inspection")?;
-    let claims = verify::claims(tool, &spec);
+    let mut claimed = spec.clone();
+    claimed.mounts.extend(init_mounts);
+    let claims = verify::claims(tool, &claimed);
     let mut results = verify::check(&claims, &inspection, &enforced);
     if let Network::Egress(rules) = &spec.network {
         let mut probe_spec = spec.clone();
         let probes = egress_probes(rules, host_port);
-        probe_spec.command = [PROBE_INSIDE, "probe", "proxy-connect"]
+        let args: Vec<String> = ["probe", "proxy-connect"]
             .iter()
             .map(|s| s.to_string())
             .chain(probes.iter().map(|(target, _, _)| target.clone()))
             .collect();
+        probe_spec.command = probe_command(&args);
         let report = run_probe(&probe_spec).map(|(report, _)| report);
         results.extend(egress_results(&probes, report));
     }

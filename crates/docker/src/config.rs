@@ -13,8 +13,10 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
     MountBindOptions, MountBindOptionsPropagationEnum, MountType, ResourcesUlimits,
 };
+use nanoclaw_native::container::ContainerInit;
 use nanoclaw_spec::{check_sandbox_path, BackendError, EgressProxy, Network, Root, SandboxSpec};
 
+use crate::init_binary::{self, InitBinary};
 use crate::seccomp;
 
 /// The smallest memory limit the engine accepts (Docker refuses less than 6 MiB).
@@ -23,6 +25,26 @@ const MIN_MEMORY_BYTES: u64 = 6 << 20;
 pub const HOSTNAME: &str = "nanoclaw";
 /// `SecurityOpt` entry that sets `no_new_privs` for every process of the container.
 pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
+
+/// Paths hidden from the container (an empty, read-only file system over each). Setting
+/// the list replaces the engine's own, so Docker's defaults come first; then what the
+/// native backend does not show either: the host's cgroup tree and the writable POSIX
+/// message-queue file system.
+pub const MASKED_PATHS: [&str; 13] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/sys/fs/cgroup",
+    "/dev/mqueue",
+];
 
 fn invalid(message: impl Into<String>) -> BackendError {
     BackendError::Invalid(message.into())
@@ -46,49 +68,27 @@ pub fn image_reference(spec: &SandboxSpec) -> Result<&str, BackendError> {
 
 /// Refuses specs this backend cannot run as written, with the same rules as the native
 /// backend where they overlap.
-pub fn validate(spec: &SandboxSpec, bridge: Option<&Path>) -> Result<(), BackendError> {
+pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
     if spec.command.is_empty() {
         return Err(invalid("no command given"));
     }
     image_reference(spec)?;
     check_sandbox_path("workdir", &spec.workdir)?;
-    match (&spec.network, &spec.egress_proxy, bridge) {
-        (Network::None, None, _) => {}
-        (Network::Egress(_), Some(proxy), Some(bridge)) => {
+    match (&spec.network, &spec.egress_proxy) {
+        (Network::None, None) => {}
+        (Network::Egress(_), Some(proxy)) => {
             check_sandbox_path("egress proxy socket", &proxy.socket)?;
-            check_sandbox_path("egress bridge binary", bridge)?;
         }
-        (Network::Egress(_), Some(_), None) => {
-            return Err(BackendError::LayerUnavailable {
-                layer: "egress (a network allow list)".into(),
-                reason: "a container reaches the proxy through nanoclaw's own bridge, which \
-                         must be a static binary to run inside any image; this nanoclaw is \
-                         not static (build it with --target x86_64-unknown-linux-musl)"
-                    .into(),
-            })
-        }
-        (Network::Egress(_), None, _) => {
+        (Network::Egress(_), None) => {
             return Err(invalid(
                 "a sandbox with egress needs its host proxy (the runner starts it)",
             ))
         }
-        (Network::None, Some(_), _) => {
+        (Network::None, Some(_)) => {
             return Err(invalid(
                 "an egress proxy was given for a sandbox without egress",
             ))
         }
-    }
-    if let Some(mount) = spec.mounts.iter().find(|m| m.writable) {
-        // Under the native backend a writable mount is noexec (and Landlock refuses to
-        // execute there): a tool cannot drop a binary and run it. The Engine API cannot
-        // mount a bind noexec, so rather than run weaker, the docker backend refuses.
-        return Err(BackendError::LayerUnavailable {
-            layer: format!("a noexec writable mount at {}", mount.dst.display()),
-            reason: "the Docker Engine API cannot make a bind mount noexec, so what a tool \
-                     writes there could be executed; mount it read-only, or use the native \
-                     backend"
-                .into(),
-        });
     }
     spec.syscalls.check()?;
     for (key, value) in &spec.env {
@@ -117,7 +117,7 @@ pub fn validate(spec: &SandboxSpec, bridge: Option<&Path>) -> Result<(), Backend
 
 /// A host path resolved once for the engine: never a symlink itself, and passed on in
 /// canonical form so the engine resolves no link on the way.
-fn mount_source(path: &Path) -> Result<PathBuf, BackendError> {
+pub(crate) fn mount_source(path: &Path) -> Result<PathBuf, BackendError> {
     let what = |e| BackendError::io(format!("mount source {}", path.display()), e);
     let meta = std::fs::symlink_metadata(path).map_err(what)?;
     if meta.file_type().is_symlink() {
@@ -207,7 +207,8 @@ pub fn host_config(spec: &SandboxSpec) -> Result<HostConfig, BackendError> {
             format!("seccomp={}", seccomp::profile_json()),
         ]),
         privileged: Some(false),
-        init: Some(true),
+        // nanoclaw's own init (`InitBinary`) is the entrypoint, not the engine's.
+        init: Some(false),
         pids_limit: Some(i64::from(limits.pids)),
         memory: Some(memory),
         // Equal to the memory limit: no swap on top of it.
@@ -216,6 +217,7 @@ pub fn host_config(spec: &SandboxSpec) -> Result<HostConfig, BackendError> {
         network_mode: Some("none".into()),
         ipc_mode: Some("private".into()),
         cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
+        masked_paths: Some(MASKED_PATHS.map(String::from).to_vec()),
         tmpfs: Some(tmpfs(spec)),
         mounts: Some(binds(spec)?),
         ulimits: Some(vec![
@@ -234,54 +236,66 @@ pub fn host_config(spec: &SandboxSpec) -> Result<HostConfig, BackendError> {
     })
 }
 
-/// Where a container with egress finds the bridge binary.
-const BRIDGE_INSIDE: &str = "/.nanoclaw/nanoclaw";
+/// The writable places of a sandbox: its tmpfs and writable mounts.
+fn writable(spec: &SandboxSpec) -> Vec<PathBuf> {
+    let tmpfs = spec.tmpfs.iter().map(|t| t.dst.clone());
+    let mounts = spec
+        .mounts
+        .iter()
+        .filter(|m| m.writable)
+        .map(|m| m.dst.clone());
+    tmpfs.chain(mounts).collect()
+}
 
-/// The create body: the image by ID, the command as the whole argv, exactly the spec's
-/// environment, the sandbox user, and the labels the reaper finds it by.
+/// The create body: the image by ID, nanoclaw's init in front of the command, exactly the
+/// spec's environment, the sandbox user, and the labels the reaper finds it by.
 pub fn container_body(
     spec: &SandboxSpec,
     image_id: &str,
     labels: HashMap<String, String>,
     stdin: bool,
-    bridge: Option<&Path>,
+    init: &InitBinary,
+    report: &Path,
 ) -> Result<ContainerCreateBody, BackendError> {
     let mut host_config = host_config(spec)?;
-    let mut entrypoint = spec.command.clone();
-    if let (Some(proxy), Some(bridge)) = (&spec.egress_proxy, bridge) {
+    let mounts = host_config.mounts.get_or_insert_with(Vec::new);
+    let report_inside = PathBuf::from(init_binary::REPORT_INSIDE);
+    for (src, dst) in init
+        .mounts()
+        .into_iter()
+        .chain([(report.into(), report_inside.clone())])
+    {
+        mounts.push(bind(&mount_source(&src)?, &dst, true)?);
+    }
+    if let Some(proxy) = &spec.egress_proxy {
         // The container still has no network but loopback: its one way out is the proxy's
-        // socket, which nanoclaw's own bridge (read-only, in front of the command) serves on
-        // 127.0.0.1:PORT, as in a native sandbox.
-        let mounts = host_config.mounts.get_or_insert_with(Vec::new);
+        // socket, which the init's bridge serves on 127.0.0.1:PORT, as in a native sandbox.
         mounts.push(bind(
             &mount_source(&proxy.socket)?,
             Path::new(EgressProxy::SOCKET_INSIDE),
             true,
         )?);
-        mounts.push(bind(
-            &mount_source(bridge)?,
-            Path::new(BRIDGE_INSIDE),
-            true,
-        )?);
-        entrypoint = [
-            BRIDGE_INSIDE.to_string(),
-            nanoclaw_native::BRIDGE_ARG.to_string(),
-            proxy.port.to_string(),
-            EgressProxy::SOCKET_INSIDE.to_string(),
-        ]
-        .into_iter()
-        .chain(spec.command.iter().cloned())
-        .collect();
     }
+    let arguments = ContainerInit {
+        command: spec.command.clone(),
+        env: spec.env.iter().map(|(key, _)| key.clone()).collect(),
+        writable: writable(spec),
+        workdir: spec.workdir.clone(),
+        bridge_port: spec.egress_proxy.as_ref().map(|proxy| proxy.port),
+        report: Some(report_inside),
+    };
+    let arguments = serde_json::to_string(&arguments)
+        .map_err(|e| invalid(format!("the init's arguments: {e}")))?;
     Ok(ContainerCreateBody {
         image: Some(image_id.into()),
         // The entrypoint replaces the image's, and an empty Cmd drops the image's default
-        // arguments: argv is exactly the spec's command (behind the bridge with egress).
-        entrypoint: Some(entrypoint),
+        // arguments: the init runs exactly the spec's command.
+        entrypoint: Some(init.entrypoint(arguments)),
         cmd: Some(Vec::new()),
         user: Some(format!("{}:{}", spec.user.uid, spec.user.gid)),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        working_dir: Some(spec.workdir.to_string_lossy().into_owned()),
+        // The init enters the spec's workdir; the engine would create a missing one.
+        working_dir: Some("/".into()),
         hostname: Some(HOSTNAME.into()),
         labels: Some(labels),
         tty: Some(false),
@@ -313,7 +327,7 @@ mod tests {
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
         assert_eq!(host.cap_add, None);
         assert_eq!(host.privileged, Some(false));
-        assert_eq!(host.init, Some(true));
+        assert_eq!(host.init, Some(false), "nanoclaw's own init instead");
         assert_eq!(host.pids_limit, Some(256));
         assert_eq!(host.memory, Some(512 << 20));
         assert_eq!(host.memory_swap, Some(512 << 20));
@@ -332,7 +346,15 @@ mod tests {
         let ulimits = host.ulimits.unwrap_or_default();
         let core = ulimits.iter().find(|u| u.name.as_deref() == Some("core"));
         assert_eq!(core.and_then(|u| u.hard), Some(0));
-        assert_eq!(host.masked_paths, None, "Docker's masked paths stay");
+        let masked = host.masked_paths.unwrap_or_default();
+        for path in [
+            "/proc/kcore",
+            "/sys/firmware",
+            "/sys/fs/cgroup",
+            "/dev/mqueue",
+        ] {
+            assert!(masked.iter().any(|m| m == path), "{path} is masked");
+        }
         Ok(())
     }
 
@@ -341,8 +363,18 @@ mod tests {
         let mut spec = spec();
         spec.command = vec!["sh".into(), "-c".into(), "echo $A".into()];
         spec.set_env("A", "x=y");
-        let body = container_body(&spec, "sha256:x", HashMap::new(), false, None)?;
-        assert_eq!(body.entrypoint, Some(spec.command.clone()));
+        let init = InitBinary::static_at("/bin/busybox".into())?;
+        let report = Path::new("/dev/null");
+        let body = container_body(&spec, "sha256:x", HashMap::new(), false, &init, report)?;
+        let entrypoint = body.entrypoint.unwrap_or_default();
+        assert_eq!(
+            entrypoint[..2],
+            ["/.nanoclaw/nanoclaw", "__nanoclaw_container_init"]
+        );
+        let init: ContainerInit = serde_json::from_str(&entrypoint[2]).unwrap();
+        assert_eq!(init.command, spec.command);
+        assert_eq!(init.env, ["PATH", "HOME", "LANG", "A"]);
+        assert_eq!(init.writable, [Path::new("/tmp")]);
         assert_eq!(body.cmd, Some(vec![]));
         assert_eq!(body.user.as_deref(), Some("10001:10001"));
         let env = body.env.unwrap_or_default();
@@ -395,7 +427,7 @@ mod tests {
         let refused = |change: &dyn Fn(&mut SandboxSpec)| {
             let mut spec = spec();
             change(&mut spec);
-            validate(&spec, None).is_err()
+            validate(&spec).is_err()
         };
         assert!(!refused(&|_| {}));
         assert!(refused(&|s| s.root = Root::Host));
@@ -424,7 +456,7 @@ mod tests {
     fn the_refusal_of_a_host_root_names_the_image_option() {
         let mut spec = spec();
         spec.root = Root::Host;
-        let error = validate(&spec, None)
+        let error = validate(&spec)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

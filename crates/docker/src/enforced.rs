@@ -9,7 +9,7 @@
 use bollard::models::{ContainerInspectResponse, HostConfigCgroupnsModeEnum};
 use nanoclaw_spec::{Enforced, LandlockStatus, SandboxSpec};
 
-use crate::config::NO_NEW_PRIVILEGES;
+use crate::config::{MASKED_PATHS, NO_NEW_PRIVILEGES};
 use crate::seccomp;
 
 /// Facts about the engine that no container inspect shows.
@@ -67,7 +67,11 @@ fn weaker(layer: &'static str, reported: impl std::fmt::Debug) -> Weaker {
 
 /// Checks the container's inspect against the spec. A limit the engine dropped is an error
 /// unless `spec.allow_unlimited`; every other difference is an error.
-pub fn verify(spec: &SandboxSpec, inspect: &ContainerInspectResponse) -> Result<Applied, Weaker> {
+pub fn verify(
+    spec: &SandboxSpec,
+    entrypoint: &[String],
+    inspect: &ContainerInspectResponse,
+) -> Result<Applied, Weaker> {
     let host = inspect.host_config.clone().unwrap_or_default();
     let config = inspect.config.clone().unwrap_or_default();
     if host.readonly_rootfs != Some(true) {
@@ -104,8 +108,12 @@ pub fn verify(spec: &SandboxSpec, inspect: &ContainerInspectResponse) -> Result<
             .collect();
         return Err(weaker("seccomp profile", shown));
     }
-    if host.init != Some(true) {
-        return Err(weaker("init process", host.init));
+    // nanoclaw's init runs first, exactly as asked (it applies Landlock).
+    if host.init == Some(true) || config.entrypoint.as_deref() != Some(entrypoint) {
+        return Err(weaker(
+            "nanoclaw's init as the entrypoint",
+            &config.entrypoint,
+        ));
     }
     if host.network_mode.as_deref() != Some("none") {
         return Err(weaker("network none", host.network_mode));
@@ -124,6 +132,9 @@ pub fn verify(spec: &SandboxSpec, inspect: &ContainerInspectResponse) -> Result<
     }
     if host.cgroupns_mode != Some(HostConfigCgroupnsModeEnum::PRIVATE) {
         return Err(weaker("private cgroup namespace", host.cgroupns_mode));
+    }
+    if host.masked_paths.as_deref() != Some(&MASKED_PATHS.map(String::from)[..]) {
+        return Err(weaker("masked paths", host.masked_paths));
     }
     // Exactly the spec's tmpfs mounts: an engine that adds writable ones (Podman adds /run
     // and /var/tmp to read-only containers) is refused.
@@ -172,8 +183,8 @@ pub fn verify(spec: &SandboxSpec, inspect: &ContainerInspectResponse) -> Result<
     })
 }
 
-/// The `Enforced` of a verified container.
-pub fn enforced(applied: &Applied, facts: &EngineFacts) -> Enforced {
+/// The `Enforced` of a verified container whose init reported `landlock`.
+pub fn enforced(applied: &Applied, facts: &EngineFacts, landlock: LandlockStatus) -> Enforced {
     let mut namespaces = Vec::new();
     if facts.user_namespace {
         namespaces.push("user");
@@ -185,15 +196,7 @@ pub fn enforced(applied: &Applied, facts: &EngineFacts) -> Enforced {
         backend: "docker".into(),
         namespaces: namespaces.into_iter().map(String::from).collect(),
         seccomp: Some(seccomp::NAME.to_string()),
-        landlock: LandlockStatus {
-            status: "none".into(),
-            abi: 0,
-            reason: Some(
-                "the docker backend relies on the engine's seccomp, capabilities and \
-                 namespaces; Landlock is not applied"
-                    .into(),
-            ),
-        },
+        landlock,
         cgroup: facts.cgroup_version.clone().filter(|_| limited),
         memory_bytes: applied.memory_bytes,
         cpu_millis: applied.cpu_millis,
@@ -220,27 +223,48 @@ mod tests {
 
     /// The inspect of a container the engine created exactly as asked.
     fn as_asked(spec: &SandboxSpec) -> ContainerInspectResponse {
-        let body = crate::config::container_body(spec, "sha256:x", Default::default(), false, None)
-            .unwrap();
+        let body = crate::config::container_body(
+            spec,
+            "sha256:x",
+            Default::default(),
+            false,
+            &init(),
+            std::path::Path::new("/dev/null"),
+        )
+        .unwrap();
         let mut host = body.host_config.unwrap();
         host.pid_mode = Some(String::new());
         ContainerInspectResponse {
             host_config: Some(host),
             config: Some(ContainerConfig {
                 user: body.user,
+                entrypoint: body.entrypoint,
                 ..Default::default()
             }),
             ..Default::default()
         }
     }
 
+    fn init() -> crate::InitBinary {
+        crate::InitBinary::static_at("/bin/busybox".into()).unwrap()
+    }
+
+    fn entrypoint(inspect: &ContainerInspectResponse) -> Vec<String> {
+        inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.entrypoint.clone())
+            .unwrap_or_default()
+    }
+
     fn with_host(change: impl Fn(&mut HostConfig)) -> Result<Applied, Weaker> {
         let spec = spec();
         let mut inspect = as_asked(&spec);
+        let asked = entrypoint(&inspect);
         if let Some(host) = inspect.host_config.as_mut() {
             change(host);
         }
-        verify(&spec, &inspect)
+        verify(&spec, &asked, &inspect)
     }
 
     #[test]
@@ -250,7 +274,12 @@ mod tests {
             cgroup_version: Some("v1".into()),
             user_namespace: false,
         };
-        let enforced = enforced(&applied, &facts);
+        let landlock = LandlockStatus {
+            status: "full".into(),
+            abi: 6,
+            reason: None,
+        };
+        let enforced = enforced(&applied, &facts, landlock);
         assert_eq!(enforced.backend, "docker");
         assert_eq!(
             enforced.namespaces,
@@ -260,7 +289,7 @@ mod tests {
         assert_eq!(enforced.cpu_millis, Some(500));
         assert_eq!(enforced.pids, Some(256));
         assert_eq!(enforced.cgroup.as_deref(), Some("v1"));
-        assert_eq!(enforced.landlock.status, "none");
+        assert_eq!(enforced.landlock.status, "full", "as the init reported it");
         assert_eq!((enforced.uid, enforced.gid), (10001, 10001));
     }
 
@@ -268,7 +297,7 @@ mod tests {
 
     #[test]
     fn any_weaker_layer_is_refused() {
-        let cases: [(&str, Change); 11] = [
+        let cases: [(&str, Change); 12] = [
             ("tmpfs", &|h| {
                 h.tmpfs.as_mut().unwrap().insert("/run".into(), "rw".into());
             }),
@@ -285,7 +314,8 @@ mod tests {
             ("network", &|h| h.network_mode = Some("host".into())),
             ("pid", &|h| h.pid_mode = Some("host".into())),
             ("swap", &|h| h.memory_swap = Some(-1)),
-            ("init", &|h| h.init = Some(false)),
+            ("docker-init", &|h| h.init = Some(true)),
+            ("masked paths", &|h| h.masked_paths = None),
         ];
         for (what, change) in cases {
             assert!(with_host(change).is_err(), "{what} passed");
@@ -304,7 +334,7 @@ mod tests {
         spec.allow_unlimited = true;
         let mut inspect = as_asked(&spec);
         drop(inspect.host_config.as_mut().unwrap());
-        let applied = verify(&spec, &inspect).unwrap();
+        let applied = verify(&spec, &entrypoint(&inspect), &inspect).unwrap();
         assert_eq!(applied.memory_bytes, None);
         assert_eq!(applied.pids, None);
         assert_eq!(applied.cpu_millis, Some(500));

@@ -45,17 +45,6 @@ impl ImageInfo {
     pub fn user_is_root(&self) -> bool {
         user_is_root(&self.configured_user)
     }
-
-    /// The names of the image's variables that a command with environment `env` inherits
-    /// from the image, because `env` does not set them.
-    pub fn inherited_env(&self, env: &[(String, String)]) -> Vec<String> {
-        self.env
-            .iter()
-            .map(|entry| entry.split_once('=').map_or(entry.as_str(), |(key, _)| key))
-            .filter(|key| !env.iter().any(|(k, _)| k == key))
-            .map(String::from)
-            .collect()
-    }
 }
 
 /// `""`, `root`, `0` and those with any group (`0:0`, `root:1000`) are root.
@@ -326,17 +315,6 @@ mod tests {
         assert!(check(&id, &pinned, &inspect(&id, &[], "10001")).is_ok());
         let other = format!("sha256:{}", "f".repeat(64));
         assert!(check(&id, &pinned, &inspect(&other, &[], "")).is_err());
-    }
-
-    #[test]
-    fn variables_the_spec_does_not_set_are_inherited_from_the_image() {
-        let mut image = inspect("sha256:id", &[], "");
-        image.config.as_mut().unwrap().env =
-            Some(vec!["PATH=/usr/bin".into(), "PYTHON_VERSION=3.12".into()]);
-        let pinned = ImageRef::Id("sha256:id".into());
-        let info = check("sha256:id", &pinned, &image).unwrap();
-        let env = vec![("PATH".to_string(), "/bin".to_string())];
-        assert_eq!(info.inherited_env(&env), ["PYTHON_VERSION"]);
     }
 
     #[test]

@@ -9,21 +9,24 @@
 //! error that says why.
 //!
 //! A run: resolve the pinned image in the engine's local store (`image`), reap containers a
-//! killed nanoclaw left behind (`reap`), create the container from the spec (`config`), read
-//! back what the engine applied and refuse to start anything weaker (`enforced`), start, wait
-//! with the timeout, collect output bounded like the native backend (`streams`), and remove
-//! the container (`lifecycle`). The seccomp profile is generated from the native backend's
-//! profile data (`seccomp`), so both backends refuse the same syscalls.
+//! killed nanoclaw left behind (`reap`), stage writable mounts noexec on the host
+//! (`staging`), create the container from the spec (`config`), read back what the engine
+//! applied and refuse to start anything weaker (`enforced`), start, wait with the timeout,
+//! collect output bounded like the native backend (`streams`), and remove the container
+//! (`lifecycle`). The seccomp profile is generated from the native backend's profile data
+//! (`seccomp`), so both backends refuse the same syscalls.
+//!
+//! The container's first process is nanoclaw itself (`init_binary`, running
+//! `nanoclaw_native::container`), not the engine's docker-init: it applies the same Landlock
+//! rules as a native sandbox, gives the command exactly the spec's environment (the engine
+//! adds `HOSTNAME` and the image's `ENV`), runs the egress bridge, reaps orphans, and reports
+//! its Landlock status on the first line of stderr, which the runner takes off.
 //!
 //! Where the engine cannot give what the native backend gives, the outcome says so rather
-//! than claiming it: Landlock is not applied (`enforced.landlock.status` is "none"),
-//! `memfd_create` is refused outright, and CPU and memory usage are not measured (zero).
-//! A writable bind mount is refused: the Engine API cannot make it `noexec` as the native
-//! backend does, and running weaker than asked is not an option. The engine adds
-//! `HOSTNAME=nanoclaw` and any image `ENV` the spec does not set to the environment;
-//! `DockerRun::warnings` names the inherited variables.
-//! Mount sources are resolved on this machine, so with a remote engine they must be the
-//! same paths there.
+//! than claiming it: `memfd_create` is refused outright (no `vm.memfd_noexec` from outside),
+//! and CPU and memory usage are not measured (zero). A writable mount needs nanoclaw to run
+//! as root (to stage it), and is refused otherwise. Mount sources are resolved on this
+//! machine, so with a remote engine they must be the same paths there.
 //!
 //! This crate must never shell out to the docker CLI, pull an image implicitly, start a
 //! container whose inspect shows a weaker layer than asked, or return without removing the
@@ -32,9 +35,11 @@
 mod config;
 mod enforced;
 mod image;
+mod init_binary;
 mod lifecycle;
 mod reap;
 pub mod seccomp;
+mod staging;
 mod streams;
 
 use std::sync::Mutex;
@@ -44,9 +49,11 @@ use nanoclaw_spec::{Backend, BackendError, IoMode, Outcome, SandboxSpec};
 
 pub use enforced::EngineFacts;
 pub use image::{user_is_root, ImageInfo, ImageRef};
+pub use init_binary::InitBinary;
 pub use reap::{
     instance, GRACE as REAP_GRACE, LABEL_DEADLINE, LABEL_INSTANCE, LABEL_INVOCATION, LABEL_TOOL,
 };
+pub use staging::STAGING_ROOT;
 
 /// The engine's socket when `DOCKER_HOST` is unset.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -62,8 +69,8 @@ pub struct DockerBackend {
     pull: bool,
     facts: tokio::sync::OnceCell<EngineFacts>,
     last_image: Mutex<Option<ImageInfo>>,
-    /// A static nanoclaw binary to run as a container's egress bridge.
-    bridge: Option<std::path::PathBuf>,
+    /// nanoclaw's own binary, each container's init.
+    init: Option<InitBinary>,
 }
 
 /// Who a run is for, as labelled on its container.
@@ -152,7 +159,7 @@ impl DockerBackend {
             pull: false,
             facts: tokio::sync::OnceCell::new(),
             last_image: Mutex::new(None),
-            bridge: None,
+            init: None,
         })
     }
 
@@ -162,11 +169,11 @@ impl DockerBackend {
         self
     }
 
-    /// Gives containers with egress their bridge: `binary` is a static nanoclaw (it runs
-    /// inside any image), mounted read-only and run as the entrypoint in front of the
-    /// command. Without one, a spec with egress is refused.
-    pub fn with_bridge(mut self, binary: std::path::PathBuf) -> Self {
-        self.bridge = Some(binary);
+    /// Gives containers their init: a nanoclaw binary (`InitBinary::current()` for the
+    /// running one), mounted read-only and run as the entrypoint in front of the command.
+    /// Without one, every run is refused.
+    pub fn with_init(mut self, init: InitBinary) -> Self {
+        self.init = Some(init);
         self
     }
 
@@ -189,8 +196,14 @@ impl DockerBackend {
         io: IoMode,
         invocation: &Invocation,
     ) -> Result<DockerRun, BackendError> {
-        config::validate(spec, self.bridge.as_deref())?;
-        self.runtime.block_on(self.run_async(spec, io, invocation))
+        config::validate(spec)?;
+        let init = self.init.as_ref().ok_or_else(|| {
+            BackendError::Invalid(
+                "the docker backend has no init binary (DockerBackend::with_init)".into(),
+            )
+        })?;
+        self.runtime
+            .block_on(self.run_async(spec, io, invocation, init))
     }
 
     /// The image the latest run resolved (set before its container was created), for callers

@@ -15,15 +15,17 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use nanoclaw_spec::{BackendError, IoMode, Outcome, SandboxSpec, Usage};
+use nanoclaw_native::container::InitMessage;
+use nanoclaw_spec::{BackendError, IoMode, LandlockStatus, Outcome, SandboxSpec, Usage};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Notify;
 
 use crate::enforced::{self, Applied, EngineFacts};
 use crate::image::{self, ImageInfo};
-use crate::streams::{self, Sink, Target};
-use crate::{config, reap, DockerBackend, DockerRun, Invocation};
+use crate::staging::RunDir;
+use crate::streams::{self, InitLines, Sink, Target};
+use crate::{config, reap, staging, DockerBackend, DockerRun, InitBinary, Invocation};
 
 /// How long output may still arrive once the container has exited.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -93,6 +95,7 @@ impl DockerBackend {
         spec: &SandboxSpec,
         io: IoMode,
         invocation: &Invocation,
+        init: &InitBinary,
     ) -> Result<DockerRun, BackendError> {
         let mut stop = Stop::watch()?;
         let reference = config::image_reference(spec)?;
@@ -115,8 +118,15 @@ impl DockerBackend {
         let name = reap::next_invocation();
         let invocation_id = invocation.id.clone().unwrap_or_else(|| name.clone());
         let labels = reap::labels(&invocation.tool, &invocation_id, spec.limits.timeout);
+        // Writable mounts reach the engine as noexec copies on the host, kept (with the usage
+        // report) until the container is gone.
+        staging::reap_stale();
+        let mut run_dir = RunDir::create(&name)?;
+        let engine_spec = run_dir.stage(spec)?;
+        let report = run_dir.report_pipe(spec.user.uid)?;
         let body =
-            config::container_body(spec, &image.id, labels, io.stdin, self.bridge.as_deref())?;
+            config::container_body(&engine_spec, &image.id, labels, io.stdin, init, &report)?;
+        let entrypoint = body.entrypoint.clone().unwrap_or_default();
         let options = CreateContainerOptions {
             name: Some(format!("nanoclaw-{name}")),
             ..Default::default()
@@ -132,9 +142,18 @@ impl DockerBackend {
         // The engine's facts are needed only for the report: asked alongside the run, not
         // before it.
         let reported = async {
-            let (facts, driven) = tokio::join!(self.facts(), self.drive(&id, spec, io));
-            let (mut outcome, applied) = driven?;
-            outcome.enforced = enforced::enforced(&applied, &facts?);
+            let (facts, driven) =
+                tokio::join!(self.facts(), self.drive(&id, spec, &entrypoint, io));
+            let (mut outcome, applied, landlock) = driven?;
+            outcome.enforced = enforced::enforced(&applied, &facts?, landlock);
+            // The init knows what the container's exit status cannot tell (a signal from an
+            // exit status over 128) and the usage; killed at the timeout, it reported nothing.
+            if let Some(ended) = run_dir.report() {
+                outcome.usage = ended.usage;
+                if !outcome.timed_out {
+                    (outcome.exit_code, outcome.signal) = (ended.exit_code, ended.signal);
+                }
+            }
             Ok(outcome)
         };
         let driven = tokio::select! {
@@ -147,21 +166,12 @@ impl DockerBackend {
         removed.map_err(engine(format!(
             "remove container {id} (the next run reaps it after its deadline)"
         )))?;
-        let mut warnings = created.warnings;
-        let inherited = image.inherited_env(&spec.env);
-        if !inherited.is_empty() {
-            warnings.push(format!(
-                "the image's environment adds {} (the engine merges in image variables the \
-                 spec does not set)",
-                inherited.join(", ")
-            ));
-        }
         Ok(DockerRun {
             outcome,
             image,
             container: id,
             invocation: invocation_id,
-            warnings,
+            warnings: created.warnings,
         })
     }
 
@@ -187,13 +197,15 @@ impl DockerBackend {
     }
 
     /// Attaches, verifies, starts and waits for the created container `id`. The outcome's
-    /// `enforced` is left for the caller to fill in from what was applied.
+    /// `enforced` is left for the caller to fill in from what was applied and the Landlock
+    /// status the init reported.
     async fn drive(
         &self,
         id: &str,
         spec: &SandboxSpec,
+        entrypoint: &[String],
         io: IoMode,
-    ) -> Result<(Outcome, Applied), BackendError> {
+    ) -> Result<(Outcome, Applied, LandlockStatus), BackendError> {
         let attach = AttachContainerOptions {
             stream: true,
             logs: false,
@@ -209,7 +221,7 @@ impl DockerBackend {
         let AttachContainerResults { mut output, input } =
             attached.map_err(engine(format!("attach to container {id}")))?;
         let inspected = inspected.map_err(engine(format!("inspect container {id}")))?;
-        let applied = enforced::verify(spec, &inspected).map_err(|weaker| {
+        let applied = enforced::verify(spec, entrypoint, &inspected).map_err(|weaker| {
             BackendError::LayerUnavailable {
                 layer: weaker.layer.to_string(),
                 reason: format!(
@@ -243,6 +255,7 @@ impl DockerBackend {
         let limit = spec.limits.output_bytes;
         let mut stdout = Sink::new(io.capture, limit, Target::Stdout);
         let mut stderr = Sink::new(io.capture, limit, Target::Stderr);
+        let mut init_lines = InitLines::default();
         let exited = Notify::new();
         let exit = async {
             let ended = self.wait_or_kill(id, spec, deadline).await;
@@ -254,7 +267,10 @@ impl DockerBackend {
                 while let Some(Ok(frame)) = output.next().await {
                     match frame {
                         LogOutput::StdOut { message } => stdout.push(&message).await,
-                        LogOutput::StdErr { message } => stderr.push(&message).await,
+                        LogOutput::StdErr { message } => {
+                            let command = init_lines.take(&message);
+                            stderr.push(&command).await;
+                        }
                         _ => {}
                     }
                 }
@@ -269,6 +285,8 @@ impl DockerBackend {
         };
         let (ended, ()) = tokio::join!(exit, pump);
         let (code, timed_out) = ended?;
+        let held_back = init_lines.finish();
+        stderr.push(&held_back).await;
         let duration_ms = started.elapsed().as_millis() as u64;
 
         let state = self
@@ -279,13 +297,9 @@ impl DockerBackend {
             .state
             .unwrap_or_default();
         let oom_killed = state.oom_killed == Some(true) && !timed_out;
+        let landlock = init_report(id, code, init_lines.messages)?;
         let stdout = stdout.finish();
         let stderr = stderr.finish();
-        if io.capture && !timed_out && !oom_killed && stdout.total_bytes == 0 {
-            if let Some(error) = exec_failure(code, &stderr.text) {
-                return Err(error);
-            }
-        }
         let (exit_code, signal) = if code == KILLED {
             (None, Some(9))
         } else {
@@ -302,7 +316,7 @@ impl DockerBackend {
             usage: Usage::default(),
             enforced: Default::default(),
         };
-        Ok((outcome, applied))
+        Ok((outcome, applied, landlock))
     }
 
     /// Waits for the container to exit; at `deadline` kills it. Returns the exit status and
@@ -356,46 +370,66 @@ async fn kill(docker: &Docker, id: &str) -> Result<bool, BackendError> {
     }
 }
 
-/// The init (docker-init, tini) could not execute the command: it says so on stderr, alone,
-/// and exits 127 (not found) or 126 (not executable), as a shell does.
-fn exec_failure(code: i64, stderr: &str) -> Option<BackendError> {
-    let line = stderr.strip_suffix('\n')?;
-    if line.contains('\n') {
-        return None;
+/// What nanoclaw's init in container `id` said before the command ran: its Landlock status,
+/// or why it could not set up or execute the command (exit status `code`).
+fn init_report(
+    id: &str,
+    code: i64,
+    messages: Vec<InitMessage>,
+) -> Result<LandlockStatus, BackendError> {
+    let mut landlock = None;
+    for message in messages {
+        match message {
+            InitMessage::Ready { landlock: status } => landlock = Some(status),
+            InitMessage::SetupFailed(error) => return Err(BackendError::Setup(error)),
+            InitMessage::ExecFailed { program, errno, .. } if code == 126 || code == 127 => {
+                return Err(BackendError::exec_failed(program, errno));
+            }
+            InitMessage::ExecFailed { .. } | InitMessage::Exited { .. } => {}
+        }
     }
-    let rest = line.strip_prefix("[FATAL tini (")?;
-    let (_pid, rest) = rest.split_once(")] exec ")?;
-    let (program, reason) = rest.rsplit_once(" failed: ")?;
-    match code {
-        127 => Some(BackendError::CommandNotFound(program.to_string())),
-        126 => Some(BackendError::NotExecutable {
-            program: program.to_string(),
-            reason: reason.to_string(),
-        }),
-        _ => None,
-    }
+    landlock.ok_or_else(|| {
+        BackendError::io(
+            format!("run nanoclaw's init in container {id}"),
+            std::io::Error::other(format!(
+                "it exited with status {code} before reporting that the command started"
+            )),
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ready() -> InitMessage {
+        InitMessage::Ready {
+            landlock: LandlockStatus {
+                status: "full".into(),
+                abi: 6,
+                reason: None,
+            },
+        }
+    }
+
+    fn exec_failed(errno: i32) -> InitMessage {
+        InitMessage::ExecFailed {
+            program: "nope".into(),
+            errno,
+            message: String::new(),
+        }
+    }
+
     #[test]
-    fn the_inits_exec_failures_map_like_a_shell() {
-        let not_found = exec_failure(
-            127,
-            "[FATAL tini (8)] exec nope failed: No such file or directory\n",
-        );
-        assert!(matches!(not_found, Some(BackendError::CommandNotFound(p)) if p == "nope"));
-        let denied = exec_failure(
-            126,
-            "[FATAL tini (6)] exec /etc/x failed: Permission denied\n",
-        );
-        assert!(
-            matches!(denied, Some(BackendError::NotExecutable { program, .. }) if program == "/etc/x")
-        );
-        assert!(exec_failure(1, "[FATAL tini (8)] exec nope failed: x\n").is_none());
-        assert!(exec_failure(127, "sh: nope: not found\n").is_none());
-        assert!(exec_failure(127, "x\n[FATAL tini (8)] exec nope failed: x\n").is_none());
+    fn the_inits_report_maps_like_the_native_backend() {
+        let landlock = init_report("c", 0, vec![ready()]);
+        assert!(matches!(landlock, Ok(status) if status.abi == 6));
+        let not_found = init_report("c", 127, vec![ready(), exec_failed(libc::ENOENT)]);
+        assert!(matches!(not_found, Err(BackendError::CommandNotFound(p)) if p == "nope"));
+        let denied = init_report("c", 126, vec![ready(), exec_failed(libc::EACCES)]);
+        assert!(matches!(denied, Err(BackendError::NotExecutable { .. })));
+        // A command that exits 0 after printing what looks like the init's line ran.
+        assert!(init_report("c", 0, vec![ready(), exec_failed(libc::ENOENT)]).is_ok());
+        assert!(init_report("c", 137, vec![]).is_err());
     }
 }

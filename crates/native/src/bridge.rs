@@ -27,26 +27,6 @@ pub fn start(port: u16, socket: &Path) -> Result<(), SetupError> {
     }
 }
 
-/// The entry point of a container with egress (the docker backend): starts the bridge from
-/// `127.0.0.1:PORT` to SOCKET, then becomes COMMAND. Returns only on failure.
-pub fn exec_behind(args: &[std::ffi::OsString]) -> String {
-    use std::os::unix::process::CommandExt;
-    let [port, socket, command @ ..] = args else {
-        return "usage: __nanoclaw_egress_bridge PORT SOCKET COMMAND...".into();
-    };
-    let Some(port) = port.to_str().and_then(|p| p.parse::<u16>().ok()) else {
-        return format!("invalid bridge port {port:?}");
-    };
-    let Some((program, rest)) = command.split_first() else {
-        return "no command to run behind the bridge".into();
-    };
-    if let Err(error) = start(port, Path::new(socket)) {
-        return error.to_string();
-    }
-    let error = std::process::Command::new(program).args(rest).exec();
-    format!("{}: {error}", program.to_string_lossy())
-}
-
 /// Accepts forever; each connection gets its own process, which ends with the connection.
 fn serve(listener: &TcpListener, socket: &Path) -> ! {
     loop {

@@ -184,15 +184,7 @@ fn exec_command(request: &HelperRequest, io: &InitIo) -> ! {
             );
         }
     }
-    if let Err(e) = sys::cloexec_from(3) {
-        report(
-            InitMessage::SetupFailed(SetupError::io("close inherited descriptors", e)),
-            125,
-        );
-    }
-    if let Err(e) = rustix::process::chdir(&spec.workdir) {
-        let mut error = SetupError::io("enter working directory", e);
-        error.path = Some(spec.workdir.display().to_string());
+    if let Err(error) = close_and_enter(&spec.workdir) {
         report(InitMessage::SetupFailed(error), 125);
     }
     let program = spec.command.first().cloned().unwrap_or_default();
@@ -228,7 +220,18 @@ fn exec_command(request: &HelperRequest, io: &InitIo) -> ! {
     )
 }
 
-fn c_strings<I, S>(items: I) -> Option<Vec<CString>>
+/// The last steps before exec: no descriptor but the standard streams survives it, and
+/// the command starts in `workdir`.
+pub(crate) fn close_and_enter(workdir: &Path) -> Result<(), SetupError> {
+    sys::cloexec_from(3).map_err(|e| SetupError::io("close inherited descriptors", e))?;
+    rustix::process::chdir(workdir).map_err(|e| {
+        let mut error = SetupError::io("enter working directory", e);
+        error.path = Some(workdir.display().to_string());
+        error
+    })
+}
+
+pub(crate) fn c_strings<I, S>(items: I) -> Option<Vec<CString>>
 where
     I: Iterator<Item = S>,
     S: Into<Vec<u8>>,
@@ -238,7 +241,12 @@ where
 
 /// execvp(3) semantics: a name with a slash is run as is; otherwise each `PATH` entry is
 /// tried, and a permission error is remembered over a later "not found".
-fn exec_on_path(program: &str, path: &str, argv: &[CString], envp: &[CString]) -> std::io::Error {
+pub(crate) fn exec_on_path(
+    program: &str,
+    path: &str,
+    argv: &[CString],
+    envp: &[CString],
+) -> std::io::Error {
     let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
         vec![program.into()]
     } else {

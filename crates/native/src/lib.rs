@@ -12,6 +12,7 @@
 
 pub mod bridge;
 pub mod cgroup;
+pub mod container;
 mod creds;
 pub mod doctor;
 mod helper;
@@ -38,10 +39,6 @@ pub use helper::main as helper_main;
 
 /// The first argument that makes the nanoclaw binary act as the sandbox helper.
 pub const HELPER_ARG: &str = "__nanoclaw_sandbox_helper";
-
-/// The first argument that makes the nanoclaw binary act as a container's egress bridge:
-/// `nanoclaw __nanoclaw_egress_bridge PORT SOCKET COMMAND...` (see `bridge::exec_behind`).
-pub const BRIDGE_ARG: &str = "__nanoclaw_egress_bridge";
 
 /// Signals that end a run early: the sandbox is torn down and the runner reports them.
 const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -174,15 +171,7 @@ impl Backend for NativeBackend {
             HelperReport::Finished(finished) => finished,
             HelperReport::SetupFailed(error) => return Err(BackendError::Setup(error)),
             HelperReport::ExecFailed { program, errno } => {
-                let error = std::io::Error::from_raw_os_error(errno);
-                return Err(if errno == libc::ENOENT || errno == libc::ENOTDIR {
-                    BackendError::CommandNotFound(program)
-                } else {
-                    BackendError::NotExecutable {
-                        program,
-                        reason: error.to_string(),
-                    }
-                });
+                return Err(BackendError::exec_failed(program, errno));
             }
         };
         let mut usage_out = finished.usage;

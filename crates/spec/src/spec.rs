@@ -338,6 +338,21 @@ impl BackendError {
         }
     }
 
+    /// `execve` of `program` failed with `errno`: not found (ENOENT, ENOTDIR) or not
+    /// executable (anything else), as a shell tells them apart.
+    pub fn exec_failed(program: String, errno: i32) -> Self {
+        const ENOENT: i32 = 2;
+        const ENOTDIR: i32 = 20;
+        if errno == ENOENT || errno == ENOTDIR {
+            BackendError::CommandNotFound(program)
+        } else {
+            BackendError::NotExecutable {
+                program,
+                reason: std::io::Error::from_raw_os_error(errno).to_string(),
+            }
+        }
+    }
+
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         BackendError::Io {
             what: what.into(),

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use nanoclaw_egress::{Decision, Policy, Proxy, ProxyConfig};
 use nanoclaw_spec::{EgressProxy, EgressRule, Network};
 
-use super::support::{backend, probe_binary, scratch_dir, Sandbox};
+use super::support::{backend, scratch_dir, Sandbox};
 
 /// A one-shot HTTP upstream on the host's loopback that answers "hello".
 fn upstream() -> (u16, std::thread::JoinHandle<String>) {
@@ -52,10 +52,7 @@ fn run_with_egress(allowed: u16, command: &[&str]) -> (super::support::Run, Vec<
         spec.network = Network::Egress(rules.clone());
         spec.egress_proxy = Some(path.clone());
     });
-    let run = sandbox.run_with(
-        backend().with_bridge(probe_binary().canonicalize().unwrap()),
-        command,
-    );
+    let run = sandbox.run_with(backend(), command);
     proxy.remove_sandbox(endpoint).unwrap();
     proxy.shutdown().unwrap();
     (run, decisions.try_iter().collect())
@@ -98,7 +95,7 @@ fn an_unlisted_destination_and_a_direct_connection_are_refused() {
 }
 
 #[test]
-fn egress_without_a_static_bridge_is_refused() {
+fn egress_without_its_proxy_socket_is_refused_by_name() {
     let mut sandbox = Sandbox::new();
     sandbox.spec(|spec| {
         spec.network = Network::Egress(vec![EgressRule {
@@ -111,6 +108,6 @@ fn egress_without_a_static_bridge_is_refused() {
         });
     });
     let run = sandbox.run(&["true"]);
-    let error = run.result.as_ref().expect_err("no bridge: refused");
-    assert!(error.to_string().contains("static"), "{error}");
+    let error = run.result.as_ref().expect_err("no proxy socket: refused");
+    assert!(error.to_string().contains("/nonexistent.sock"), "{error}");
 }

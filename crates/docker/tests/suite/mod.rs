@@ -3,3 +3,4 @@ mod egress;
 mod images;
 mod lifecycle;
 pub mod support;
+mod test_image;

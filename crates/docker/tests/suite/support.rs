@@ -8,31 +8,24 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bollard::query_parameters::{BuildImageOptions, ListContainersOptions};
+use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
-use futures_util::StreamExt;
-use nanoclaw_docker::{DockerBackend, DockerRun, Invocation, LABEL_INSTANCE, LABEL_INVOCATION};
+use nanoclaw_docker::{
+    DockerBackend, DockerRun, InitBinary, Invocation, LABEL_INSTANCE, LABEL_INVOCATION,
+};
 use nanoclaw_spec::{BackendError, IoMode, Mount, Outcome, Root, SandboxSpec};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-/// Where the probe (the static nanoclaw binary) is inside the test image.
-pub const PROBE: &str = "/probe/nanoclaw";
+pub use super::test_image::{probe_binary, PROBE};
 
 /// The user a sandbox runs as unless told otherwise.
 pub const SANDBOX_UID: u32 = 10001;
-
-/// Busybox applets the test image links, besides the shell.
-const APPLETS: [&str; 12] = [
-    "sh", "cat", "id", "ls", "echo", "sleep", "true", "env", "pwd", "kill", "head", "wc",
-];
 
 /// The engine, for the tests' own look at it (containers, images), with a runtime of its
 /// own. Connecting fails the test, loudly, when the engine is not there.
@@ -87,202 +80,23 @@ impl Engine {
 
 /// A backend for one test: connecting fails the test when the engine is not reachable.
 pub fn backend() -> DockerBackend {
-    DockerBackend::connect().unwrap_or_else(|e| {
-        panic!("the Docker Engine is not reachable: {e}; these tests never skip")
-    })
+    let init = InitBinary::static_at(probe_binary().canonicalize().unwrap()).unwrap();
+    DockerBackend::connect()
+        .unwrap_or_else(|e| {
+            panic!("the Docker Engine is not reachable: {e}; these tests never skip")
+        })
+        .with_init(init)
 }
 
-/// The workspace's root directory.
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The static nanoclaw binary (the image's probe and the egress bridge), rebuilt when any
-/// crate's sources are newer than it. If the build fails, an existing build is used, and
-/// without one the test fails saying why.
-pub fn probe_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    let binary = target.join("x86_64-unknown-linux-musl/release/nanoclaw");
-    let built = fs::metadata(&binary).and_then(|m| m.modified()).ok();
-    let sources = ["crates", "Cargo.lock"].map(|p| workspace().join(p));
-    if built.is_some_and(|built| sources.iter().all(|s| newest_mtime(s) <= built)) {
-        return binary;
-    }
-    let build = Command::new(env!("CARGO"))
-        .current_dir(workspace())
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "x86_64-unknown-linux-musl",
-            "-p",
-            "nanoclaw",
-        ])
-        .output();
-    match build {
-        Ok(output) if output.status.success() => {}
-        other if binary.exists() => eprintln!(
-            "warning: building the static nanoclaw probe failed, using the existing {}: {other:?}",
-            binary.display()
-        ),
-        other => panic!(
-            "cannot build the static nanoclaw probe (`cargo build --release --target \
-             x86_64-unknown-linux-musl -p nanoclaw`; needs `rustup target add \
-             x86_64-unknown-linux-musl`): {other:?}"
-        ),
-    }
-    binary
-}
-
-/// The latest modification time of `path` or anything below it.
-fn newest_mtime(path: &Path) -> SystemTime {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return UNIX_EPOCH;
-    };
-    let own = meta.modified().unwrap_or(UNIX_EPOCH);
-    if !meta.is_dir() {
-        return own;
-    }
-    fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| newest_mtime(&entry.path()))
-        .fold(own, SystemTime::max)
-}
-
-/// Debian's static busybox, the image's whole userland.
-fn busybox() -> PathBuf {
-    let path = PathBuf::from("/bin/busybox");
-    let bytes = fs::read(&path).unwrap_or_default();
-    assert!(
-        bytes.starts_with(b"\x7fELF") && !has_interpreter(&bytes),
-        "{} is missing or dynamically linked: apt-get install -y busybox-static",
-        path.display()
-    );
-    path
-}
-
-/// Whether a 64-bit ELF file names a program interpreter (PT_INTERP): is dynamically linked.
-fn has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (size, count) = (u16_at(0x36), u16_at(0x38));
-    (0..count).any(|i| {
-        let at = phoff + i * size;
-        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
-    })
-}
-
-/// The test image's ID: `FROM scratch` with /bin/busybox and its applets, and the probe at
-/// /probe/nanoclaw. Built once per test binary through the Engine API, tagged by the hash of
-/// its contents so an unchanged image is reused.
+/// The test image's ID (see `suite::test_image`), built once per test binary.
 pub fn test_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
         // The engine first: when it is not there, fail now rather than after a build.
-        let engine = engine();
+        engine();
         check_nothing_left_at_exit();
-        let busybox = fs::read(busybox()).unwrap();
-        let probe = fs::read(probe_binary()).unwrap();
-        let mut hash = Sha256::new();
-        hash.update(&busybox);
-        hash.update(&probe);
-        hash.update(APPLETS.join(" "));
-        let digest: String = hash
-            .finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let tag = format!("nanoclaw-docker-test:{digest}");
-        if let Ok(image) = engine.block_on(engine.docker().inspect_image(&tag)) {
-            remove_older_test_images(&tag);
-            return image.id.unwrap();
-        }
-        let context = build_context(&busybox, &probe);
-        let options = BuildImageOptions {
-            t: Some(tag.clone()),
-            rm: true,
-            forcerm: true,
-            ..Default::default()
-        };
-        engine.block_on(async {
-            let mut build = engine.docker().build_image(
-                options,
-                None,
-                Some(bollard::body_full(context.into())),
-            );
-            while let Some(step) = build.next().await {
-                let step = step.unwrap_or_else(|e| panic!("building the test image: {e}"));
-                if let Some(error) = step.error_detail {
-                    panic!("building the test image: {error:?}");
-                }
-            }
-        });
-        remove_older_test_images(&tag);
-        engine
-            .block_on(engine.docker().inspect_image(&tag))
-            .unwrap()
-            .id
-            .unwrap()
+        super::test_image::build()
     })
-}
-
-/// Removes the test images of earlier probe builds; one still in use stays.
-fn remove_older_test_images(current: &str) {
-    let engine = engine();
-    let (repository, _) = current.split_once(':').unwrap();
-    let options = bollard::query_parameters::ListImagesOptions {
-        filters: Some(HashMap::from([(
-            "reference".to_string(),
-            vec![repository.to_string()],
-        )])),
-        ..Default::default()
-    };
-    let images = engine
-        .block_on(engine.docker().list_images(Some(options)))
-        .unwrap_or_default();
-    for tag in images.iter().flat_map(|i| &i.repo_tags) {
-        if tag != current {
-            let _ = engine.block_on(engine.docker().remove_image(
-                tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            ));
-        }
-    }
-}
-
-/// The build context as a tar stream: a Dockerfile and the root file system.
-fn build_context(busybox: &[u8], probe: &[u8]) -> Vec<u8> {
-    let dir = scratch_dir();
-    let root = dir.path().join("rootfs");
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::create_dir_all(root.join("probe")).unwrap();
-    fs::write(root.join("bin/busybox"), busybox).unwrap();
-    fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
-    for applet in APPLETS {
-        symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    fs::write(root.join("probe/nanoclaw"), probe).unwrap();
-    fs::set_permissions(
-        root.join("probe/nanoclaw"),
-        fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM scratch\nCOPY rootfs/ /\n",
-    )
-    .unwrap();
-    let mut tar = tar::Builder::new(Vec::new());
-    tar.follow_symlinks(false);
-    tar.append_dir_all(".", dir.path()).unwrap();
-    tar.into_inner().unwrap()
 }
 
 /// When the test binary exits, fails it if any container made by this process is left.
@@ -546,34 +360,5 @@ impl Probe {
             self.run.context()
         );
         self
-    }
-}
-
-/// The host processes whose command line contains `token`: (pid, command line).
-pub fn processes_with(token: &str) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(token) && pid != std::process::id() {
-            found.push((pid, cmdline));
-        }
-    }
-    found
-}
-
-pub fn assert_no_process_with(token: &str, after: &str) {
-    for wait in [Duration::ZERO, Duration::from_millis(200)] {
-        std::thread::sleep(wait);
-        let left = processes_with(token);
-        assert!(
-            left.is_empty(),
-            "{after}: processes outlived the run ({wait:?} later): {left:#?}"
-        );
     }
 }

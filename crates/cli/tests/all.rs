@@ -3,7 +3,10 @@
 //! `--json`, files on the host, processes, cgroups and mounts left behind).
 //!
 //! The escape probes in `suite::conformance` run once per backend, so every backend is held
-//! to the same expected results. Tests whose names start with `heavy_` (memory, fork bomb,
+//! to the same expected results. The docker variants (`…::docker::…`) need the Docker
+//! Engine and the docker CLI: their sandboxes run the test image (`suite::test_image`,
+//! Debian's static busybox and the static nanoclaw as the probe), and after every run no
+//! container of it may be left. Tests whose names start with `heavy_` (memory, fork bomb,
 //! CPU, timeouts) run one at a time: `.config/nextest.toml` puts them in a test group, and
 //! under plain `cargo test` they take a lock (`support::serialise_heavy`).
 

@@ -1,8 +1,9 @@
 //! Reading, listing and writing paths the sandbox should hide or protect, and running a
-//! binary dropped into a writable place.
+//! binary dropped into a writable place or into memory.
 
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -105,17 +106,25 @@ const DROPPABLE: &[(&str, &[&str])] = &[
     ("/proc/self/exe", &["probe", "noop"]),
 ];
 
-pub(crate) fn exec_from(args: &[String]) -> Result<Finding, String> {
-    let dir: PathBuf = required(args, 0, "DIR")?;
-    let Some((source, bytes, argv)) = DROPPABLE
+/// A binary to drop: its path, its contents and the arguments that end it at once.
+type Droppable = (&'static str, Vec<u8>, &'static [&'static str]);
+
+/// The first of `DROPPABLE` that can be read; without one the attack is not attempted.
+fn droppable() -> Result<Droppable, Finding> {
+    DROPPABLE
         .iter()
         .find_map(|(src, argv)| Some((*src, fs::read(src).ok()?, *argv)))
-    else {
-        let tried: Vec<&str> = DROPPABLE.iter().map(|(src, _)| *src).collect();
-        return Ok(Finding::not_attempted(format!(
-            "no readable binary to copy ({})",
-            tried.join(", ")
-        )));
+        .ok_or_else(|| {
+            let tried: Vec<&str> = DROPPABLE.iter().map(|(src, _)| *src).collect();
+            Finding::not_attempted(format!("no readable binary to copy ({})", tried.join(", ")))
+        })
+}
+
+pub(crate) fn exec_from(args: &[String]) -> Result<Finding, String> {
+    let dir: PathBuf = required(args, 0, "DIR")?;
+    let (source, bytes, argv) = match droppable() {
+        Ok(found) => found,
+        Err(finding) => return Ok(finding),
     };
     let copy = dir.join(format!("nanoclaw-probe-exec-{}", std::process::id()));
     let shown = copy.display();
@@ -142,6 +151,32 @@ pub(crate) fn exec_from(args: &[String]) -> Result<Finding, String> {
         Ok(()) => run_dropped(&copy, source, argv),
     };
     Ok(finding.with_cleanup(fs::remove_file(&copy), &shown))
+}
+
+/// A program that never touches a file system: a copy in an anonymous memory file
+/// (memfd_create), executed through its descriptor. Any step that fails stops the attack.
+pub(crate) fn memfd_exec(_: &[String]) -> Result<Finding, String> {
+    let (source, bytes, argv) = match droppable() {
+        Ok(found) => found,
+        Err(finding) => return Ok(finding),
+    };
+    // No MFD_CLOEXEC: the child that executes the copy must inherit the descriptor.
+    // SAFETY: the name is a NUL-terminated string literal; memfd_create reads nothing else.
+    let fd = unsafe { libc::memfd_create(c"nanoclaw-probe".as_ptr(), 0) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Ok(Finding::blocked(format!("memfd_create: {e}")));
+    }
+    // SAFETY: `fd` was just returned by memfd_create, is open, and nothing else owns it.
+    let mut memfd = unsafe { fs::File::from_raw_fd(fd) };
+    if let Err(e) = memfd.write_all(&bytes) {
+        return Ok(Finding::blocked(format!("write the memfd: {e}")));
+    }
+    Ok(run_dropped(
+        Path::new(&format!("/proc/self/fd/{fd}")),
+        source,
+        argv,
+    ))
 }
 
 /// Whatever the exit status, a started process proves the exec was allowed: `probe noop`

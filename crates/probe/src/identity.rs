@@ -1,5 +1,5 @@
-//! Who the probe runs as, what it could gain by executing a setuid binary, and what its
-//! environment leaks.
+//! Who the probe runs as, what it could gain by executing a setuid binary, and what it
+//! inherits that could leak: its environment and its open descriptors.
 
 use std::fmt;
 use std::fs;
@@ -16,6 +16,39 @@ pub(crate) fn env(_: &[String]) -> Result<Finding, String> {
         .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
         .collect();
     Ok(Finding::blocked(vars.join("\n")))
+}
+
+/// Any descriptor beyond the standard three is something of the runner's (a pipe, a cgroup
+/// file, the audit log) that the command could use.
+pub(crate) fn open_fds(_: &[String]) -> Result<Finding, String> {
+    let listed: Vec<String> = match fs::read_dir("/proc/self/fd") {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) => return Ok(Finding::not_attempted(format!("list /proc/self/fd: {e}"))),
+    };
+    // The listing's own descriptor is closed by now, so its link is gone.
+    let mut open: Vec<(i32, String)> = listed
+        .iter()
+        .filter_map(|name| {
+            let target = fs::read_link(format!("/proc/self/fd/{name}")).ok()?;
+            Some((name.parse().ok()?, target.display().to_string()))
+        })
+        .collect();
+    open.sort();
+    let detail: Vec<String> = open
+        .iter()
+        .map(|(fd, target)| format!("{fd} -> {target}"))
+        .collect();
+    Ok(Finding {
+        blocked: open.iter().all(|(fd, _)| *fd <= 2),
+        detail: if detail.is_empty() {
+            "no descriptor is open".to_string()
+        } else {
+            detail.join(", ")
+        },
+    })
 }
 
 pub(crate) fn whoami(_: &[String]) -> Result<Finding, String> {

@@ -213,6 +213,13 @@ static PROBES: &[Probe] = &[
         run: network::proxy_connect,
     },
     Probe {
+        name: "open-fds",
+        about: "lists the descriptors it started with and what each refers to; blocked when \
+                none but 0, 1 and 2 is open",
+        args: "",
+        run: identity::open_fds,
+    },
+    Probe {
         name: "whoami",
         about: "uids, gids, groups, capability sets, NoNewPrivs and seccomp mode; blocked when \
                 euid != 0, every capability set is empty and NoNewPrivs is 1",
@@ -249,6 +256,13 @@ static PROBES: &[Probe] = &[
         about: "drops a copy of /usr/bin/true, /bin/true or this program into DIR and executes it",
         args: "DIR",
         run: files::exec_from,
+    },
+    Probe {
+        name: "memfd-exec",
+        about: "copies /usr/bin/true, /bin/true or this program into a memfd and executes it \
+                through /proc/self/fd (no file system, so no noexec mount, is involved)",
+        args: "",
+        run: files::memfd_exec,
     },
     Probe {
         name: "disk-fill",
@@ -570,6 +584,15 @@ mod tests {
         Ok(())
     }
 
+    /// Outside a sandbox the attack works, so a sandbox that reports it blocked did block it.
+    #[test]
+    fn memfd_exec_gets_through_outside_a_sandbox() -> Result<(), String> {
+        let report = probe("memfd-exec", &[])?;
+        assert!(!report.blocked, "{}", report.detail);
+        assert!(report.detail.starts_with("executed"), "{}", report.detail);
+        Ok(())
+    }
+
     #[test]
     fn unknown_probe_names_the_valid_ones() {
         let err = probe("no-such-probe", &[]).err().unwrap_or_default();
@@ -646,6 +669,7 @@ mod tests {
         let own_pid = std::process::id().to_string();
         let runs: &[(&str, &[&str])] = &[
             ("env", &[]),
+            ("open-fds", &[]),
             ("proc-pids", &[]),
             ("raw-socket", &[]),
             ("packet-socket", &[]),

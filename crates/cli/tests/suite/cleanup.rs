@@ -187,4 +187,5 @@ fn stop_with(backend: Backend, signal: &str) {
     );
     assert_no_process_with(&token, &exited.context());
     assert_no_cgroups_of(&exited);
+    sandbox.assert_left_nothing(&exited.context());
 }

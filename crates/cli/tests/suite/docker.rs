@@ -1,51 +1,19 @@
 //! The docker backend through the CLI: `--image` (or a policy's `image`) switches the
 //! backend and nothing else changes for the user: the same result shape, exit codes and
-//! audit records. The backend's own engine suite (crates/docker) runs every probe; these
-//! tests cover the CLI's choices. They need the Docker Engine, and fail if it is missing.
+//! audit records. The conformance suite runs every probe on this backend too
+//! (`suite::conformance::docker`); these tests cover the CLI's choices. They need the
+//! Docker Engine, and fail if it is missing.
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
-use std::sync::OnceLock;
 
-use crate::suite::support::{nanoclaw_output, scratch_dir, RUNNER_ERROR};
-
-/// A busybox-only image built for these tests (no registry here), by its local ID.
-fn image() -> &'static str {
-    static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let context = scratch_dir();
-        let bin = context.path().join("bin");
-        fs::create_dir(&bin).unwrap();
-        fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
-        for applet in ["sh", "id", "echo", "cat", "true"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-        }
-        fs::write(
-            context.path().join("Dockerfile"),
-            "FROM scratch\nCOPY bin /bin\n",
-        )
-        .unwrap();
-        let built = Command::new("docker")
-            .args(["build", "-q", "-t", "nanoclaw-cli-test:busybox"])
-            .arg(context.path())
-            .output()
-            .expect("the docker CLI prepares the test image");
-        assert!(
-            built.status.success(),
-            "the Docker Engine must be reachable for these tests: {}",
-            String::from_utf8_lossy(&built.stderr)
-        );
-        String::from_utf8(built.stdout).unwrap().trim().to_string()
-    })
-}
+use crate::suite::support::{nanoclaw_output, scratch_dir, test_image_id, RUNNER_ERROR};
 
 #[test]
 fn an_image_runs_on_the_docker_backend_with_the_same_result_shape() {
     let exited = nanoclaw_output(&[
         "run",
         "--image",
-        image(),
+        test_image_id(),
         "--json",
         "--",
         "sh",
@@ -68,8 +36,8 @@ fn an_image_runs_on_the_docker_backend_with_the_same_result_shape() {
     assert_eq!(enforced["read_only_root"], true);
     assert_eq!(enforced["memory_bytes"], 512 << 20);
     assert_eq!(
-        enforced["landlock"]["status"], "none",
-        "the engine applies no Landlock: said, not hidden"
+        enforced["landlock"]["status"], "full",
+        "nanoclaw's init applies Landlock inside the container and reports it"
     );
 }
 
@@ -79,7 +47,7 @@ fn a_policy_switches_a_tool_to_docker_by_naming_an_image() {
     let policy = dir.path().join("tools.toml");
     let text = format!(
         "[tools.who]\ndescription = \"id\"\nbackend = \"docker\"\nimage = \"{}\"\ncommand = [\"id\", \"-u\"]\n",
-        image()
+        test_image_id()
     );
     fs::write(&policy, text).unwrap();
     let policy = policy.display().to_string();
@@ -107,24 +75,34 @@ fn an_unpinned_or_missing_image_is_refused_by_name() {
     );
 }
 
+/// `verify` proves a docker tool's policy as it does a native one's: the same claims,
+/// writable workspace (staged noexec) and Landlock included, and every one holds.
 #[test]
-fn a_writable_mount_is_refused_because_the_engine_cannot_make_it_noexec() {
+fn verify_proves_a_docker_tools_policy() {
     let dir = scratch_dir();
-    let mount = format!("{}:/work:rw", dir.path().display());
-    let exited = nanoclaw_output(&[
-        "run",
-        "--image",
-        image(),
-        "-v",
-        &mount,
-        "--",
-        "sh",
-        "-c",
-        "echo x > /work/f",
-    ]);
-    assert_eq!(exited.code(), RUNNER_ERROR, "{}", exited.context());
-    assert!(exited.stderr.contains("noexec"), "{}", exited.context());
-    assert!(!Path::new(&dir.path().join("f")).exists());
+    let policy = dir.path().join("tools.toml");
+    let text = format!(
+        "[tools.edit]\ndescription = \"writes the workspace\"\nbackend = \"docker\"\n\
+         image = \"{}\"\ncommand = [\"sh\", \"-c\", \"echo x > /work/f\"]\n\
+         mounts = [{{ host = \"${{workspace}}\", path = \"/work\", mode = \"rw\" }}]\n",
+        test_image_id()
+    );
+    fs::write(&policy, text).unwrap();
+    let exited = nanoclaw_output(&["verify", &policy.display().to_string()]);
+    assert_eq!(exited.code(), 0, "{}", exited.context());
+    for claim in ["mount /work", "landlock", "only expected mounts visible"] {
+        let line = exited.stdout.lines().find(|l| l.contains(claim));
+        assert!(
+            line.is_some_and(|l| l.trim_start().starts_with("pass")),
+            "{claim}\n{}",
+            exited.context()
+        );
+    }
+    assert!(
+        exited.stdout.contains("every claim holds"),
+        "{}",
+        exited.context()
+    );
 }
 
 #[test]
@@ -141,7 +119,7 @@ fn docker_options_are_checked_before_anything_starts() {
         "--backend",
         "native",
         "--image",
-        image(),
+        test_image_id(),
         "--",
         "true",
     ]);

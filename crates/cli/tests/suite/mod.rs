@@ -1,4 +1,6 @@
 mod support;
+#[path = "../../../docker/tests/suite/test_image.rs"]
+mod test_image;
 
 mod audit;
 mod cleanup;

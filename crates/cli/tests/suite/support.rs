@@ -4,7 +4,8 @@
 //!
 //! Every run gets `NANOCLAW_AUDIT` pointing into the test's own temporary directory, so a
 //! test never writes the user's real audit log. Nothing here knows how a backend isolates:
-//! a [`Backend`] only says how its sandboxes are asked for and how the probe binary gets in.
+//! a [`Backend`] only says how its sandboxes are asked for, how the probe binary gets in, and
+//! what of its own a run could leave behind (a Docker container).
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -14,10 +15,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nanoclaw_audit::Record;
+use nanoclaw_docker::LABEL_INVOCATION;
 use serde::Deserialize;
+
+use super::test_image;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_nanoclaw");
@@ -29,11 +34,13 @@ pub const SANDBOX_UID: u32 = 10001;
 pub const RUNNER_ERROR: i32 = 125;
 
 /// A backend that runs sandboxes. Every conformance test runs once per backend (see
-/// [`backend_tests!`]); a backend decides only how it is selected and how the probe
-/// binary gets into its sandboxes.
+/// [`backend_tests!`]); a backend decides only how it is selected, how the probe binary
+/// gets into its sandboxes, and what of its own a run could leave behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Native,
+    /// The Docker Engine, running the test image (`test_image`).
+    Docker,
 }
 
 impl Backend {
@@ -41,31 +48,88 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Native => "native",
+            Backend::Docker => "docker",
         }
     }
 
-    /// Where a sandbox that asked for it (`Sandbox::with_probe`) finds the probe binary.
-    pub fn probe_path(self) -> &'static str {
-        match self {
-            Backend::Native => "/probe/nanoclaw",
+    /// The `run` options that select this backend.
+    fn selection(self) -> Vec<OsString> {
+        let mut options = vec!["--backend".into(), self.name().into()];
+        if self == Backend::Docker {
+            options.extend(["--image".into(), test_image_id().into()]);
         }
+        options
+    }
+
+    /// Where a sandbox that asked for it (`Sandbox::with_probe`) finds the probe binary:
+    /// where the test image has it, and where the native backend binds it.
+    pub fn probe_path(self) -> &'static str {
+        test_image::PROBE
     }
 
     /// The `run` options that put the probe binary at `probe_path`. The native backend
-    /// binds the binary under test read-only; an image-based backend would name an image.
+    /// binds the binary under test read-only; the test image has the probe already.
     fn probe_options(self) -> Vec<OsString> {
         match self {
             Backend::Native => vec![
                 "-v".into(),
                 format!("{BIN}:{}:ro", self.probe_path()).into(),
             ],
+            Backend::Docker => Vec::new(),
+        }
+    }
+
+    /// The probe binary on the host, for a test that puts a copy of it into a sandbox
+    /// itself: the binary under test, or for an image the static build the image holds
+    /// (the binary under test needs the host's libraries).
+    pub fn probe_binary(self) -> PathBuf {
+        match self {
+            Backend::Native => PathBuf::from(BIN),
+            Backend::Docker => test_image::probe_binary(),
+        }
+    }
+
+    /// Asserts that the runs logged in `audit` (a sandbox's audit log) left nothing in the
+    /// backend's own keeping: for Docker, no container with an invocation's label. What the
+    /// native backend could leave (processes, cgroups) is on the host for anyone to see.
+    #[track_caller]
+    fn assert_left_nothing(self, audit: &Path, context: &str) {
+        if self == Backend::Native {
+            return;
+        }
+        let log = fs::read_to_string(audit).unwrap_or_default();
+        let invocations: BTreeSet<String> = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Record>(line).ok())
+            .filter_map(|record| record.invocation_id().map(str::to_owned))
+            .collect();
+        for invocation in invocations {
+            let label = format!("label={LABEL_INVOCATION}={invocation}");
+            let listed = Command::new("docker")
+                .args(["ps", "--all", "--quiet", "--filter", &label])
+                .output()
+                .unwrap();
+            let left = String::from_utf8_lossy(&listed.stdout);
+            assert!(
+                listed.status.success() && left.trim().is_empty(),
+                "the run left containers behind ({label}): {left}{}\n{context}",
+                String::from_utf8_lossy(&listed.stderr)
+            );
         }
     }
 }
 
+/// The ID of the image the docker backend's sandboxes run (see `test_image`), built once per
+/// test process.
+pub fn test_image_id() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(test_image::build)
+}
+
 /// Generates, for every backend, a module of `#[test]`s named after the listed functions,
 /// each calling its function (a `fn(Backend)`) with that backend:
-/// `suite::conformance::native::reading_etc_shadow_is_blocked`, and later `…::docker::…`.
+/// `suite::conformance::native::reading_etc_shadow_is_blocked` and
+/// `suite::conformance::docker::reading_etc_shadow_is_blocked`.
 /// A function left out of the list is dead code, which clippy refuses.
 ///
 /// A new backend is a variant of [`Backend`] (its name, how the probe binary gets in) and
@@ -74,6 +138,9 @@ macro_rules! backend_tests {
     ($($test:ident),* $(,)?) => {
         $crate::suite::support::backend_tests!(
             @backend native, $crate::suite::support::Backend::Native, [$($test),*]
+        );
+        $crate::suite::support::backend_tests!(
+            @backend docker, $crate::suite::support::Backend::Docker, [$($test),*]
         );
     };
     (@backend $module:ident, $backend:expr, [$($test:ident),*]) => {
@@ -175,6 +242,20 @@ impl Sandbox {
         self.backend.probe_path()
     }
 
+    /// The probe binary on the host, for a copy the test puts into the sandbox itself.
+    pub fn probe_binary(&self) -> PathBuf {
+        self.backend.probe_binary()
+    }
+
+    /// Asserts that the sandbox's runs so far left nothing of the backend's own behind (see
+    /// `Backend::assert_left_nothing`). Every run of `output`, `run` and
+    /// `output_on_a_terminal` checks this itself.
+    #[track_caller]
+    pub fn assert_left_nothing(&self, context: &str) {
+        self.backend
+            .assert_left_nothing(&self.scratch().join("audit.jsonl"), context);
+    }
+
     /// A new, empty directory on the host, owned by host root.
     pub fn host_dir(&self, name: &str) -> PathBuf {
         let dir = self.scratch().join(name);
@@ -241,7 +322,7 @@ impl Sandbox {
     /// The `nanoclaw run` command line for `command`, not started.
     pub fn command(&self, json: bool, command: &[&str]) -> Command {
         let mut cmd = nanoclaw(self.scratch());
-        cmd.args(["run", "--backend", self.backend.name()]);
+        cmd.arg("run").args(self.backend.selection());
         cmd.args(&self.options);
         if json {
             cmd.arg("--json");
@@ -256,7 +337,9 @@ impl Sandbox {
     /// Runs `command` without `--json`: its output streams through nanoclaw.
     pub fn output(&self, command: &[&str]) -> Exited {
         let mut cmd = self.command(false, command);
-        execute(&mut cmd, self.feed.as_deref())
+        let exited = execute(&mut cmd, self.feed.as_deref());
+        self.assert_left_nothing(&exited.context());
+        exited
     }
 
     /// Runs `command` without `--json` from a terminal, as a person at a shell would: nanoclaw's
@@ -278,7 +361,9 @@ impl Sandbox {
                 script.env(key, value);
             }
         }
-        execute(&mut script, None)
+        let exited = execute(&mut script, None);
+        self.assert_left_nothing(&exited.context());
+        exited
     }
 
     /// Runs `command` with `--json` and parses the outcome. Panics, showing everything
@@ -287,6 +372,7 @@ impl Sandbox {
     pub fn run(&self, command: &[&str]) -> Run {
         let mut cmd = self.command(true, command);
         let exited = execute(&mut cmd, self.feed.as_deref());
+        self.assert_left_nothing(&exited.context());
         let json: serde_json::Value = serde_json::from_str(&exited.stdout)
             .unwrap_or_else(|e| panic!("--json printed no JSON ({e})\n{}", exited.context()));
         let outcome = serde_json::from_value(json.clone()).unwrap_or_else(|e| {

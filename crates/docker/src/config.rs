@@ -236,7 +236,9 @@ pub fn host_config(spec: &SandboxSpec) -> Result<HostConfig, BackendError> {
     })
 }
 
-/// The writable places of a sandbox: its tmpfs and writable mounts.
+/// The writable places of a sandbox: its tmpfs and writable mounts, and the engine's
+/// `/dev/shm` (noexec, private to the container), where POSIX shared memory lives, as in a
+/// native sandbox.
 fn writable(spec: &SandboxSpec) -> Vec<PathBuf> {
     let tmpfs = spec.tmpfs.iter().map(|t| t.dst.clone());
     let mounts = spec
@@ -244,7 +246,10 @@ fn writable(spec: &SandboxSpec) -> Vec<PathBuf> {
         .iter()
         .filter(|m| m.writable)
         .map(|m| m.dst.clone());
-    tmpfs.chain(mounts).collect()
+    tmpfs
+        .chain(mounts)
+        .chain([PathBuf::from("/dev/shm")])
+        .collect()
 }
 
 /// The create body: the image by ID, nanoclaw's init in front of the command, exactly the
@@ -374,7 +379,7 @@ mod tests {
         let init: ContainerInit = serde_json::from_str(&entrypoint[2]).unwrap();
         assert_eq!(init.command, spec.command);
         assert_eq!(init.env, ["PATH", "HOME", "LANG", "A"]);
-        assert_eq!(init.writable, [Path::new("/tmp")]);
+        assert_eq!(init.writable, [Path::new("/tmp"), Path::new("/dev/shm")]);
         assert_eq!(body.cmd, Some(vec![]));
         assert_eq!(body.user.as_deref(), Some("10001:10001"));
         let env = body.env.unwrap_or_default();

@@ -216,10 +216,9 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         .local_addr()
         .context("read the listener's port")?
         .port();
-    // The probe is this nanoclaw: every container has it already (it is their init);
-    // a native sandbox gets it mounted read-only.
-    // The files the docker backend mounts for its init: the claims hold them read-only, like
-    // the probe of a native sandbox.
+    // The probe is this nanoclaw: every container has it already (it is their init), and
+    // a native sandbox gets it mounted read-only. The claims hold the files the docker
+    // backend mounts for its init read-only, like the probe of a native sandbox.
     let mut init_mounts = Vec::new();
     let probe = match spec.root {
         Root::Image(_) => {

@@ -297,7 +297,14 @@ impl DockerBackend {
             .state
             .unwrap_or_default();
         let oom_killed = state.oom_killed == Some(true) && !timed_out;
-        let landlock = init_report(id, code, init_lines.messages)?;
+        let landlock = match init_report(id, code, init_lines.messages) {
+            Err(_) if timed_out => LandlockStatus {
+                status: "unknown".into(),
+                abi: 0,
+                reason: Some("the run timed out before nanoclaw's init reported".into()),
+            },
+            reported => reported?,
+        };
         let stdout = stdout.finish();
         let stderr = stderr.finish();
         let (exit_code, signal) = if code == KILLED {
@@ -381,11 +388,17 @@ fn init_report(
     for message in messages {
         match message {
             InitMessage::Ready { landlock: status } => landlock = Some(status),
-            InitMessage::SetupFailed(error) => return Err(BackendError::Setup(error)),
+            // The init's own failures exit 125, which tells them from a command that wrote
+            // a line like the init's first.
+            InitMessage::SetupFailed(error) if code == 125 => {
+                return Err(BackendError::Setup(error));
+            }
             InitMessage::ExecFailed { program, errno, .. } if code == 126 || code == 127 => {
                 return Err(BackendError::exec_failed(program, errno));
             }
-            InitMessage::ExecFailed { .. } | InitMessage::Exited { .. } => {}
+            InitMessage::SetupFailed(_)
+            | InitMessage::ExecFailed { .. }
+            | InitMessage::Exited { .. } => {}
         }
     }
     landlock.ok_or_else(|| {
@@ -431,5 +444,17 @@ mod tests {
         // A command that exits 0 after printing what looks like the init's line ran.
         assert!(init_report("c", 0, vec![ready(), exec_failed(libc::ENOENT)]).is_ok());
         assert!(init_report("c", 137, vec![]).is_err());
+        let setup = || {
+            InitMessage::SetupFailed(nanoclaw_spec::SetupError::io(
+                "enter working directory",
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            ))
+        };
+        assert!(matches!(
+            init_report("c", 125, vec![ready(), setup()]),
+            Err(BackendError::Setup(_))
+        ));
+        // A command that wrote a line like it and exited 1 ran.
+        assert!(init_report("c", 1, vec![ready(), setup()]).is_ok());
     }
 }

@@ -9,6 +9,9 @@
 //! It reports to the runner on its standard error, before the command can write anything
 //! there: one line, `MARKER` and an `InitMessage` as JSON (`Ready` with the Landlock
 //! status, or why setup failed), and a second one if the command could not be executed.
+//! How the command ended (a signal, which the container's exit status cannot tell from an
+//! exit code over 128, and the usage) goes on a named pipe the runner mounts read-only and
+//! the init opens before Landlock forbids the command to.
 //! It runs with the command's uid, capabilities, seccomp filter and no_new_privs (the
 //! engine applied them), so it can only add restrictions, never lift one.
 
@@ -154,10 +157,22 @@ fn setup(init: &ContainerInit) -> Result<LandlockStatus, SetupError> {
     // The command runs as the same user: without this it could read the init's
     // /proc/1/environ (which still holds what the engine added) or its memory.
     sys::set_not_dumpable().map_err(|e| SetupError::io("mark init not dumpable", e))?;
+    // As the engine mounted them: a target below an image symlink is where it points.
+    let writable = init
+        .writable
+        .iter()
+        .map(|path| {
+            std::fs::canonicalize(path).map_err(|e| {
+                let mut error = SetupError::io("find a writable mount", e);
+                error.path = Some(path.display().to_string());
+                error
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let layout = Layout {
-        read_exec: exec_trees(Path::new("/"), &init.writable)
+        read_exec: exec_trees(Path::new("/"), &writable)
             .map_err(|e| SetupError::io("list the container's programs", e))?,
-        read_write: init.writable.clone(),
+        read_write: writable,
     };
     let landlock = landlock::restrict(&layout)?;
     if let Some(port) = init.bridge_port {

@@ -109,12 +109,13 @@ impl RunDir {
             .map_err(|e| io_error(what())(e.into()))?;
         self.entries.push(path.clone());
         let me = rustix::process::geteuid().as_raw();
+        // Writable, never readable, by the sandbox's uid: the command (Landlock aside) can
+        // neither forge the report nor take it off the pipe before the runner reads it. The
+        // directory above is private.
         let mode = if me == 0 {
             std::os::unix::fs::chown(&path, Some(uid), None).map_err(io_error(what()))?;
-            0o600
+            0o200
         } else {
-            // The directory above is private; the pipe must be writable for a uid that is
-            // not ours.
             0o622
         };
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_error(what()))?;

@@ -114,33 +114,50 @@ fn mapped_libraries(maps: &str) -> Vec<PathBuf> {
 }
 
 /// The program interpreter (`PT_INTERP`) an ELF executable names: `None` for a static one.
+/// Reads only the ELF header, the program headers and the interpreter's name (every docker
+/// run asks this of the nanoclaw binary, which is megabytes long).
 fn interpreter(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    use std::os::unix::fs::FileExt;
     const PT_INTERP: u32 = 3;
-    let elf = std::fs::read(path)?;
+    // The size of an ELF64 header, and the part of a program header read (to p_filesz).
+    const EHDR: usize = 64;
+    const PHDR_READ: usize = 0x28;
+    let file = std::fs::File::open(path)?;
     let bad = || std::io::Error::other(format!("{} is not a 64-bit ELF file", path.display()));
-    let bytes = |at: usize, len: usize| elf.get(at..at.checked_add(len)?);
-    let u64_at = |at| bytes(at, 8).and_then(|b| Some(u64::from_le_bytes(b.try_into().ok()?)));
-    let u16_at = |at| bytes(at, 2).map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])));
-    let u32_at = |at| bytes(at, 4).and_then(|b| Some(u32::from_le_bytes(b.try_into().ok()?)));
-    if elf.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+    let read = |at: u64, len: usize| {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, at)
+            .map(|()| buf)
+            .map_err(|_| bad())
+    };
+    let u16_at = |b: &[u8], at: usize| b.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |b: &[u8], at: usize| b.get(at..at + 4)?.try_into().ok().map(u32::from_le_bytes);
+    let u64_at = |b: &[u8], at: usize| b.get(at..at + 8)?.try_into().ok().map(u64::from_le_bytes);
+    let header = read(0, EHDR)?;
+    if header.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
         return Err(bad());
     }
     // e_phoff (0x20), e_phentsize (0x36), e_phnum (0x38); in each program header p_type
     // (0x00), p_offset (0x08) and p_filesz (0x20).
-    let (Some(offset), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+    let (Some(offset), Some(size), Some(count)) = (
+        u64_at(&header, 0x20),
+        u16_at(&header, 0x36).map(usize::from),
+        u16_at(&header, 0x38).map(usize::from),
+    ) else {
         return Err(bad());
     };
-    let offset = usize::try_from(offset).map_err(|_| bad())?;
-    for header in (0..count).map(|i| offset.saturating_add(i * size)) {
-        if u32_at(header).ok_or_else(bad)? != PT_INTERP {
+    if size < PHDR_READ {
+        return Err(bad());
+    }
+    let table = read(offset, size * count)?;
+    for entry in table.chunks_exact(size) {
+        if u32_at(entry, 0) != Some(PT_INTERP) {
             continue;
         }
-        let start = u64_at(header + 0x08).and_then(|v| usize::try_from(v).ok());
-        let len = u64_at(header + 0x20).and_then(|v| usize::try_from(v).ok());
-        let name = start
-            .zip(len)
-            .and_then(|(start, len)| bytes(start, len))
-            .ok_or_else(bad)?;
+        let (Some(start), Some(len)) = (u64_at(entry, 0x08), u64_at(entry, 0x20)) else {
+            return Err(bad());
+        };
+        let name = read(start, usize::try_from(len).map_err(|_| bad())?.min(4096))?;
         let name = name.split(|&b| b == 0).next().unwrap_or_default();
         return Ok(Some(PathBuf::from(
             String::from_utf8_lossy(name).into_owned(),

@@ -1,3 +1,5 @@
+#[path = "../../../docker/tests/suite/shared.rs"]
+mod shared;
 mod support;
 #[path = "../../../docker/tests/suite/test_image.rs"]
 mod test_image;

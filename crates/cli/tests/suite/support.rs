@@ -14,14 +14,14 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use nanoclaw_audit::Record;
 use nanoclaw_docker::LABEL_INVOCATION;
 use serde::Deserialize;
 
+pub use super::shared::{serialise_heavy, unique_token};
 use super::test_image;
 
 /// The binary under test.
@@ -155,30 +155,6 @@ macro_rules! backend_tests {
     };
 }
 pub(crate) use backend_tests;
-
-/// Serialises the heavy tests under plain `cargo test`, where all tests are threads of one
-/// process. Under nextest each test is its own process and the `heavy` test group does this.
-pub fn serialise_heavy() -> MutexGuard<'static, ()> {
-    static HEAVY: Mutex<()> = Mutex::new(());
-    // A heavy test that failed still released the machine; its panic is reported on its own.
-    HEAVY
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A string no other test or run uses, to find the processes a run started.
-pub fn unique_token(what: &str) -> String {
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "nctest-{what}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// The effective uid of this test process (the owner of its `/proc/self`).
 pub fn host_euid() -> u32 {

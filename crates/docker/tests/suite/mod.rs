@@ -2,5 +2,6 @@ mod conformance;
 mod egress;
 mod images;
 mod lifecycle;
+mod shared;
 pub mod support;
 mod test_image;

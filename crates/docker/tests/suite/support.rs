@@ -10,9 +10,8 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
@@ -21,6 +20,8 @@ use nanoclaw_docker::{
 };
 use nanoclaw_spec::{BackendError, IoMode, Mount, Outcome, Root, SandboxSpec};
 use serde_json::Value;
+
+pub use super::shared::{serialise_heavy, unique_token};
 
 pub use super::test_image::{probe_binary, PROBE};
 
@@ -142,28 +143,6 @@ pub fn check_nothing_left_at_exit() {
     // SAFETY: `check` is an `extern "C" fn()` that never unwinds into libc.
     let registered = unsafe { libc::atexit(check) };
     assert_eq!(registered, 0, "atexit failed");
-}
-
-/// Serialises the heavy tests: they measure limits and time, and the machine is small.
-pub fn serialise_heavy() -> MutexGuard<'static, ()> {
-    static HEAVY: Mutex<()> = Mutex::new(());
-    HEAVY
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A string no other test or run uses.
-pub fn unique_token(what: &str) -> String {
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "nctest-{what}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// A fresh temporary directory under cargo's per-target temp dir.

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nanoclaw_docker::InitBinary;
+
 /// Where the probe is inside the image.
 pub const PROBE: &str = "/probe/nanoclaw";
 
@@ -206,22 +208,10 @@ fn newest_mtime(path: &Path) -> SystemTime {
 /// Debian's static busybox, the image's whole userland.
 fn busybox() -> PathBuf {
     let path = PathBuf::from("/bin/busybox");
-    let bytes = fs::read(&path).unwrap_or_default();
     assert!(
-        bytes.starts_with(b"\x7fELF") && !has_interpreter(&bytes),
+        InitBinary::static_at(path.clone()).is_ok(),
         "{} is missing or dynamically linked: apt-get install -y busybox-static",
         path.display()
     );
     path
-}
-
-/// Whether a 64-bit ELF file names a program interpreter (PT_INTERP): is dynamically linked.
-fn has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (size, count) = (u16_at(0x36), u16_at(0x38));
-    (0..count).any(|i| {
-        let at = phoff + i * size;
-        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
-    })
 }

@@ -14,7 +14,9 @@ use bollard::models::{
     MountBindOptions, MountBindOptionsPropagationEnum, MountType, ResourcesUlimits,
 };
 use nanoclaw_native::container::ContainerInit;
-use nanoclaw_spec::{check_sandbox_path, BackendError, EgressProxy, Network, Root, SandboxSpec};
+use nanoclaw_spec::{
+    check_sandbox_path, proc_masks, BackendError, EgressProxy, Network, Root, SandboxSpec,
+};
 
 use crate::init_binary::{self, InitBinary};
 use crate::seccomp;
@@ -26,25 +28,27 @@ pub const HOSTNAME: &str = "nanoclaw";
 /// `SecurityOpt` entry that sets `no_new_privs` for every process of the container.
 pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
 
-/// Paths hidden from the container (an empty, read-only file system over each). Setting
-/// the list replaces the engine's own, so Docker's defaults come first; then what the
-/// native backend does not show either: the host's cgroup tree and the writable POSIX
-/// message-queue file system.
-pub const MASKED_PATHS: [&str; 13] = [
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-    "/sys/fs/cgroup",
-    "/dev/mqueue",
-];
+/// Paths hidden from the container beyond the shared `/proc` list
+/// (`nanoclaw_spec::proc_masks`), for what the native backend does not mount at all: the
+/// host's sysfs (the engine would show it read-only, with the host's devices, network
+/// interfaces, cgroup tree and kernel state; masked, `/sys` is an empty read-only tmpfs, as
+/// a native sandbox has no `/sys`) and the writable POSIX message-queue file system.
+pub const MASKED_OUTSIDE_PROC: [&str; 2] = ["/sys", "/dev/mqueue"];
+
+/// `HostConfig.MaskedPaths`: an empty file system over each path (runc binds `/dev/null`
+/// over a file, an empty read-only tmpfs over a directory, and skips a path the container
+/// does not have). Setting the list replaces the engine's defaults, which the shared list
+/// includes.
+pub fn masked_paths() -> Vec<String> {
+    let mut paths = proc_masks::masked();
+    paths.extend(MASKED_OUTSIDE_PROC.map(String::from));
+    paths
+}
+
+/// `HostConfig.ReadonlyPaths`: the shared read-only `/proc` list, replacing the engine's.
+pub fn readonly_paths() -> Vec<String> {
+    proc_masks::read_only()
+}
 
 fn invalid(message: impl Into<String>) -> BackendError {
     BackendError::Invalid(message.into())
@@ -217,7 +221,8 @@ pub fn host_config(spec: &SandboxSpec) -> Result<HostConfig, BackendError> {
         network_mode: Some("none".into()),
         ipc_mode: Some("private".into()),
         cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
-        masked_paths: Some(MASKED_PATHS.map(String::from).to_vec()),
+        masked_paths: Some(masked_paths()),
+        readonly_paths: Some(readonly_paths()),
         tmpfs: Some(tmpfs(spec)),
         mounts: Some(binds(spec)?),
         ulimits: Some(vec![
@@ -354,12 +359,15 @@ mod tests {
         let masked = host.masked_paths.unwrap_or_default();
         for path in [
             "/proc/kcore",
-            "/sys/firmware",
-            "/sys/fs/cgroup",
+            "/proc/kallsyms",
+            "/proc/driver",
+            "/sys",
             "/dev/mqueue",
         ] {
             assert!(masked.iter().any(|m| m == path), "{path} is masked");
         }
+        let read_only = host.readonly_paths.unwrap_or_default();
+        assert!(read_only.iter().any(|p| p == "/proc/sys"));
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 use bollard::models::{ContainerInspectResponse, HostConfigCgroupnsModeEnum};
 use nanoclaw_spec::{Enforced, LandlockStatus, SandboxSpec};
 
-use crate::config::{MASKED_PATHS, NO_NEW_PRIVILEGES};
+use crate::config::{masked_paths, readonly_paths, NO_NEW_PRIVILEGES};
 use crate::seccomp;
 
 /// Facts about the engine that no container inspect shows.
@@ -133,8 +133,13 @@ pub fn verify(
     if host.cgroupns_mode != Some(HostConfigCgroupnsModeEnum::PRIVATE) {
         return Err(weaker("private cgroup namespace", host.cgroupns_mode));
     }
-    if host.masked_paths.as_deref() != Some(&MASKED_PATHS.map(String::from)[..]) {
+    // Exactly the shared lists: an engine that dropped or replaced any entry (an older one
+    // that ignores the field shows its own defaults) is refused.
+    if host.masked_paths.as_deref() != Some(&masked_paths()[..]) {
         return Err(weaker("masked paths", host.masked_paths));
+    }
+    if host.readonly_paths.as_deref() != Some(&readonly_paths()[..]) {
+        return Err(weaker("read-only paths", host.readonly_paths));
     }
     // Exactly the spec's tmpfs mounts: an engine that adds writable ones (Podman adds /run
     // and /var/tmp to read-only containers) is refused.
@@ -297,7 +302,7 @@ mod tests {
 
     #[test]
     fn any_weaker_layer_is_refused() {
-        let cases: [(&str, Change); 12] = [
+        let cases: [(&str, Change); 16] = [
             ("tmpfs", &|h| {
                 h.tmpfs.as_mut().unwrap().insert("/run".into(), "rw".into());
             }),
@@ -316,6 +321,22 @@ mod tests {
             ("swap", &|h| h.memory_swap = Some(-1)),
             ("docker-init", &|h| h.init = Some(true)),
             ("masked paths", &|h| h.masked_paths = None),
+            ("one masked path dropped", &|h| {
+                h.masked_paths
+                    .as_mut()
+                    .unwrap()
+                    .retain(|p| p != "/proc/kallsyms");
+            }),
+            ("host sysfs shown", &|h| {
+                h.masked_paths.as_mut().unwrap().retain(|p| p != "/sys");
+            }),
+            ("read-only paths", &|h| h.readonly_paths = None),
+            ("one read-only path dropped", &|h| {
+                h.readonly_paths
+                    .as_mut()
+                    .unwrap()
+                    .retain(|p| p != "/proc/sys");
+            }),
         ];
         for (what, change) in cases {
             assert!(with_host(change).is_err(), "{what} passed");

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use nanoclaw_spec::{Root, SandboxSpec, SetupError};
+use nanoclaw_spec::{proc_masks, Root, SandboxSpec, SetupError};
 use rustix::fs::{self, AtFlags, FileType, Mode, OFlags};
 use rustix::mount::{self as mnt, MountFlags, MountPropagationFlags, UnmountFlags};
 
@@ -36,27 +36,6 @@ const HOST_ETC: &[&str] = &[
     "alternatives",
     "localtime",
 ];
-
-/// Files under /proc replaced by an empty file, as Docker does.
-const PROC_MASKED_FILES: &[&str] = &[
-    "kcore",
-    "keys",
-    "key-users",
-    "latency_stats",
-    "timer_list",
-    "timer_stats",
-    "sched_debug",
-    "sysrq-trigger",
-    "kallsyms",
-    "kmsg",
-    "config.gz",
-];
-
-/// Directories under /proc replaced by an empty read-only tmpfs, as Docker does.
-const PROC_MASKED_DIRS: &[&str] = &["acpi", "scsi", "asound", "driver"];
-
-/// Directories under /proc made read-only.
-const PROC_READ_ONLY: &[&str] = &["bus", "fs", "irq", "sys"];
 
 /// Device nodes bound from the host's /dev.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
@@ -511,15 +490,15 @@ fn mount_proc(builder: &mut Builder, dev_null: &OwnedFd) -> Result<(), SetupErro
         None,
     )
     .map_err(|e| fail("mount proc", "/proc", e))?;
-    for name in PROC_MASKED_FILES {
-        let path = Path::new("/proc").join(name);
+    for name in proc_masks::MASKED_FILES {
+        let path = Path::new(proc_masks::PROC).join(name);
         if let Ok(target) = walk(&builder.root, &path, None) {
             mnt::mount_bind(fd_path(dev_null), fd_path(&target))
                 .map_err(|e| fail("mask", &path, e))?;
         }
     }
-    for name in PROC_MASKED_DIRS {
-        let path = Path::new("/proc").join(name);
+    for name in proc_masks::MASKED_DIRS {
+        let path = Path::new(proc_masks::PROC).join(name);
         if walk(&builder.root, &path, None).is_ok() {
             builder.tmpfs(
                 &path,
@@ -528,8 +507,8 @@ fn mount_proc(builder: &mut Builder, dev_null: &OwnedFd) -> Result<(), SetupErro
             )?;
         }
     }
-    for name in PROC_READ_ONLY {
-        let path = Path::new("/proc").join(name);
+    for name in proc_masks::READ_ONLY {
+        let path = Path::new(proc_masks::PROC).join(name);
         if let Ok(dir) = walk(&builder.root, &path, None) {
             mnt::mount_bind(fd_path(&dir), fd_path(&dir)).map_err(|e| fail("protect", &path, e))?;
             let mounted = walk(&builder.root, &path, None)?;

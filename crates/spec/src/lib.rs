@@ -8,6 +8,7 @@
 //! This crate must never do I/O: it is types and pure functions only.
 
 mod outcome;
+pub mod proc_masks;
 mod spec;
 mod units;
 

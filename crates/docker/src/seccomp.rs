@@ -5,7 +5,7 @@
 //! The engine compiles this JSON with libseccomp (through runc), which differs from the
 //! native backend's hand-made BPF in ways that matter here:
 //! - libseccomp compares all 64 bits of an argument, while the kernel reads ioctl's request,
-//!   clone's flags, personality's value and socket's domain as 32 bits. A not-equal rule on
+//!   clone's flags, personality's value and socket's domain and protocol as 32 bits. A not-equal rule on
 //!   TIOCSTI is therefore bypassed by setting a high bit (bubblewrap CVE-2019-10063). Every
 //!   argument rule below is `SCMP_CMP_MASKED_EQ` with a mask of at most the low 32 bits, so
 //!   the high half is never looked at, exactly as the kernel ignores it.
@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 
 use nanoclaw_native::seccomp::{
     allowed, CLONE_NAMESPACE_FLAGS, IOCTL_REFUSED_REQUESTS, PERSONALITY_ALLOWED, PROFILE_NAME,
-    SOCKET_DOMAINS,
+    SOCKETPAIR_DOMAINS, SOCKET_RULES,
 };
 use serde_json::{json, Value};
 
@@ -72,10 +72,21 @@ pub fn profile() -> Value {
         }));
     }
     rules.push(allow_if("clone", 0, u64::from(CLONE_NAMESPACE_FLAGS), 0));
+    // A socket family with a protocol list is one rule per protocol, each comparing both
+    // arguments (libseccomp ANDs the comparisons of one rule).
+    for rule in SOCKET_RULES {
+        let domain = masked_eq(0, LOW_32_BITS, u64::from(rule.domain));
+        match rule.protocols {
+            None => rules.push(allow_when("socket", vec![domain])),
+            Some(protocols) => rules.extend(protocols.iter().map(|&protocol| {
+                let protocol = masked_eq(2, LOW_32_BITS, u64::from(protocol));
+                allow_when("socket", vec![domain.clone(), protocol])
+            })),
+        }
+    }
     for (name, values) in [
         ("personality", &PERSONALITY_ALLOWED[..]),
-        ("socket", &SOCKET_DOMAINS[..]),
-        ("socketpair", &SOCKET_DOMAINS[..]),
+        ("socketpair", &SOCKETPAIR_DOMAINS[..]),
     ] {
         for &value in values {
             rules.push(allow_if(name, 0, LOW_32_BITS, u64::from(value)));
@@ -98,11 +109,12 @@ pub fn profile() -> Value {
 
 /// A rule allowing `name` when `(arg[index] & mask) == value`.
 fn allow_if(name: &str, index: u32, mask: u64, value: u64) -> Value {
-    json!({
-        "names": [name],
-        "action": "SCMP_ACT_ALLOW",
-        "args": [masked_eq(index, mask, value)],
-    })
+    allow_when(name, vec![masked_eq(index, mask, value)])
+}
+
+/// A rule allowing `name` when every comparison of `args` holds.
+fn allow_when(name: &str, args: Vec<Value>) -> Value {
+    json!({ "names": [name], "action": "SCMP_ACT_ALLOW", "args": args })
 }
 
 /// `SCMP_CMP_MASKED_EQ`: Docker's `value` is the mask, `valueTwo` the expected result.
@@ -214,6 +226,59 @@ mod tests {
         }
         for name in ["ioctl", "clone", "personality", "socket", "socketpair"] {
             assert!(!unconditional.contains(&name), "{name} is unconditional");
+        }
+    }
+
+    /// The `args` of every rule allowing `socket`, as `(domain, protocol)`; `None` where
+    /// the rule does not look at the protocol.
+    fn socket_rules() -> Vec<(u64, Option<u64>)> {
+        let profile = profile();
+        let rules = profile["syscalls"].as_array().cloned().unwrap_or_default();
+        rules
+            .iter()
+            .filter(|r| r["names"] == json!(["socket"]))
+            .map(|r| {
+                assert_eq!(r["action"], "SCMP_ACT_ALLOW");
+                let args = r["args"].as_array().cloned().unwrap_or_default();
+                let value = |index: u64| {
+                    args.iter()
+                        .find(|a| a["index"] == index)
+                        .and_then(|a| a["valueTwo"].as_u64())
+                };
+                (value(0).unwrap_or(u64::MAX), value(2))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn netlink_is_allowed_for_route_only_and_inet_for_tcp_udp_icmp() {
+        let rules = socket_rules();
+        let family = |domain: i32| -> Vec<Option<u64>> {
+            rules
+                .iter()
+                .filter(|(d, _)| *d == domain as u64)
+                .map(|(_, p)| *p)
+                .collect()
+        };
+        assert_eq!(family(libc::AF_NETLINK), [Some(0)], "NETLINK_ROUTE only");
+        assert_eq!(family(libc::AF_UNIX), [None]);
+        for domain in [libc::AF_INET, libc::AF_INET6] {
+            let protocols = family(domain);
+            assert!(protocols.contains(&Some(libc::IPPROTO_TCP as u64)));
+            assert!(!protocols.contains(&Some(libc::IPPROTO_SCTP as u64)));
+            assert!(!protocols.contains(&None), "any protocol");
+        }
+        let known = [
+            libc::AF_UNIX,
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+        ];
+        for (domain, _) in &rules {
+            assert!(
+                known.iter().any(|k| *k as u64 == *domain),
+                "family {domain}"
+            );
         }
     }
 

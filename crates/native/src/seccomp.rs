@@ -2,7 +2,7 @@
 //!
 //! The profile is data first: [`allowed`] (syscalls allowed whatever their arguments), the
 //! argument rules ([`IOCTL_REFUSED_REQUESTS`], [`CLONE_NAMESPACE_FLAGS`],
-//! [`PERSONALITY_ALLOWED`], [`SOCKET_DOMAINS`]) and [`denied_names`] (what must stay out, for
+//! [`PERSONALITY_ALLOWED`], [`SOCKET_RULES`], [`SOCKETPAIR_DOMAINS`]) and [`denied_names`] (what must stay out, for
 //! docs, `doctor` and tests). The Docker backend exports the same data as a Docker seccomp
 //! profile; [`default_filters`] compiles it to BPF for the native backend.
 //!
@@ -62,13 +62,21 @@ pub fn denied_names() -> &'static [&'static str] {
 
 // Argument rules. Every comparison is on the low 32 bits of the argument, because each of these
 // arguments is a 32-bit value to the kernel (ioctl's `unsigned int cmd`, clone's flags through
-// `lower_32_bits`, personality's `unsigned int`, socket's `int domain`): the kernel ignores the
+// `lower_32_bits`, personality's `unsigned int`, socket's `int domain` and `int protocol`): the kernel ignores the
 // upper half, so the filter must too, or a caller sets high bits to dodge a not-equal check
 // (bubblewrap CVE-2019-10063).
 
 /// `ioctl` requests refused: TIOCSTI pushes input into the terminal, TIOCLINUX can too
-/// (bubblewrap CVE-2017-5226). Every other request is allowed.
-pub const IOCTL_REFUSED_REQUESTS: [u32; 2] = [libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
+/// (bubblewrap CVE-2017-5226); TIOCSETD attaches a line discipline to a terminal the tool
+/// opens from `/dev/ptmx`, loading its module: n_hdlc (CVE-2017-2636) and n_gsm
+/// (CVE-2023-6546) were root exploits from there, and no tool changes line disciplines.
+/// Every other request is allowed (the sandbox's only devices are null, zero, full, random,
+/// urandom and its own pseudo-terminals).
+pub const IOCTL_REFUSED_REQUESTS: [u32; 3] = [
+    libc::TIOCSTI as u32,
+    libc::TIOCLINUX as u32,
+    libc::TIOCSETD as u32,
+];
 
 /// `clone` is allowed only when none of these bits is set in its flags: a new namespace reaches
 /// kernel code that is otherwise root-only. CLONE_NEWTIME shares its bit with the exit signal
@@ -86,15 +94,61 @@ pub const CLONE_NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
 /// UNAME26|PER_LINUX32, and 0xffffffff (query). Refuses ADDR_NO_RANDOMIZE and friends.
 pub const PERSONALITY_ALLOWED: [u32; 5] = [0x0, 0x8, 0x0002_0000, 0x0002_0008, 0xffff_ffff];
 
-/// Address families `socket` and `socketpair` may create, as Flatpak allows. The rest
-/// (AF_VSOCK, which no network namespace isolates, AF_ALG, AF_BLUETOOTH, ...) is kernel attack
-/// surface no tool needs. Raw and packet sockets also need capabilities the sandbox lacks.
-pub const SOCKET_DOMAINS: [u32; 4] = [
-    libc::AF_UNIX as u32,
-    libc::AF_INET as u32,
-    libc::AF_INET6 as u32,
-    libc::AF_NETLINK as u32,
+/// What `socket` may create: an address family, and the protocols allowed in it (`None`:
+/// any protocol the family has). Everything else is refused with `EPERM`:
+/// - other families: AF_VSOCK (which no network namespace isolates), AF_ALG, AF_BLUETOOTH,
+///   AF_PACKET, AF_KEY, ... are kernel attack surface no tool needs, and an unknown family
+///   or protocol makes the kernel load its module (`net-pf-N-proto-P`) for the caller;
+/// - INET and INET6 protocols but TCP, UDP and ICMP (the unprivileged "ping" socket, which
+///   `net.ipv4.ping_group_range` governs): SCTP, DCCP, L2TP, UDP-Lite, MPTCP and raw
+///   protocols are where the kernel's network bugs were (DCCP CVE-2017-6074, SCTP
+///   CVE-2021-23133), reached through their module's autoload;
+/// - netlink protocols but NETLINK_ROUTE: audit, netfilter (nf_tables was the most exploited
+///   kernel subsystem of 2022-2024), xfrm, sock_diag, generic netlink and uevents are
+///   host-wide or root-only kernel interfaces. NETLINK_ROUTE is what `getifaddrs` (glibc and
+///   musl), `if_nameindex` and `ip addr` read the sandbox's own interfaces with; changing
+///   them needs CAP_NET_ADMIN, which the sandbox lacks.
+pub const SOCKET_RULES: [SocketRule; 4] = [
+    SocketRule {
+        domain: libc::AF_UNIX as u32,
+        protocols: None,
+    },
+    SocketRule {
+        domain: libc::AF_INET as u32,
+        protocols: Some(&INET_PROTOCOLS),
+    },
+    SocketRule {
+        domain: libc::AF_INET6 as u32,
+        protocols: Some(&INET_PROTOCOLS),
+    },
+    SocketRule {
+        domain: libc::AF_NETLINK as u32,
+        protocols: Some(&[libc::NETLINK_ROUTE as u32]),
+    },
 ];
+
+/// The protocols an INET or INET6 socket may name; 0 is the type's default (TCP for a
+/// stream, UDP for a datagram socket).
+const INET_PROTOCOLS: [u32; 5] = [
+    0,
+    libc::IPPROTO_TCP as u32,
+    libc::IPPROTO_UDP as u32,
+    libc::IPPROTO_ICMP as u32,
+    libc::IPPROTO_ICMPV6 as u32,
+];
+
+/// One address family `socket` may create; see [`SOCKET_RULES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketRule {
+    /// `socket`'s first argument.
+    pub domain: u32,
+    /// The third argument's allowed values, or `None` for any.
+    pub protocols: Option<&'static [u32]>,
+}
+
+/// Address families `socketpair` may create: only Unix sockets make connected pairs (every
+/// other family answers `EOPNOTSUPP`), so allowing more would only reach more kernel code.
+pub const SOCKETPAIR_DOMAINS: [u32; 1] = [libc::AF_UNIX as u32];
 
 /// The compiled profile, ready to install: as is, and without `memfd_create` for where the
 /// kernel cannot be told to refuse executable memfds (`vm.memfd_noexec`).
@@ -178,10 +232,14 @@ never_allowed! {
         SYS_delete_module, SYS_iopl, SYS_ioperm, SYS_modify_ldt, SYS_swapon, SYS_swapoff,
         SYS_reboot, SYS_sethostname, SYS_setdomainname, SYS_acct, SYS_quotactl,
         SYS_quotactl_fd, SYS_syslog, SYS_vhangup, SYS_fanotify_init,
+        // Useless without fanotify_init, which is refused: no reason to reach its code.
+        SYS_fanotify_mark,
         // Clocks.
         SYS_settimeofday, SYS_clock_settime, SYS_clock_adjtime, SYS_adjtimex,
         // Obsolete.
         SYS_lookup_dcookie, SYS_nfsservctl, SYS_uselib, SYS_ustat, SYS_sysfs, SYS__sysctl,
+        // Deprecated since Linux 3.16 and emulated in the kernel; no libc or tool calls it.
+        SYS_remap_file_pages,
     ],
     // i386-only, or newer than the libc we build against.
     unnumbered: ["stime", "vm86", "lsm_set_self_attr"],
@@ -213,7 +271,7 @@ mod x86_64 {
 
     use super::{
         strip_sys_prefix, Filters, SeccompError, Syscall, CLONE_NAMESPACE_FLAGS,
-        IOCTL_REFUSED_REQUESTS, PERSONALITY_ALLOWED, SOCKET_DOMAINS,
+        IOCTL_REFUSED_REQUESTS, PERSONALITY_ALLOWED, SOCKETPAIR_DOMAINS, SOCKET_RULES,
     };
 
     // Grouped by purpose, several to a line, so the table reads in one sitting.
@@ -250,7 +308,7 @@ mod x86_64 {
         SYS_poll, SYS_ppoll, SYS_select, SYS_pselect6, SYS_epoll_create, SYS_epoll_create1,
         SYS_epoll_ctl, SYS_epoll_wait, SYS_epoll_pwait, SYS_epoll_pwait2, SYS_eventfd,
         SYS_eventfd2, SYS_inotify_init, SYS_inotify_init1, SYS_inotify_add_watch,
-        SYS_inotify_rm_watch, SYS_fanotify_mark,
+        SYS_inotify_rm_watch,
         // Linux AIO (not io_uring).
         SYS_io_setup, SYS_io_destroy, SYS_io_submit, SYS_io_cancel, SYS_io_getevents,
         // Sockets (socket and socketpair are checked by address family).
@@ -261,7 +319,7 @@ mod x86_64 {
         // in Docker, since the tool can already run code.
         SYS_brk, SYS_mmap, SYS_munmap, SYS_mremap, SYS_mprotect, SYS_madvise, SYS_mincore,
         SYS_msync, SYS_mlock, SYS_mlock2, SYS_mlockall, SYS_munlock, SYS_munlockall,
-        SYS_remap_file_pages, SYS_membarrier, SYS_memfd_create, SYS_pkey_alloc, SYS_pkey_free,
+        SYS_membarrier, SYS_memfd_create, SYS_pkey_alloc, SYS_pkey_free,
         SYS_pkey_mprotect, SYS_mseal,
         // Processes and threads (clone is checked by flags; clone3 gets ENOSYS).
         SYS_fork, SYS_vfork, SYS_execve, SYS_execveat, SYS_exit, SYS_exit_group, SYS_wait4,
@@ -390,10 +448,10 @@ mod x86_64 {
                 Insn::Jump(JSET, CLONE_NAMESPACE_FLAGS, Target::Deny, Target::Allow),
             ],
         )?;
+        block(libc::SYS_socket, socket_rules(deny)?)?;
         for (nr, values) in [
             (libc::SYS_personality, &PERSONALITY_ALLOWED[..]),
-            (libc::SYS_socket, &SOCKET_DOMAINS[..]),
-            (libc::SYS_socketpair, &SOCKET_DOMAINS[..]),
+            (libc::SYS_socketpair, &SOCKETPAIR_DOMAINS[..]),
         ] {
             let mut body = vec![Insn::Load(arg_low32(0))];
             body.extend(
@@ -419,6 +477,37 @@ mod x86_64 {
         let deny_at = code.len();
         code.push(Insn::Return(deny));
         assemble(&code, allow_at, deny_at)
+    }
+
+    /// The body of `socket`'s block: each family either allowed outright, or followed by its
+    /// protocol check, which allows or denies and so never falls through to the next family
+    /// (whose comparison needs the domain, not the protocol, in A).
+    fn socket_rules(deny: u32) -> Result<Vec<Insn>, SeccompError> {
+        let mut body = vec![Insn::Load(arg_low32(0))];
+        for rule in SOCKET_RULES {
+            let Some(protocols) = rule.protocols else {
+                body.push(Insn::Jump(JEQ, rule.domain, Target::Allow, Target::Next));
+                continue;
+            };
+            // The load, one comparison per protocol, the refusal.
+            let check = u8::try_from(protocols.len() + 2)
+                .map_err(|_| build_error("socket rule too long"))?;
+            body.push(Insn::Jump(
+                JEQ,
+                rule.domain,
+                Target::Next,
+                Target::Skip(check - 1),
+            ));
+            body.push(Insn::Load(arg_low32(2)));
+            body.extend(
+                protocols
+                    .iter()
+                    .map(|&p| Insn::Jump(JEQ, p, Target::Allow, Target::Next)),
+            );
+            body.push(Insn::Return(deny));
+        }
+        body.push(Insn::Return(deny));
+        Ok(body)
     }
 
     /// Sorted, merged runs of consecutive syscall numbers.
@@ -601,6 +690,8 @@ mod tests {
             CLONE_NEWCGROUP,
         ];
         #[rustfmt::skip]
+        let netlink = |protocol: i32| [int(AF_NETLINK), int(SOCK_RAW | SOCK_CLOEXEC), int(protocol)];
+        let inet = |protocol: i32| [int(AF_INET), int(SOCK_STREAM), int(protocol)];
         let rows = [
             ("getpid", SYS_getpid, [0, 0, 0], Succeeds),
             ("write reaches the kernel", SYS_write, [NO_FD, 0, 0], ebadf),
@@ -615,18 +706,158 @@ mod tests {
             ("mount", SYS_mount, [0, 0, 0], eperm),
             ("x32 getpid", X32_SYSCALL_BIT | SYS_getpid, [0, 0, 0], eperm),
             ("clone3 gets ENOSYS", SYS_clone3, [0, 0, 0], enosys),
-            ("clone without namespaces reaches the kernel", SYS_clone, [clone(0), 0, 0], Fails(EINVAL)),
-            ("clone CLONE_NEWUSER, high bits set", SYS_clone, [HIGH | clone(CLONE_NEWUSER), 0, 0], eperm),
-            ("ioctl TIOCSTI", SYS_ioctl, [NO_FD, request(TIOCSTI), 0], eperm),
-            ("ioctl TIOCSTI, high bits set", SYS_ioctl, [NO_FD, HIGH | request(TIOCSTI), 0], eperm),
-            ("ioctl TIOCLINUX, high bits set", SYS_ioctl, [NO_FD, HIGH | request(TIOCLINUX), 0], eperm),
-            ("ioctl FIONREAD reaches the kernel", SYS_ioctl, [NO_FD, request(FIONREAD), 0], ebadf),
-            ("personality query", SYS_personality, [0xffff_ffff, 0, 0], Succeeds),
-            ("personality ADDR_NO_RANDOMIZE", SYS_personality, [int(ADDR_NO_RANDOMIZE), 0, 0], eperm),
-            ("socket AF_UNIX", SYS_socket, [int(AF_UNIX), int(SOCK_STREAM), 0], Succeeds),
-            ("socket AF_VSOCK", SYS_socket, [int(AF_VSOCK), int(SOCK_STREAM), 0], eperm),
-            ("socket AF_ALG", SYS_socket, [int(AF_ALG), int(SOCK_SEQPACKET), 0], eperm),
-            ("socketpair AF_VSOCK", SYS_socketpair, [int(AF_VSOCK), int(SOCK_STREAM), 0], eperm),
+            (
+                "clone without namespaces reaches the kernel",
+                SYS_clone,
+                [clone(0), 0, 0],
+                Fails(EINVAL),
+            ),
+            (
+                "clone CLONE_NEWUSER, high bits set",
+                SYS_clone,
+                [HIGH | clone(CLONE_NEWUSER), 0, 0],
+                eperm,
+            ),
+            (
+                "ioctl TIOCSTI",
+                SYS_ioctl,
+                [NO_FD, request(TIOCSTI), 0],
+                eperm,
+            ),
+            (
+                "ioctl TIOCSTI, high bits set",
+                SYS_ioctl,
+                [NO_FD, HIGH | request(TIOCSTI), 0],
+                eperm,
+            ),
+            (
+                "ioctl TIOCLINUX, high bits set",
+                SYS_ioctl,
+                [NO_FD, HIGH | request(TIOCLINUX), 0],
+                eperm,
+            ),
+            (
+                "ioctl FIONREAD reaches the kernel",
+                SYS_ioctl,
+                [NO_FD, request(FIONREAD), 0],
+                ebadf,
+            ),
+            (
+                "personality query",
+                SYS_personality,
+                [0xffff_ffff, 0, 0],
+                Succeeds,
+            ),
+            (
+                "personality ADDR_NO_RANDOMIZE",
+                SYS_personality,
+                [int(ADDR_NO_RANDOMIZE), 0, 0],
+                eperm,
+            ),
+            (
+                "socket AF_UNIX",
+                SYS_socket,
+                [int(AF_UNIX), int(SOCK_STREAM), 0],
+                Succeeds,
+            ),
+            (
+                "socket AF_VSOCK",
+                SYS_socket,
+                [int(AF_VSOCK), int(SOCK_STREAM), 0],
+                eperm,
+            ),
+            (
+                "socket AF_ALG",
+                SYS_socket,
+                [int(AF_ALG), int(SOCK_SEQPACKET), 0],
+                eperm,
+            ),
+            (
+                "socketpair AF_VSOCK",
+                SYS_socketpair,
+                [int(AF_VSOCK), int(SOCK_STREAM), 0],
+                eperm,
+            ),
+            (
+                "socketpair AF_INET",
+                SYS_socketpair,
+                [int(AF_INET), int(SOCK_STREAM), 0],
+                eperm,
+            ),
+            (
+                "socket NETLINK_ROUTE",
+                SYS_socket,
+                netlink(NETLINK_ROUTE),
+                Succeeds,
+            ),
+            (
+                "socket NETLINK_AUDIT",
+                SYS_socket,
+                netlink(NETLINK_AUDIT),
+                eperm,
+            ),
+            (
+                "socket NETLINK_NETFILTER",
+                SYS_socket,
+                netlink(NETLINK_NETFILTER),
+                eperm,
+            ),
+            (
+                "socket NETLINK_XFRM",
+                SYS_socket,
+                netlink(NETLINK_XFRM),
+                eperm,
+            ),
+            (
+                "socket NETLINK_SOCK_DIAG",
+                SYS_socket,
+                netlink(NETLINK_SOCK_DIAG),
+                eperm,
+            ),
+            (
+                "socket NETLINK_GENERIC",
+                SYS_socket,
+                netlink(NETLINK_GENERIC),
+                eperm,
+            ),
+            (
+                "socket NETLINK_AUDIT, high bits set",
+                SYS_socket,
+                [int(AF_NETLINK), int(SOCK_RAW), HIGH | int(NETLINK_AUDIT)],
+                eperm,
+            ),
+            (
+                "socket NETLINK_ROUTE, high bits set",
+                SYS_socket,
+                [int(AF_NETLINK), int(SOCK_RAW), HIGH],
+                Succeeds,
+            ),
+            ("socket TCP", SYS_socket, inet(IPPROTO_TCP), Succeeds),
+            (
+                "socket AF_INET6 UDP",
+                SYS_socket,
+                [int(AF_INET6), int(SOCK_DGRAM), int(IPPROTO_UDP)],
+                Succeeds,
+            ),
+            ("socket SCTP", SYS_socket, inet(IPPROTO_SCTP), eperm),
+            (
+                "socket DCCP",
+                SYS_socket,
+                [int(AF_INET6), int(SOCK_DCCP), int(IPPROTO_DCCP)],
+                eperm,
+            ),
+            (
+                "socket AF_INET, high bits, SCTP",
+                SYS_socket,
+                [HIGH | int(AF_INET), int(SOCK_STREAM), int(IPPROTO_SCTP)],
+                eperm,
+            ),
+            (
+                "ioctl TIOCSETD",
+                SYS_ioctl,
+                [NO_FD, request(TIOCSETD), 0],
+                eperm,
+            ),
         ];
         let rows = rows.into_iter().chain(namespaces.map(|ns| {
             (

@@ -12,8 +12,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use nanoclaw_policy::{is_broad_egress, parse_egress_rule, Invocation, Narrowing};
 use nanoclaw_spec::{
-    parse_bytes, parse_cpus, parse_duration, BackendError, IoMode, Mount, Network, Outcome, Root,
-    SandboxSpec, Tmpfs, User,
+    check_env, parse_bytes, parse_cpus, parse_duration, BackendError, IoMode, Mount, Network,
+    Outcome, Root, SandboxSpec, Tmpfs, User,
 };
 use serde_json::json;
 
@@ -161,6 +161,28 @@ fn parse_mount(value: &str) -> Result<Mount> {
     }
 }
 
+/// One `-e` value: `K=V`, or `K` for K's value in nanoclaw's own environment. The name must
+/// be portable (`nanoclaw_spec::check_env`): a newline or `=` in it would be read as another
+/// variable by whatever prints or parses the environment later. Loader variables
+/// (`LD_PRELOAD`, ...) are passed: the caller of `run` names the whole command already, so
+/// they give it nothing it does not have; a policy's fixed `env` is where the lint refuses
+/// them.
+fn parse_env(value: &str) -> Result<(String, String)> {
+    let invalid = |e: String| anyhow!("invalid --env {value:?}: {e}");
+    let (key, val) = match value.split_once('=') {
+        Some((key, val)) => (key, val.to_string()),
+        None => {
+            check_env(value, "").map_err(invalid)?;
+            let val = std::env::var(value).map_err(|_| {
+                invalid("expected K=V, or a name set in nanoclaw's environment".into())
+            })?;
+            (value, val)
+        }
+    };
+    check_env(key, &val).map_err(invalid)?;
+    Ok((key.to_string(), val))
+}
+
 fn parse_tmpfs(value: &str) -> Result<Tmpfs> {
     let (path, options) = value.split_once(':').unwrap_or((value, ""));
     let mut size_bytes = 64 << 20;
@@ -251,14 +273,8 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
         spec.workdir = absolute("--workdir", &dir.to_string_lossy())?;
     }
     for value in &args.env {
-        match value.split_once('=') {
-            Some(("", _)) => bail!("invalid --env {value:?}: empty name"),
-            Some((key, val)) => spec.set_env(key, val),
-            None => match std::env::var(value) {
-                Ok(val) => spec.set_env(value, &val),
-                Err(_) => bail!("invalid --env {value:?}: expected K=V, or a name set in nanoclaw's environment"),
-            },
-        }
+        let (key, val) = parse_env(value)?;
+        spec.set_env(&key, &val);
     }
     let limits = &mut spec.limits;
     if let Some(v) = &args.memory {

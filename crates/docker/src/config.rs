@@ -15,7 +15,8 @@ use bollard::models::{
 };
 use nanoclaw_native::container::ContainerInit;
 use nanoclaw_spec::{
-    check_sandbox_path, proc_masks, BackendError, EgressProxy, Network, Root, SandboxSpec,
+    check_env, check_sandbox_path, proc_masks, BackendError, EgressProxy, Network, Root,
+    SandboxSpec,
 };
 
 use crate::init_binary::{self, InitBinary};
@@ -96,9 +97,7 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
     }
     spec.syscalls.check()?;
     for (key, value) in &spec.env {
-        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
-            return Err(invalid(format!("invalid environment variable {key:?}")));
-        }
+        check_env(key, value).map_err(invalid)?;
     }
     spec.check_mounts()?;
     let limits = &spec.limits;

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-use nanoclaw_spec::{parse_bytes, parse_cpus, parse_duration, Syscalls, User, SANDBOX_UID};
+use nanoclaw_spec::{
+    is_env_name, parse_bytes, parse_cpus, parse_duration, Syscalls, User, SANDBOX_UID,
+};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
@@ -136,12 +138,6 @@ fn suggest(word: &str, valid: &[&str]) -> Option<String> {
         .filter(|(d, v)| *d <= 2 && *d < v.len())
         .min()
         .map(|(_, v)| format!("did you mean `{v}`?"))
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_tool_name(name: &str) -> bool {
@@ -579,7 +575,7 @@ impl<'s> Parser<'s> {
         };
         let env = match field("env") {
             None => Some(Vec::new()),
-            Some(v) => self.env(v, &header),
+            Some(v) => self.env(v, &header, &mut spots),
         };
         let backend = match field("backend") {
             None => Some(defaults.backend),
@@ -827,7 +823,12 @@ impl<'s> Parser<'s> {
         }
     }
 
-    fn env(&mut self, value: &Value<'_>, header: &str) -> Option<Vec<(String, String)>> {
+    fn env(
+        &mut self,
+        value: &Value<'_>,
+        header: &str,
+        spots: &mut Spots,
+    ) -> Option<Vec<(String, String)>> {
         let what = format!("`env` in {header}");
         let table = self.table(value, &what, "env = { LANG = \"C.UTF-8\" }")?;
         let mut env = Vec::new();
@@ -843,6 +844,7 @@ impl<'s> Parser<'s> {
                 ok = false;
                 continue;
             }
+            self.spot(spots, format!("env.{name}"), &key.span());
             match self.plain_string(
                 value,
                 &format!("`env.{name}` in {header}"),

@@ -7,11 +7,13 @@
 //!
 //! This crate must never do I/O: it is types and pure functions only.
 
+mod env;
 mod outcome;
 pub mod proc_masks;
 mod spec;
 mod units;
 
+pub use env::{check_env, is_env_name, loader_variable, LOADER_VARIABLES};
 pub use outcome::{Capture, Captured, Enforced, LandlockStatus, Outcome, Usage};
 pub use spec::{
     check_sandbox_path, Backend, BackendError, EgressProxy, EgressRule, IoMode, Limits, Mount,

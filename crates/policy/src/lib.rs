@@ -62,6 +62,7 @@
 //! `credentials-inside`, `missing-path`, `plain-http`, `internal-egress`, `shell-append`,
 //! `raised-ceiling`, `unused-acknowledgement`. See [`Rule`].
 
+mod accounts;
 mod diagnostic;
 mod digest;
 mod egress;

@@ -7,8 +7,8 @@
 //! invocation's workspace, so `--workspace ~` is refused as surely as `host = "/home/me"`.
 //!
 //! This module reads only file metadata and directory names on the host (to resolve
-//! symlinks and find `.git`); it must never change anything, and never turn an error into
-//! a warning.
+//! symlinks, find `.git` and the owners of mount sources) and the host's account files
+//! (`accounts`); it must never change anything, and never turn an error into a warning.
 
 use std::fmt;
 use std::os::unix::fs::FileTypeExt;
@@ -16,11 +16,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::accounts::HostAccounts;
 use crate::diagnostic::Location;
 use crate::egress;
 use crate::policy::{ExtraArgs, HostPath, Policy, Resources, Tool, ToolNetwork};
 use crate::sensitive::{self, Homes};
 use crate::units;
+use nanoclaw_spec::{loader_variable, SANDBOX_UID};
 
 /// A lint rule, by its stable id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -36,6 +38,8 @@ pub enum Rule {
     BroadEgress,
     AboveCeiling,
     SecretWithoutTtl,
+    HostUser,
+    LoaderEnv,
     // Errors nothing can acknowledge.
     SymlinkMount,
     HostNetwork,
@@ -54,7 +58,7 @@ pub enum Rule {
 
 impl Rule {
     /// The rules a `[tools.NAME.unsafe]` table may name.
-    pub const ACKNOWLEDGEABLE: [Rule; 9] = [
+    pub const ACKNOWLEDGEABLE: [Rule; 11] = [
         Rule::SensitiveMount,
         Rule::WritableGit,
         Rule::RootUser,
@@ -64,6 +68,8 @@ impl Rule {
         Rule::BroadEgress,
         Rule::AboveCeiling,
         Rule::SecretWithoutTtl,
+        Rule::HostUser,
+        Rule::LoaderEnv,
     ];
 
     pub fn id(self) -> &'static str {
@@ -77,6 +83,8 @@ impl Rule {
             Rule::BroadEgress => "broad-egress",
             Rule::AboveCeiling => "above-ceiling",
             Rule::SecretWithoutTtl => "secret-without-ttl",
+            Rule::HostUser => "host-user",
+            Rule::LoaderEnv => "loader-env",
             Rule::SymlinkMount => "symlink-mount",
             Rule::HostNetwork => "host-network",
             Rule::NoDescription => "no-description",
@@ -420,7 +428,110 @@ fn tool_findings(
             (None, HostPath::Absolute(_)) => {}
         }
     }
+    host_user_findings(&mut c, workspace, &HostAccounts::of_this_host());
+    loader_env_findings(&mut c);
     acknowledge(tool, c.raw)
+}
+
+/// `host-user`: the tool's uid or gid is a real account of this host, or owns a mount
+/// source. The native backend maps the sandbox's ids to the same ids on the host, so such a
+/// sandbox would own that account's files in its mounts (reading its 0600 files, changing
+/// modes) and leave files the account owns. Root is `root-user`'s. The sandbox's own uid
+/// owning a mount source is the intended set-up (a workspace given to the sandbox), but
+/// that uid being a named account is not.
+fn host_user_findings(c: &mut Collector<'_>, workspace: Option<&Path>, accounts: &HostAccounts) {
+    use std::os::unix::fs::MetadataExt;
+    let user = c.tool.user;
+    let help = || {
+        Some(format!(
+            "set `user` to ids no host account has (the default is {SANDBOX_UID}:{SANDBOX_UID}),              or remove the account"
+        ))
+    };
+    if let Some(why) = &accounts.unreadable {
+        c.add(
+            Rule::HostUser,
+            "user",
+            format!(
+                "cannot check that uid {} is no host account: {why}",
+                user.uid
+            ),
+            help(),
+        );
+    }
+    if let Some(name) = accounts.users.get(&user.uid).filter(|_| user.uid != 0) {
+        c.add(
+            Rule::HostUser,
+            "user",
+            format!("runs as uid {}, the host account `{name}`", user.uid),
+            help(),
+        );
+    }
+    if let Some(name) = accounts.groups.get(&user.gid).filter(|_| user.gid != 0) {
+        c.add(
+            Rule::HostUser,
+            "user",
+            format!("runs as gid {}, the host group `{name}`", user.gid),
+            help(),
+        );
+    }
+    if user.uid == 0 || user.uid == SANDBOX_UID {
+        return;
+    }
+    let owned: Vec<String> = c
+        .tool
+        .mounts
+        .iter()
+        .filter_map(|mount| mount.host.resolve(workspace))
+        .filter(|host| std::fs::symlink_metadata(host).is_ok_and(|meta| meta.uid() == user.uid))
+        .map(|host| host.display().to_string())
+        .collect();
+    if !owned.is_empty() {
+        c.add(
+            Rule::HostUser,
+            "user",
+            format!(
+                "runs as uid {}, the owner of mount source {}",
+                user.uid,
+                owned.join(", ")
+            ),
+            help(),
+        );
+    }
+}
+
+/// `loader-env`: a fixed environment variable (or a secret, which arrives as one) that makes
+/// a program load code or configuration from where its value says; see
+/// `nanoclaw_spec::LOADER_VARIABLES`.
+fn loader_env_findings(c: &mut Collector<'_>) {
+    let tool = c.tool;
+    let env = tool
+        .env
+        .iter()
+        .map(|(name, _)| (name, format!("env.{name}")));
+    let secrets = tool
+        .secrets
+        .iter()
+        .enumerate()
+        .map(|(i, secret)| (&secret.name, format!("secrets.{i}")));
+    for (name, key) in env.chain(secrets) {
+        if let Some((entry, why)) = loader_variable(name) {
+            let matched = if entry == name {
+                String::new()
+            } else {
+                format!(" ({entry})")
+            };
+            c.add(
+                Rule::LoaderEnv,
+                &key,
+                format!("sets {name}{matched}: {why}"),
+                Some(format!(
+                    "put what it loads in the tool's command or image instead, or accept the \
+                     risk: [tools.{}.unsafe] allow = [\"loader-env\"] with a reason",
+                    tool.name
+                )),
+            );
+        }
+    }
 }
 
 fn network_findings(c: &mut Collector<'_>) {
@@ -654,4 +765,108 @@ fn acknowledge(tool: &Tool, raw: Vec<(Rule, String, Option<String>, Location)>) 
     }
     findings.sort_by_key(|f| (f.severity != Severity::Error, f.at));
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(extra: &str) -> Tool {
+        let text = format!("[tools.t]\ndescription = \"x\"\ncommand = [\"true\"]\n{extra}\n");
+        let policy = Policy::parse(&text, Path::new("/p/tools.toml"), Path::new("/p")).unwrap();
+        policy.tools()[0].clone()
+    }
+
+    fn host_user(tool: &Tool, workspace: Option<&Path>, accounts: &HostAccounts) -> Vec<String> {
+        let mut c = Collector {
+            tool,
+            raw: Vec::new(),
+        };
+        host_user_findings(&mut c, workspace, accounts);
+        c.raw.into_iter().map(|(_, message, ..)| message).collect()
+    }
+
+    fn accounts() -> HostAccounts {
+        HostAccounts::parse(
+            "root:x:0:0::/root:/bin/sh\nme:x:1000:1000::/home/me:/bin/sh\n",
+            "root:x:0:\nme:x:1000:\nstaff:x:50:\n",
+        )
+    }
+
+    #[test]
+    fn a_uid_or_gid_of_a_host_account_is_refused() {
+        let found = host_user(&tool("user = \"1000:20000\""), None, &accounts());
+        assert_eq!(found, ["runs as uid 1000, the host account `me`"]);
+        let found = host_user(&tool("user = \"20000:50\""), None, &accounts());
+        assert_eq!(found, ["runs as gid 50, the host group `staff`"]);
+        assert!(host_user(&tool("user = \"20000:20000\""), None, &accounts()).is_empty());
+        assert!(host_user(&tool(""), None, &accounts()).is_empty());
+        // Root is root-user's finding, not this one's.
+        assert!(host_user(&tool("user = \"0:0\""), None, &accounts()).is_empty());
+    }
+
+    #[test]
+    fn the_default_uid_is_refused_where_it_is_a_host_account() {
+        let named = HostAccounts::parse("svc:x:10001:10001::/:/bin/sh\n", "");
+        let found = host_user(&tool(""), None, &named);
+        assert_eq!(found, ["runs as uid 10001, the host account `svc`"]);
+    }
+
+    #[test]
+    fn the_owner_of_a_mount_source_is_refused_unless_it_is_the_sandbox_user() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("nanoclaw-lint-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        // As root, give it to an id that is no account; otherwise it is ours.
+        let _ = std::os::unix::fs::chown(&dir, Some(20001), None);
+        let owner = std::fs::metadata(&dir).unwrap().uid();
+        let mount = "[[tools.t.mounts]]\nhost = \"${workspace}\"\npath = \"/work\"\n";
+        let none = HostAccounts::default();
+        let found = |user: &str, workspace: Option<&Path>| {
+            host_user(
+                &tool(&format!("user = \"{user}\"\n{mount}")),
+                workspace,
+                &none,
+            )
+        };
+        let as_owner = found(&format!("{owner}:20000"), Some(&dir));
+        let sandbox_user = found(&format!("{SANDBOX_UID}:{SANDBOX_UID}"), Some(&dir));
+        let unknown_source = found(&format!("{owner}:20000"), None);
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(as_owner.len(), 1, "{as_owner:?}");
+        assert!(
+            as_owner[0].contains("the owner of mount source"),
+            "{as_owner:?}"
+        );
+        // The sandbox's own uid owning its workspace is the intended set-up.
+        assert!(sandbox_user.is_empty(), "{sandbox_user:?}");
+        // Without the workspace the source is unknown: `resolve` checks it again.
+        assert!(unknown_source.is_empty());
+    }
+
+    #[test]
+    fn a_loader_variable_passes_only_when_acknowledged() {
+        let text = "[tools.t]\ndescription = \"x\"\ncommand = [\"git\", \"status\"]\n\
+                    env = { GIT_CONFIG_COUNT = \"1\", GIT_CONFIG_KEY_0 = \"core.fsmonitor\" }\n";
+        let policy = Policy::parse(text, Path::new("/p/t.toml"), Path::new("/p")).unwrap();
+        let report = lint(&policy);
+        let refused: Vec<&str> = report
+            .findings
+            .iter()
+            .filter(|f| f.rule == Rule::LoaderEnv && f.severity == Severity::Error)
+            .map(|f| f.message.as_str())
+            .collect();
+        assert_eq!(refused.len(), 2, "{report}");
+        let acknowledged =
+            format!("{text}[tools.t.unsafe]\nreason = \"tested\"\nallow = [\"loader-env\"]\n");
+        let policy = Policy::parse(&acknowledged, Path::new("/p/t.toml"), Path::new("/p")).unwrap();
+        let report = lint(&policy);
+        assert!(
+            report
+                .findings
+                .iter()
+                .all(|f| f.rule != Rule::LoaderEnv || f.severity == Severity::Acknowledged),
+            "{report}"
+        );
+    }
 }

@@ -37,6 +37,7 @@ mod namespaces;
 mod network;
 mod processes;
 mod resources;
+mod sockets;
 mod terminal;
 
 /// What one probe found.
@@ -431,6 +432,33 @@ static PROBES: &[Probe] = &[
         run: terminal::tioclinux,
     },
     Probe {
+        name: "tiocsetd",
+        about: "TIOCSETD (attach a line discipline) on fd -1; EBADF means permitted",
+        args: "",
+        run: sockets::tiocsetd,
+    },
+    Probe {
+        name: "netlink",
+        about: "opens netlink sockets of the audit, netfilter, xfrm, sock_diag, generic and \
+                uevent protocols; blocked when a filter refuses each one",
+        args: "",
+        run: sockets::netlink,
+    },
+    Probe {
+        name: "ip-protocols",
+        about: "opens SCTP, DCCP and UDP-Lite sockets (whose modules the kernel loads on \
+                demand); blocked when a filter refuses each one",
+        args: "",
+        run: sockets::ip_protocols,
+    },
+    Probe {
+        name: "interfaces",
+        about: "lists the interfaces getifaddrs returns over NETLINK_ROUTE (informational: \
+                always blocked)",
+        args: "",
+        run: sockets::interfaces,
+    },
+    Probe {
         name: "fork-bomb",
         about: "forks up to N idle children, then kills them; blocked when fork fails first",
         args: "N",
@@ -687,6 +715,9 @@ mod tests {
             ("syscall-i386", &[]),
             ("tiocsti", &[]),
             ("tioclinux", &[]),
+            ("tiocsetd", &[]),
+            ("netlink", &[]),
+            ("interfaces", &[]),
             ("process-vm-read", &[&own_pid]),
             ("spin", &["0.01"]),
             ("sleep", &["0.01", "token"]),

@@ -10,6 +10,7 @@
 //!
 //! - `record`: the record, its canonical JSON and hash
 //! - `log`: opening and appending (file lock, fsync)
+//! - `open`: opening its files: no symlink followed, owner and mode checked
 //! - `read`: reading a consistent prefix without blocking appenders
 //! - `verify`: walking the chain
 //! - `query`: listing, showing, the table
@@ -22,6 +23,7 @@ mod error;
 mod event;
 mod hex;
 mod log;
+mod open;
 mod query;
 mod read;
 mod record;

@@ -46,6 +46,10 @@ pub enum Problem {
     Malformed { line: u64, reason: String },
     /// The record's contents no longer match its hash.
     Edited { line: u64, seq: u64 },
+    /// The line is not byte for byte what nanoclaw writes for the record it parses to: a
+    /// duplicate key, reordered keys, whitespace or another spelling of a value. Its hash
+    /// may match what one parser reads; what another reads is not what was hashed.
+    NotCanonical { line: u64, seq: u64 },
     /// Records `expected_seq..found_seq` are gone: deleted from the middle of the log.
     Missing {
         line: u64,
@@ -78,6 +82,12 @@ impl fmt::Display for Problem {
             Problem::Edited { line, seq } => write!(
                 f,
                 "line {line} (seq {seq}) was edited: its hash does not match its contents"
+            ),
+            Problem::NotCanonical { line, seq } => write!(
+                f,
+                "line {line} (seq {seq}) was edited: it is not byte for byte the record \
+                 nanoclaw wrote (a duplicate key, reordered keys, whitespace or another \
+                 spelling of a value)"
             ),
             Problem::Missing {
                 line,
@@ -188,6 +198,13 @@ pub fn verify(path: &Path, trusted_key: Option<&PublicKey>) -> Result<VerifyRepo
         let record = parsed.record;
         if !parsed.hash_ok {
             report.problem = Some(Problem::Edited {
+                line: number,
+                seq: record.seq,
+            });
+            break;
+        }
+        if !parsed.exact {
+            report.problem = Some(Problem::NotCanonical {
                 line: number,
                 seq: record.seq,
             });

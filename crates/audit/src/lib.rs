@@ -17,6 +17,7 @@
 //! - `checkpoint`: signed checkpoints and their keys
 //! - `event`: the typed records the runner writes
 //! - `time`: RFC 3339 timestamps
+//! - `unfinished`: invocations that started and never ended (runner killed, or running)
 
 mod checkpoint;
 mod error;
@@ -28,6 +29,7 @@ mod query;
 mod read;
 mod record;
 mod time;
+mod unfinished;
 mod verify;
 
 pub use checkpoint::{checkpoint, checkpoints_path, generate_key, Checkpoint, PublicKey};
@@ -37,4 +39,5 @@ pub use log::{Appended, AuditLog};
 pub use query::{list, show, table, Filter};
 pub use record::{invocation_id, sha256_hex, Record, GENESIS_HASH};
 pub use time::parse_time;
+pub use unfinished::{unfinished, RunState, Runner, Unfinished};
 pub use verify::{verify, Problem, VerifyReport};

@@ -65,7 +65,7 @@ pub(crate) fn open(path: &Path, access: Access) -> Result<File> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let dir = Walk::to(parent, access == Access::Append)?;
+    let dir = Walk::to(parent, path, access == Access::Append)?;
     let stat = fstat(&dir.fd, &dir.path)?;
     if stat.st_mode & 0o022 != 0 && stat.st_mode & 0o1000 == 0 {
         return Err(Error::Untrusted {
@@ -179,7 +179,9 @@ struct Walk {
 impl Walk {
     /// Walks from `/` to the directory `path` (relative to the working directory if not
     /// absolute), checking each step; creates missing directories (0700) if `create`.
-    fn to(path: &Path, create: bool) -> Result<Walk> {
+    /// A step that cannot be opened is an error about `file`, the file in `path` to be
+    /// opened, as `open(2)` would report it.
+    fn to(path: &Path, file: &Path, create: bool) -> Result<Walk> {
         let absolute = if path.is_absolute() {
             path.to_path_buf()
         } else {
@@ -196,7 +198,7 @@ impl Walk {
         push_components(&mut pending, &absolute);
         let mut links = 0;
         while let Some(name) = pending.pop() {
-            let fd = walk.step(&name, create)?;
+            let fd = walk.step(&name, file, create)?;
             let next = if name == ".." {
                 walk.path.parent().unwrap_or(Path::new("/")).to_path_buf()
             } else {
@@ -221,7 +223,7 @@ impl Walk {
                     links += 1;
                     if links > MAX_SYMLINKS {
                         return Err(Error::Open {
-                            path: absolute,
+                            path: file.to_path_buf(),
                             source: Errno::LOOP.into(),
                         });
                     }
@@ -239,7 +241,7 @@ impl Walk {
                 }
                 _ => {
                     return Err(Error::Open {
-                        path: next,
+                        path: file.to_path_buf(),
                         source: Errno::NOTDIR.into(),
                     })
                 }
@@ -265,11 +267,11 @@ impl Walk {
 
     /// Opens `name` in this directory without following it, creating it as a directory
     /// (0700) if it is missing and `create` is set.
-    fn step(&self, name: &OsStr, create: bool) -> Result<OwnedFd> {
+    fn step(&self, name: &OsStr, file: &Path, create: bool) -> Result<OwnedFd> {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let open = || rustix::fs::openat(&self.fd, name, flags, Mode::empty());
         let failed = |e: Errno| Error::Open {
-            path: self.path.join(name),
+            path: file.to_path_buf(),
             source: e.into(),
         };
         match open() {

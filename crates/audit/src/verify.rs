@@ -15,6 +15,7 @@ use crate::checkpoint::{self, PublicKey};
 use crate::error::Result;
 use crate::read::Lines;
 use crate::record::{parse_line, GENESIS_HASH};
+use crate::unfinished::{Starts, Unfinished};
 
 /// The outcome of `verify`: a summary of the intact prefix and the first problem, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,9 @@ pub struct VerifyReport {
     /// The public key (hex) that signed the last of them.
     pub signer: Option<String>,
     pub problem: Option<Problem>,
+    /// Invocations in the intact records that started and never ended: not tampering
+    /// (the runner was killed mid-run, or is still running).
+    pub unfinished: Vec<Unfinished>,
 }
 
 impl VerifyReport {
@@ -152,9 +156,20 @@ impl fmt::Display for VerifyReport {
                 f,
                 "; extends {} signed checkpoints (key {key})",
                 self.checkpoints
-            ),
-            None => write!(f, "; no signed checkpoints"),
+            )?,
+            None => write!(f, "; no signed checkpoints")?,
         }
+        if !self.unfinished.is_empty() {
+            write!(
+                f,
+                "\n{} unfinished invocation(s), a start record with no end (not tampering):",
+                self.unfinished.len()
+            )?;
+            for unfinished in &self.unfinished {
+                write!(f, "\n  {}: {unfinished}", unfinished.state.status())?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -174,7 +189,9 @@ pub fn verify(path: &Path, trusted_key: Option<&PublicKey>) -> Result<VerifyRepo
         checkpoints: 0,
         signer: None,
         problem: None,
+        unfinished: Vec::new(),
     };
+    let mut starts = Starts::default();
     let mut pending = checkpoints.iter().peekable();
     let mut lines = Lines::open(path)?;
     let mut prev_seq = 0;
@@ -217,6 +234,7 @@ pub fn verify(path: &Path, trusted_key: Option<&PublicKey>) -> Result<VerifyRepo
             break;
         }
         report.records += 1;
+        starts.observe(&record);
         prev_seq = record.seq;
         report.first_ts.get_or_insert(record.ts.clone());
         report.last_ts = Some(record.ts);
@@ -237,6 +255,7 @@ pub fn verify(path: &Path, trusted_key: Option<&PublicKey>) -> Result<VerifyRepo
             report.signer = Some(cp.key.clone());
         }
     }
+    report.unfinished = starts.finish();
     if report.problem.is_none() {
         report.problem = checkpoint_problem;
     }

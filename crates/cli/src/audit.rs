@@ -33,8 +33,8 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use nanoclaw_audit::{
     checkpoint, checkpoints_path, generate_key, invocation_id, list, parse_time, sha256_hex, show,
-    table, verify, AuditLog, Filter, InvocationEnd, InvocationStart, OutputDigest, PolicyRefused,
-    PublicKey, Record,
+    table, unfinished, verify, AuditLog, Filter, InvocationEnd, InvocationStart, OutputDigest,
+    PolicyRefused, PublicKey, Record, Runner, Unfinished,
 };
 use nanoclaw_spec::{BackendError, Enforced, IoMode, Outcome, Root, SandboxSpec};
 
@@ -202,6 +202,7 @@ impl Recorder {
             workspace: self.origin.workspace.clone(),
             uid: self.uid,
             session: None,
+            runner: Runner::current(),
         })
         .map_err(fail_closed)?;
         Ok(started)
@@ -445,12 +446,17 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
                 exit_nonzero,
                 refused,
             };
-            print_records(&list(&path()?, &filter)?, json)
+            // Whether a start has an end is a fact of the whole log, not of the records
+            // the filter leaves.
+            let all = list(&path()?, &Filter::default())?;
+            let unfinished = unfinished(&all);
+            let records: Vec<Record> = all.into_iter().filter(|r| filter.matches(r)).collect();
+            print_records(&records, &unfinished, json)
         }
         AuditCommand::Show { seq, json } => {
             let records = show(&path()?, seq)?;
             if json {
-                return print_records(&records, true);
+                return print_records(&records, &[], true);
             }
             let mut out = String::new();
             for record in &records {
@@ -474,9 +480,7 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
         }
         AuditCommand::Repair => {
             let path = path()?;
-            // Opening for append would create a missing log: there is nothing to repair.
-            std::fs::metadata(&path).with_context(|| format!("cannot open {}", path.display()))?;
-            match AuditLog::open(&path)?.repair_torn_tail()? {
+            match AuditLog::open_existing(&path)?.repair_torn_tail()? {
                 Some(aside) => println!(
                     "{}: moved the torn last line to {}",
                     path.display(),
@@ -502,13 +506,23 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
     }
 }
 
-fn print_records(records: &[Record], json: bool) -> Result<ExitCode> {
+/// The records as a table or as JSON Lines. The start of an invocation in `unfinished`
+/// is marked: `[unfinished]` or `[running]` in the table, a `"status"` field after the
+/// record's own in JSON (not part of the record or its hash).
+fn print_records(records: &[Record], unfinished: &[Unfinished], json: bool) -> Result<ExitCode> {
     if !json {
-        return write_stdout(&table(records));
+        return write_stdout(&table(records, unfinished));
     }
     let mut out = String::new();
     for record in records {
-        out.push_str(&serde_json::to_string(record)?);
+        let line = serde_json::to_string(record)?;
+        match unfinished.iter().find(|u| u.seq == record.seq) {
+            Some(u) => {
+                out.push_str(line.strip_suffix('}').unwrap_or(&line));
+                out.push_str(&format!(",\"status\":\"{}\"}}", u.state.status()));
+            }
+            None => out.push_str(&line),
+        }
         out.push('\n');
     }
     write_stdout(&terminal_safe(&out))

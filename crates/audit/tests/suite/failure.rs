@@ -35,7 +35,7 @@ fn a_log_path_under_a_regular_file_is_refused_naming_it() {
     std::fs::write(parent, "not a directory").unwrap();
     let err = AuditLog::open(&dir.path).unwrap_err();
     assert!(
-        err.to_string().contains(&parent.display().to_string()),
+        err.to_string().contains(&dir.path.display().to_string()),
         "{err}"
     );
     assert!(err.to_string().contains("Not a directory"), "{err}");

@@ -2,11 +2,17 @@
 //! since it was written, and that the log still extends its signed checkpoints.
 //!
 //! Reports the first bad line and what is wrong with it; everything before that line is
-//! intact. Never stop at the first problem silently or "fix" anything: verify only reads.
+//! intact. A line is intact only if it is byte for byte what nanoclaw writes for the
+//! record it parses to (see `record`). Never stop at the first problem silently or "fix"
+//! anything: verify only reads. An invocation that started and never ended (its runner
+//! was killed) is reported apart, as unfinished: it is not damage.
 //!
 //! What the chain alone cannot show: records cut from the end of the log (what is left
 //! is still a valid chain), or a log rewritten and re-chained by someone with write
-//! access. Signed checkpoints (see `checkpoint`) catch both, back to the last checkpoint.
+//! access. Signed checkpoints (see `checkpoint`) catch both, back to the last checkpoint,
+//! but only when `verify` is given the trusted key: without it, a deleted checkpoints
+//! file looks the same as a log never checkpointed, and a checkpoints file rewritten
+//! with another key verifies.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -160,10 +166,12 @@ impl fmt::Display for VerifyReport {
             None => write!(f, "; no signed checkpoints")?,
         }
         if !self.unfinished.is_empty() {
+            let count = self.unfinished.len();
+            let plural = if count == 1 { "" } else { "s" };
             write!(
                 f,
-                "\n{} unfinished invocation(s), a start record with no end (not tampering):",
-                self.unfinished.len()
+                "\n{count} unfinished invocation{plural}: a start record with no end \
+                 (a killed runner or a run in progress, not tampering):"
             )?;
             for unfinished in &self.unfinished {
                 write!(f, "\n  {}: {unfinished}", unfinished.state.status())?;

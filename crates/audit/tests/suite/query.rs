@@ -211,7 +211,10 @@ fn starts_with_no_end_are_unfinished_not_tampering() {
         ]
     );
     let text = report.to_string();
-    assert!(text.contains("3 unfinished invocation(s)"), "{text}");
+    assert!(
+        text.contains("3 unfinished invocations: a start record with no end"),
+        "{text}"
+    );
     assert!(text.contains("killed or crashed mid-run"), "{text}");
     let records = list(&dir.path, &Filter::default()).unwrap();
     assert_eq!(unfinished(&records), report.unfinished);

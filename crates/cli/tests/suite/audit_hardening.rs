@@ -95,7 +95,8 @@ fn log_with_a_run(dir: &Path) -> PathBuf {
 fn a_log_that_is_a_symlink_is_refused_not_followed() {
     let scratch = scratch_dir();
     let shared = shared_dir(scratch.path(), "shared", 0o1777);
-    let target = victim(scratch.path(), "precious\n");
+    // Empty, so that an appender following the link would find nothing to refuse.
+    let target = victim(scratch.path(), "");
     let log = shared.join("audit.jsonl");
     symlink(&target, &log).unwrap();
     std::os::unix::fs::lchown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -108,7 +109,11 @@ fn a_log_that_is_a_symlink_is_refused_not_followed() {
     ] {
         assert_refused(&with_log(&log, args), &log, "symbolic link");
     }
-    assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+    assert_eq!(
+        fs::read_to_string(&target).unwrap(),
+        "",
+        "the victim was written"
+    );
 }
 
 #[test]
@@ -307,6 +312,16 @@ fn a_runner_killed_mid_run_leaves_an_unfinished_invocation_not_tampering() {
     wait_for_process_with(&token, runner.id());
     let log = sandbox.scratch().join("audit.jsonl");
     let audit = |args: &[&str]| with_log(&log, args);
+    // The start record is written while the sandbox is being built, so a process with the
+    // token can exist a moment before it; the command itself starts only after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("invocation.start")
+    {
+        assert!(Instant::now() < deadline, "no start record within 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     let verify = audit(&["audit", "verify"]);
     assert_exit(&verify, 0);

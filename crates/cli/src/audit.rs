@@ -9,7 +9,8 @@
 //!   failed inside it, command not found, interrupted; `error` says which), or
 //!   `policy.refused` (the backend refused the spec before starting anything: an invalid
 //!   spec, or a layer this host cannot enforce). A start with neither means the runner
-//!   itself died mid-run.
+//!   itself died mid-run: `audit verify` and `audit list` report it as unfinished (or as
+//!   running while the runner its start record names still runs), never as tampering.
 //!
 //! Command lines that clap rejects (unknown flags, a missing command) never reach the
 //! runner and are not recorded: nothing was requested of it.
@@ -338,7 +339,8 @@ pub struct AuditArgs {
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
-    /// Check that no record was edited, dropped, inserted or reordered (exit 1 if one was)
+    /// Check that no record was edited, dropped, inserted or reordered (exit 1 if one was);
+    /// invocations that started and never ended are listed as unfinished (exit 0)
     Verify {
         /// Trust only checkpoints signed by this public key (hex, as `keygen` prints it)
         #[arg(long, value_name = "PUBKEYHEX", conflicts_with = "key_file")]
@@ -364,14 +366,14 @@ enum AuditCommand {
         /// Only refusals (with --exit-nonzero: either)
         #[arg(long)]
         refused: bool,
-        /// One record per line, as stored
+        /// One record per line, as stored; a start with no end also gets "status": "unfinished" (or "running")
         #[arg(long)]
         json: bool,
     },
     /// Show one invocation: the record with this seq and the others of its invocation
     Show {
         seq: u64,
-        /// One record per line, as stored
+        /// One record per line, as stored; a start with no end also gets "status": "unfinished" (or "running")
         #[arg(long)]
         json: bool,
     },
@@ -455,13 +457,18 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
         }
         AuditCommand::Show { seq, json } => {
             let records = show(&path()?, seq)?;
+            // `show` returns every record of the invocation: its end, if it has one.
+            let unfinished = unfinished(&records);
             if json {
-                return print_records(&records, &[], true);
+                return print_records(&records, &unfinished, true);
             }
             let mut out = String::new();
             for record in &records {
                 out.push_str(&serde_json::to_string_pretty(record)?);
                 out.push('\n');
+            }
+            for invocation in &unfinished {
+                out.push_str(&format!("{}: {invocation}\n", invocation.state.status()));
             }
             write_stdout(&terminal_safe(&out))
         }

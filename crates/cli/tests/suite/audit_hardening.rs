@@ -351,6 +351,14 @@ fn a_runner_killed_mid_run_leaves_an_unfinished_invocation_not_tampering() {
         "{out}"
     );
 
+    let show = audit(&["audit", "show", "1"]);
+    assert_exit(&show, 0);
+    assert!(
+        text(&show.stdout).contains("unfinished: seq 1"),
+        "{}",
+        text(&show.stdout)
+    );
+
     // The log stays appendable; the finished run is not unfinished.
     assert_exit(&audit(&["run", "--", "true"]), 0);
     let table = audit(&["audit", "list"]);

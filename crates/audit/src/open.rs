@@ -106,13 +106,12 @@ pub(crate) fn open(path: &Path, access: Access) -> Result<File> {
         },
     })?;
     check_file(&fstat(&fd, path)?, access).map_err(untrusted)?;
-    let flags = rustix::fs::fcntl_getfl(&fd)
+    rustix::fs::fcntl_getfl(&fd)
         .and_then(|flags| rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK))
         .map_err(|e| Error::Open {
             path: path.to_path_buf(),
             source: e.into(),
-        });
-    flags?;
+        })?;
     if created {
         sync_dir(&dir.fd, &dir.path)?;
     }

@@ -53,6 +53,23 @@ fn main() -> Result<()> {
     let per_append = start.elapsed() / 1000;
     println!("1 writer: {per_append:?} per append (lock, read tail, hash, write, fdatasync)");
 
+    // What opening costs: the walk from `/` that checks every directory, symlink and the
+    // file itself, against a plain open of the same file.
+    let start = Instant::now();
+    for _ in 0..1000 {
+        drop(std::fs::OpenOptions::new().append(true).open(&single)?);
+    }
+    let plain = start.elapsed() / 1000;
+    let start = Instant::now();
+    for _ in 0..1000 {
+        drop(AuditLog::open(&single)?);
+    }
+    println!(
+        "open: {:?} per AuditLog::open ({} components checked), {plain:?} per plain open",
+        start.elapsed() / 1000,
+        single.components().count()
+    );
+
     let shared = dir.path().join("shared.jsonl");
     AuditLog::open(&shared)?;
     let start = Instant::now();
@@ -76,8 +93,14 @@ fn main() -> Result<()> {
         "{writers} writers: {total} records in {elapsed:?}: {:.0} records/s",
         total as f64 / elapsed.as_secs_f64()
     );
+    let start = Instant::now();
     let report = verify(&shared, None)?;
+    let took = start.elapsed();
     println!("{report}");
+    println!(
+        "verify: {total} records in {took:?}: {:.0} records/s (parse, exact bytes, hash, chain)",
+        total as f64 / took.as_secs_f64()
+    );
     let bytes = std::fs::metadata(&shared)?.len();
     println!("{} bytes per record", bytes / total);
     if !report.is_intact() || report.records != total {

@@ -7,9 +7,7 @@
 //! write or print the secret key: only its public half appears in checkpoints and
 //! reports. Keep the key file away from whoever can write the log.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -17,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hex;
-use crate::log::{sync_dir, Lock};
+use crate::log::Lock;
+use crate::open::{self, Access};
 use crate::record::GENESIS_HASH;
 use crate::time;
 use crate::verify::{verify, Problem};
@@ -96,23 +95,16 @@ pub fn generate_key(key_file: &Path) -> Result<PublicKey> {
         pair.copy_from_slice(hex::encode(&[byte]).as_bytes());
     }
     seed.fill(0);
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(key_file)
-        .and_then(|mut file| {
-            file.write_all(&text)?;
-            file.sync_all()
-        });
+    let written = open::open(key_file, Access::CreateNew).and_then(|mut file| {
+        file.write_all(&text)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| Error::Write {
+                path: key_file.to_path_buf(),
+                source,
+            })
+    });
     text.fill(0);
-    written.map_err(|source| Error::Write {
-        path: key_file.to_path_buf(),
-        source,
-    })?;
-    if let Some(dir) = key_file.parent() {
-        sync_dir(dir)?;
-    }
+    written?;
     Ok(PublicKey(key.verifying_key()))
 }
 
@@ -121,7 +113,8 @@ pub fn generate_key(key_file: &Path) -> Result<PublicKey> {
 pub fn checkpoint(log: &Path, key_file: &Path) -> Result<Checkpoint> {
     let key = read_key(key_file)?;
     let public = PublicKey(key.verifying_key());
-    let report = verify(log, Some(&public).filter(|_| has_checkpoints(log)))?;
+    let has_checkpoints = open::open_if_exists(&checkpoints_path(log), Access::Read)?.is_some();
+    let report = verify(log, Some(&public).filter(|_| has_checkpoints))?;
     if let Some(problem) = report.problem {
         return Err(Error::NotIntact {
             path: log.to_path_buf(),
@@ -142,10 +135,6 @@ pub fn checkpoint(log: &Path, key_file: &Path) -> Result<Checkpoint> {
     Ok(checkpoint)
 }
 
-fn has_checkpoints(log: &Path) -> bool {
-    checkpoints_path(log).exists()
-}
-
 /// Reads every checkpoint of `log` with its line number, sorted by count, each checked
 /// against its signature (and `trusted`, if given). `Ok(Err(_))` is the first bad one.
 pub(crate) fn load(
@@ -153,9 +142,9 @@ pub(crate) fn load(
     trusted: Option<&PublicKey>,
 ) -> Result<std::result::Result<Vec<(u64, Checkpoint)>, Problem>> {
     let path = checkpoints_path(log);
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let file = match open::open_if_exists(&path, Access::Read)? {
+        Some(file) => file,
+        None => {
             return Ok(match trusted {
                 None => Ok(Vec::new()),
                 Some(key) => Err(Problem::Checkpoint {
@@ -164,7 +153,6 @@ pub(crate) fn load(
                 }),
             })
         }
-        Err(source) => return Err(Error::Open { path, source }),
     };
     let mut checkpoints = Vec::new();
     for (index, line) in BufReader::new(file).lines().enumerate() {
@@ -181,6 +169,15 @@ pub(crate) fn load(
             Ok(checkpoint) => checkpoint,
             Err(e) => return Ok(Err(bad(format!("not a checkpoint: {e}")))),
         };
+        // Exactly as `append_line` writes it: no duplicate key, whitespace or other
+        // spelling of the same value can hide in a checkpoint either.
+        if serde_json::to_string(&checkpoint).ok().as_deref() != Some(line.as_str()) {
+            return Ok(Err(bad(
+                "it is not in the form nanoclaw writes (a duplicate key, extra whitespace \
+                 or another spelling of a value): it was edited"
+                    .into(),
+            )));
+        }
         let key = match PublicKey::from_hex(&checkpoint.key) {
             Ok(key) => key,
             Err(e) => return Ok(Err(bad(e.to_string()))),
@@ -222,16 +219,7 @@ fn append_line(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
         source,
     })?;
     line.push('\n');
-    let created = !path.exists();
-    let file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| Error::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let file = open::open(path, Access::Append)?;
     let _lock = Lock::exclusive(&file, path)?;
     (&file)
         .write_all(line.as_bytes())
@@ -242,21 +230,18 @@ fn append_line(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
     file.sync_data().map_err(|source| Error::Sync {
         path: path.to_path_buf(),
         source,
-    })?;
-    if created {
-        if let Some(dir) = path.parent() {
-            sync_dir(dir)?;
-        }
-    }
-    Ok(())
+    })
 }
 
 /// Reads a secret key: 32 raw bytes, or 64 hex digits (surrounding whitespace allowed).
 fn read_key(path: &Path) -> Result<SigningKey> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut bytes = Vec::new();
+    open::open(path, Access::ReadSecret)?
+        .read_to_end(&mut bytes)
+        .map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let seed = match <[u8; 32]>::try_from(bytes.as_slice()) {
         Ok(raw) => Some(raw),
         Err(_) => std::str::from_utf8(&bytes)

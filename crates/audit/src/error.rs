@@ -19,8 +19,8 @@ pub enum Error {
     #[error("cannot open {path}: {source}")]
     Open { path: PathBuf, source: io::Error },
 
-    #[error("{path} is not a regular file")]
-    NotAFile { path: PathBuf },
+    #[error("refusing {path}: {reason}")]
+    Untrusted { path: PathBuf, reason: String },
 
     #[error("cannot lock {path}: {source}")]
     Lock { path: PathBuf, source: io::Error },

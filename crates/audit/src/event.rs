@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::record::sha256_hex;
+use crate::unfinished::Runner;
 
 /// A typed record body: what `AuditLog::append_event` writes under `KIND`.
 pub trait Event: Serialize {
@@ -36,6 +37,9 @@ pub struct InvocationStart {
     pub uid: u32,
     /// The MCP or agent session the call came from, if any.
     pub session: Option<String>,
+    /// The runner process, so that a start with no end can be told apart: still running,
+    /// or killed mid-run (see `unfinished`). `None` where `/proc` could not say.
+    pub runner: Option<Runner>,
 }
 
 impl Event for InvocationStart {

@@ -10,9 +10,9 @@
 //! unreadable last line: that would bury the damage inside the chain; the user runs
 //! `nanoclaw audit verify` and repairs it explicitly instead.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::hex;
+use crate::open::{self, Access};
 use crate::record::{self, Record, GENESIS_HASH};
 use crate::time;
 
@@ -39,41 +40,26 @@ pub struct Appended {
 
 impl AuditLog {
     /// Opens the log at `path` for appending, creating the file (mode 0600) and any
-    /// missing parent directories (mode 0700) if needed.
+    /// missing parent directories (mode 0700) if needed. Refuses a log reached through a
+    /// symlink, or one someone else could have planted or could rewrite (see `open`).
     pub fn open(path: impl AsRef<Path>) -> Result<AuditLog> {
         let path = path.as_ref().to_path_buf();
-        let created_dirs = create_parents(&path)?;
-        let mut options = OpenOptions::new();
-        options.read(true).append(true).mode(0o600);
-        let (file, created) = match options.clone().create_new(true).open(&path) {
-            Ok(file) => (file, true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-                options.open(&path).map_err(|source| Error::Open {
-                    path: path.clone(),
-                    source,
-                })?,
-                false,
-            ),
-            Err(source) => return Err(Error::Open { path, source }),
-        };
-        let meta = file.metadata().map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
-        if !meta.is_file() {
-            return Err(Error::NotAFile { path });
-        }
-        if created {
-            // The new file and directories must survive a crash like their contents.
-            for dir in path
-                .parent()
-                .into_iter()
-                .chain(created_dirs.iter().filter_map(|d| d.parent()))
-            {
-                sync_dir(dir)?;
-            }
-        }
+        let file = open::open(&path, Access::Append)?;
         Ok(AuditLog { path, file })
+    }
+
+    /// Opens an existing log for appending (to repair it): a missing log is an error,
+    /// not created.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<AuditLog> {
+        let path = path.as_ref().to_path_buf();
+        // Checked first, with the same rules, so that a missing log is not created.
+        if open::open_if_exists(&path, Access::Read)?.is_none() {
+            return Err(Error::Open {
+                path,
+                source: io::ErrorKind::NotFound.into(),
+            });
+        }
+        AuditLog::open(path)
     }
 
     /// `$NANOCLAW_AUDIT`, else `$XDG_STATE_HOME/nanoclaw/audit.jsonl`, else
@@ -163,22 +149,13 @@ impl AuditLog {
             time::millis_of(std::time::SystemTime::now())
         ));
         let aside = PathBuf::from(aside);
-        let write_aside = || -> io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&aside)?;
-            file.write_all(&torn)?;
-            file.sync_all()
-        };
-        write_aside().map_err(|source| Error::Write {
-            path: aside.clone(),
-            source,
-        })?;
-        if let Some(dir) = aside.parent() {
-            sync_dir(dir)?;
-        }
+        let mut file = open::open(&aside, Access::CreateNew)?;
+        file.write_all(&torn)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| Error::Write {
+                path: aside.clone(),
+                source,
+            })?;
         self.file
             .set_len(start)
             .and_then(|()| self.file.sync_data())
@@ -342,43 +319,6 @@ fn tail_fields(line: &[u8]) -> std::result::Result<(u64, String), String> {
         return Err("its hash is not a sha256".into());
     }
     Ok((tail.seq, tail.hash))
-}
-
-/// Creates the missing ancestors of `path` (mode 0700); returns those it created.
-fn create_parents(path: &Path) -> Result<Vec<PathBuf>> {
-    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
-        return Ok(Vec::new());
-    };
-    let missing: Vec<PathBuf> = parent
-        .ancestors()
-        .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
-        .map(Path::to_path_buf)
-        .collect();
-    if !missing.is_empty() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(|source| Error::CreateDir {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-    }
-    Ok(missing)
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| Error::Sync {
-            path: dir.to_path_buf(),
-            source,
-        })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::event::{Event, InvocationEnd, InvocationStart, PolicyRefused};
 use crate::read::Lines;
 use crate::record::{parse_line, push_canonical, Record};
 use crate::time;
+use crate::unfinished::Unfinished;
 
 /// Which records `list` returns. Every field set must match; `exit_nonzero` and
 /// `refused` together select either kind.
@@ -102,7 +103,9 @@ pub fn show(path: &Path, seq: u64) -> Result<Vec<Record>> {
 }
 
 /// A table with one row per record: seq, time, kind, tool, invocation, and a summary.
-pub fn table(records: &[Record]) -> String {
+/// The start of an invocation in `unfinished` says so first: `[unfinished]` or
+/// `[running]`.
+pub fn table(records: &[Record], unfinished: &[Unfinished]) -> String {
     const HEADER: [&str; 6] = ["SEQ", "TIME", "KIND", "TOOL", "INVOCATION", "DETAIL"];
     let rows: Vec<[String; 6]> = records
         .iter()
@@ -114,7 +117,10 @@ pub fn table(records: &[Record]) -> String {
                 r.tool().unwrap_or("-").to_owned(),
                 r.invocation_id()
                     .map_or("-".into(), |id| id.chars().take(8).collect()),
-                detail(r),
+                match unfinished.iter().find(|u| u.seq == r.seq) {
+                    Some(u) => format!("[{}] {}", u.state.status(), detail(r)),
+                    None => detail(r),
+                },
             ]
             .map(|cell| printable(&cell))
         })
@@ -227,7 +233,7 @@ mod tests {
             data: serde_json::json!({"tool": "t", "invocation_id": "0123456789", "argv": ["echo", "\u{1b}[2J\n"]}),
             hash: String::new(),
         };
-        let table = table(&[record]);
+        let table = table(&[record], &[]);
         assert!(!table.contains('\u{1b}'), "{table}");
         assert_eq!(table.lines().count(), 2, "{table}");
         assert!(table.contains("echo \\u{1b}[2J\\n"), "{table}");

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::log::Lock;
+use crate::open::{self, Access};
 
 /// One line of the log as found on disk.
 pub(crate) struct Line {
@@ -31,10 +32,7 @@ pub(crate) struct Lines {
 
 impl Lines {
     pub(crate) fn open(path: &Path) -> Result<Lines> {
-        let file = File::open(path).map_err(|source| Error::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = open::open(path, Access::Read)?;
         let len = {
             let _lock = Lock::shared(&file, path)?;
             file.metadata()

@@ -5,6 +5,10 @@
 //! `hash` of the record before (64 zeros for the first), so editing, dropping, inserting
 //! or reordering any line breaks the chain.
 //!
+//! The line itself is canonical too: `verify` trusts a line only when it is byte for byte
+//! what `to_line` writes for the record it parses to, so no duplicate key, reordered key,
+//! whitespace or other spelling of a value can make two readers see two records.
+//!
 //! Canonical JSON is compact (no whitespace) with object keys sorted by byte order at
 //! every level. It is written out here rather than left to serde_json's map order: that
 //! order is sorted only while no crate in the build enables serde_json's
@@ -43,27 +47,14 @@ pub struct Record {
 impl Record {
     /// Builds the record that follows `prev` and seals it with its hash.
     pub(crate) fn seal(seq: u64, ts: String, kind: &str, prev: String, data: Value) -> Record {
-        // The canonical form of the five fields, keys in sorted order. `parse_line`
-        // reaches the same text through the generic path (see the round-trip test).
-        let mut text = String::with_capacity(256);
-        text.push_str("{\"data\":");
-        push_canonical(&mut text, &data);
-        text.push_str(",\"kind\":");
-        push_string(&mut text, kind);
-        text.push_str(",\"prev\":");
-        push_string(&mut text, &prev);
-        text.push_str(",\"seq\":");
-        text.push_str(&seq.to_string());
-        text.push_str(",\"ts\":");
-        push_string(&mut text, &ts);
-        text.push('}');
+        let hash = hash_of(seq, &ts, kind, &prev, &data);
         Record {
             seq,
             ts,
             kind: kind.to_owned(),
             prev,
             data,
-            hash: sha256_hex(text.as_bytes()),
+            hash,
         }
     }
 
@@ -101,36 +92,54 @@ impl Record {
 /// A line parsed and checked against its own hash, before the chain is looked at.
 pub(crate) struct Parsed {
     pub(crate) record: Record,
-    /// Whether `hash` matches the line's contents.
+    /// Whether `hash` matches the record's fields.
     pub(crate) hash_ok: bool,
+    /// Whether the line is byte for byte the line nanoclaw writes for this record. A line
+    /// that parses to a record with a matching hash can still say more than that record:
+    /// a duplicate key (`"exit":137` before the real `"exit":0`), which a parser resolves
+    /// one way and another reader the other; so can reordered keys, whitespace or
+    /// another spelling of a string or number. Only the exact bytes are trusted.
+    pub(crate) exact: bool,
 }
 
 /// Parses one line (without its newline). `Err` says why it is not a record.
 pub(crate) fn parse_line(line: &[u8]) -> std::result::Result<Parsed, String> {
-    let value: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(mut fields) = value else {
-        return Err("not a JSON object".into());
-    };
-    let Some(Value::String(hash)) = fields.remove("hash") else {
-        return Err("no \"hash\" string".into());
-    };
-    let computed = hash_fields(&fields);
-    fields.insert("hash".into(), Value::String(hash));
-    let record: Record =
-        serde_json::from_value(Value::Object(fields)).map_err(|e| format!("bad fields: {e}"))?;
+    // Into the struct directly: a duplicate top-level field is an error here, and one
+    // inside `data` (last wins) is caught by the byte-for-byte comparison below.
+    let record: Record = serde_json::from_slice(line).map_err(|e| format!("not a record: {e}"))?;
     if !record.data.is_object() {
         return Err("\"data\" is not an object".into());
     }
+    let written = record.to_line();
     Ok(Parsed {
-        hash_ok: record.hash == computed,
+        hash_ok: record.hash
+            == hash_of(
+                record.seq,
+                &record.ts,
+                &record.kind,
+                &record.prev,
+                &record.data,
+            ),
+        exact: written.strip_suffix(b"\n") == Some(line),
         record,
     })
 }
 
-/// sha256 of the canonical JSON of a record's fields (without `hash`).
-fn hash_fields(fields: &Map<String, Value>) -> String {
+/// The hash of a record: sha256 of the canonical JSON of every field but `hash`.
+fn hash_of(seq: u64, ts: &str, kind: &str, prev: &str, data: &Value) -> String {
+    // The five fields, keys in sorted order, written out by hand (see the module doc).
     let mut text = String::with_capacity(256);
-    push_canonical_object(&mut text, fields);
+    text.push_str("{\"data\":");
+    push_canonical(&mut text, data);
+    text.push_str(",\"kind\":");
+    push_string(&mut text, kind);
+    text.push_str(",\"prev\":");
+    push_string(&mut text, prev);
+    text.push_str(",\"seq\":");
+    text.push_str(&seq.to_string());
+    text.push_str(",\"ts\":");
+    push_string(&mut text, ts);
+    text.push('}');
     sha256_hex(text.as_bytes())
 }
 
@@ -240,7 +249,7 @@ mod tests {
         let line = record.to_line();
         assert_eq!(line.last(), Some(&b'\n'));
         let parsed = parse_line(&line[..line.len() - 1]).unwrap();
-        assert!(parsed.hash_ok);
+        assert!(parsed.hash_ok && parsed.exact);
         assert_eq!(parsed.record, record);
     }
 
@@ -260,12 +269,43 @@ mod tests {
             ("\"k\"", "\"j\""),
             ("\"prev\":\"0", "\"prev\":\"1"),
             ("\"a\":1", "\"a\":2"),
-            ("{\"seq\"", "{\"extra\":0,\"seq\""),
         ] {
             let edited = line.trim_end().replacen(from, to, 1);
             assert_ne!(edited, line.trim_end());
             assert!(!parse_line(edited.as_bytes()).unwrap().hash_ok, "{edited}");
         }
+    }
+
+    #[test]
+    fn only_the_exact_bytes_written_are_exact() {
+        let record = Record::seal(
+            1,
+            "2025-01-31T12:00:00.000Z".into(),
+            "k",
+            GENESIS_HASH.into(),
+            json!({"a": 1, "exit": 0, "s": "A"}),
+        );
+        let line = String::from_utf8(record.to_line()).unwrap();
+        let line = line.trim_end();
+        assert!(parse_line(line.as_bytes()).unwrap().exact);
+        for (from, to) in [
+            ("\"exit\":0", "\"exit\":137,\"exit\":0"),
+            ("{\"a\":1,\"exit\":0", "{\"exit\":0,\"a\":1"),
+            ("\"seq\":1,", "\"seq\": 1,"),
+            ("\"s\":\"A\"", "\"s\":\"\\u0041\""),
+            ("\"a\":1", "\"a\":1.0"),
+            ("\"exit\":0", "\"exit\":-0"),
+            ("{\"seq\"", "{\"extra\":0,\"seq\""),
+            ("{\"seq\":1,\"ts\"", "{\"ts\""),
+        ] {
+            let edited = line.replacen(from, to, 1);
+            assert_ne!(edited, line);
+            if let Ok(parsed) = parse_line(edited.as_bytes()) {
+                assert!(!parsed.exact || !parsed.hash_ok, "{edited}");
+            }
+        }
+        let doubled = line.replacen("{\"seq\":1,", "{\"seq\":2,\"seq\":1,", 1);
+        assert!(parse_line(doubled.as_bytes()).is_err(), "{doubled}");
     }
 
     #[test]

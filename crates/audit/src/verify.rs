@@ -2,11 +2,17 @@
 //! since it was written, and that the log still extends its signed checkpoints.
 //!
 //! Reports the first bad line and what is wrong with it; everything before that line is
-//! intact. Never stop at the first problem silently or "fix" anything: verify only reads.
+//! intact. A line is intact only if it is byte for byte what nanoclaw writes for the
+//! record it parses to (see `record`). Never stop at the first problem silently or "fix"
+//! anything: verify only reads. An invocation that started and never ended (its runner
+//! was killed) is reported apart, as unfinished: it is not damage.
 //!
 //! What the chain alone cannot show: records cut from the end of the log (what is left
 //! is still a valid chain), or a log rewritten and re-chained by someone with write
-//! access. Signed checkpoints (see `checkpoint`) catch both, back to the last checkpoint.
+//! access. Signed checkpoints (see `checkpoint`) catch both, back to the last checkpoint,
+//! but only when `verify` is given the trusted key: without it, a deleted checkpoints
+//! file looks the same as a log never checkpointed, and a checkpoints file rewritten
+//! with another key verifies.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,6 +21,7 @@ use crate::checkpoint::{self, PublicKey};
 use crate::error::Result;
 use crate::read::Lines;
 use crate::record::{parse_line, GENESIS_HASH};
+use crate::unfinished::{Starts, Unfinished};
 
 /// The outcome of `verify`: a summary of the intact prefix and the first problem, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +38,9 @@ pub struct VerifyReport {
     /// The public key (hex) that signed the last of them.
     pub signer: Option<String>,
     pub problem: Option<Problem>,
+    /// Invocations in the intact records that started and never ended: not tampering
+    /// (the runner was killed mid-run, or is still running).
+    pub unfinished: Vec<Unfinished>,
 }
 
 impl VerifyReport {
@@ -46,6 +56,10 @@ pub enum Problem {
     Malformed { line: u64, reason: String },
     /// The record's contents no longer match its hash.
     Edited { line: u64, seq: u64 },
+    /// The line is not byte for byte what nanoclaw writes for the record it parses to: a
+    /// duplicate key, reordered keys, whitespace or another spelling of a value. Its hash
+    /// may match what one parser reads; what another reads is not what was hashed.
+    NotCanonical { line: u64, seq: u64 },
     /// Records `expected_seq..found_seq` are gone: deleted from the middle of the log.
     Missing {
         line: u64,
@@ -78,6 +92,12 @@ impl fmt::Display for Problem {
             Problem::Edited { line, seq } => write!(
                 f,
                 "line {line} (seq {seq}) was edited: its hash does not match its contents"
+            ),
+            Problem::NotCanonical { line, seq } => write!(
+                f,
+                "line {line} (seq {seq}) was edited: it is not byte for byte the record \
+                 nanoclaw wrote (a duplicate key, reordered keys, whitespace or another \
+                 spelling of a value)"
             ),
             Problem::Missing {
                 line,
@@ -142,9 +162,22 @@ impl fmt::Display for VerifyReport {
                 f,
                 "; extends {} signed checkpoints (key {key})",
                 self.checkpoints
-            ),
-            None => write!(f, "; no signed checkpoints"),
+            )?,
+            None => write!(f, "; no signed checkpoints")?,
         }
+        if !self.unfinished.is_empty() {
+            let count = self.unfinished.len();
+            let plural = if count == 1 { "" } else { "s" };
+            write!(
+                f,
+                "\n{count} unfinished invocation{plural}: a start record with no end \
+                 (a killed runner or a run in progress, not tampering):"
+            )?;
+            for unfinished in &self.unfinished {
+                write!(f, "\n  {}: {unfinished}", unfinished.state.status())?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -164,7 +197,9 @@ pub fn verify(path: &Path, trusted_key: Option<&PublicKey>) -> Result<VerifyRepo
         checkpoints: 0,
         signer: None,
         problem: None,
+        unfinished: Vec::new(),
     };
+    let mut starts = Starts::default();
     let mut pending = checkpoints.iter().peekable();
     let mut lines = Lines::open(path)?;
     let mut prev_seq = 0;
@@ -193,6 +228,13 @@ pub fn verify(path: &Path, trusted_key: Option<&PublicKey>) -> Result<VerifyRepo
             });
             break;
         }
+        if !parsed.exact {
+            report.problem = Some(Problem::NotCanonical {
+                line: number,
+                seq: record.seq,
+            });
+            break;
+        }
         let expected_seq = prev_seq + 1;
         let prev = report.head.as_deref().unwrap_or(GENESIS_HASH);
         if record.prev != prev || record.seq != expected_seq {
@@ -200,6 +242,7 @@ pub fn verify(path: &Path, trusted_key: Option<&PublicKey>) -> Result<VerifyRepo
             break;
         }
         report.records += 1;
+        starts.observe(&record);
         prev_seq = record.seq;
         report.first_ts.get_or_insert(record.ts.clone());
         report.last_ts = Some(record.ts);
@@ -220,6 +263,7 @@ pub fn verify(path: &Path, trusted_key: Option<&PublicKey>) -> Result<VerifyRepo
             report.signer = Some(cp.key.clone());
         }
     }
+    report.unfinished = starts.finish();
     if report.problem.is_none() {
         report.problem = checkpoint_problem;
     }

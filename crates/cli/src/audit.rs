@@ -9,7 +9,8 @@
 //!   failed inside it, command not found, interrupted; `error` says which), or
 //!   `policy.refused` (the backend refused the spec before starting anything: an invalid
 //!   spec, or a layer this host cannot enforce). A start with neither means the runner
-//!   itself died mid-run.
+//!   itself died mid-run: `audit verify` and `audit list` report it as unfinished (or as
+//!   running while the runner its start record names still runs), never as tampering.
 //!
 //! Command lines that clap rejects (unknown flags, a missing command) never reach the
 //! runner and are not recorded: nothing was requested of it.
@@ -33,8 +34,8 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use nanoclaw_audit::{
     checkpoint, checkpoints_path, generate_key, invocation_id, list, parse_time, sha256_hex, show,
-    table, verify, AuditLog, Filter, InvocationEnd, InvocationStart, OutputDigest, PolicyRefused,
-    PublicKey, Record,
+    table, unfinished, verify, AuditLog, Filter, InvocationEnd, InvocationStart, OutputDigest,
+    PolicyRefused, PublicKey, Record, Runner, Unfinished,
 };
 use nanoclaw_spec::{BackendError, Enforced, IoMode, Outcome, Root, SandboxSpec};
 
@@ -202,6 +203,7 @@ impl Recorder {
             workspace: self.origin.workspace.clone(),
             uid: self.uid,
             session: None,
+            runner: Runner::current(),
         })
         .map_err(fail_closed)?;
         Ok(started)
@@ -337,7 +339,8 @@ pub struct AuditArgs {
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
-    /// Check that no record was edited, dropped, inserted or reordered (exit 1 if one was)
+    /// Check that no record was edited, dropped, inserted or reordered (exit 1 if one was);
+    /// invocations that started and never ended are listed as unfinished (exit 0)
     Verify {
         /// Trust only checkpoints signed by this public key (hex, as `keygen` prints it)
         #[arg(long, value_name = "PUBKEYHEX", conflicts_with = "key_file")]
@@ -363,14 +366,14 @@ enum AuditCommand {
         /// Only refusals (with --exit-nonzero: either)
         #[arg(long)]
         refused: bool,
-        /// One record per line, as stored
+        /// One record per line, as stored; a start with no end also gets "status": "unfinished" (or "running")
         #[arg(long)]
         json: bool,
     },
     /// Show one invocation: the record with this seq and the others of its invocation
     Show {
         seq: u64,
-        /// One record per line, as stored
+        /// One record per line, as stored; a start with no end also gets "status": "unfinished" (or "running")
         #[arg(long)]
         json: bool,
     },
@@ -445,17 +448,27 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
                 exit_nonzero,
                 refused,
             };
-            print_records(&list(&path()?, &filter)?, json)
+            // Whether a start has an end is a fact of the whole log, not of the records
+            // the filter leaves.
+            let all = list(&path()?, &Filter::default())?;
+            let unfinished = unfinished(&all);
+            let records: Vec<Record> = all.into_iter().filter(|r| filter.matches(r)).collect();
+            print_records(&records, &unfinished, json)
         }
         AuditCommand::Show { seq, json } => {
             let records = show(&path()?, seq)?;
+            // `show` returns every record of the invocation: its end, if it has one.
+            let unfinished = unfinished(&records);
             if json {
-                return print_records(&records, true);
+                return print_records(&records, &unfinished, true);
             }
             let mut out = String::new();
             for record in &records {
                 out.push_str(&serde_json::to_string_pretty(record)?);
                 out.push('\n');
+            }
+            for invocation in &unfinished {
+                out.push_str(&format!("{}: {invocation}\n", invocation.state.status()));
             }
             write_stdout(&terminal_safe(&out))
         }
@@ -474,9 +487,7 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
         }
         AuditCommand::Repair => {
             let path = path()?;
-            // Opening for append would create a missing log: there is nothing to repair.
-            std::fs::metadata(&path).with_context(|| format!("cannot open {}", path.display()))?;
-            match AuditLog::open(&path)?.repair_torn_tail()? {
+            match AuditLog::open_existing(&path)?.repair_torn_tail()? {
                 Some(aside) => println!(
                     "{}: moved the torn last line to {}",
                     path.display(),
@@ -502,13 +513,23 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
     }
 }
 
-fn print_records(records: &[Record], json: bool) -> Result<ExitCode> {
+/// The records as a table or as JSON Lines. The start of an invocation in `unfinished`
+/// is marked: `[unfinished]` or `[running]` in the table, a `"status"` field after the
+/// record's own in JSON (not part of the record or its hash).
+fn print_records(records: &[Record], unfinished: &[Unfinished], json: bool) -> Result<ExitCode> {
     if !json {
-        return write_stdout(&table(records));
+        return write_stdout(&table(records, unfinished));
     }
     let mut out = String::new();
     for record in records {
-        out.push_str(&serde_json::to_string(record)?);
+        let line = serde_json::to_string(record)?;
+        match unfinished.iter().find(|u| u.seq == record.seq) {
+            Some(u) => {
+                out.push_str(line.strip_suffix('}').unwrap_or(&line));
+                out.push_str(&format!(",\"status\":\"{}\"}}", u.state.status()));
+            }
+            None => out.push_str(&line),
+        }
         out.push('\n');
     }
     write_stdout(&terminal_safe(&out))

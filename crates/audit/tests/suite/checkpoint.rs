@@ -122,6 +122,12 @@ fn keys_are_private_never_overwritten_and_read_as_raw_or_hex() {
         .collect();
     let raw_file = signed.key_file.with_file_name("raw.key");
     std::fs::write(&raw_file, raw).unwrap();
+    let err = PublicKey::from_key_file(&raw_file).unwrap_err();
+    assert!(
+        err.to_string().contains("accessible to its owner only"),
+        "a key others can read is refused: {err}"
+    );
+    std::fs::set_permissions(&raw_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(PublicKey::from_key_file(&raw_file).unwrap(), signed.key);
     assert_eq!(
         PublicKey::from_hex(&signed.key.to_string()).unwrap(),

@@ -44,8 +44,11 @@ fn a_log_path_under_a_regular_file_is_refused_naming_it() {
 #[test]
 fn a_log_that_is_not_a_regular_file_is_refused() {
     let err = AuditLog::open("/dev/null").unwrap_err();
-    assert!(matches!(err, Error::NotAFile { .. }), "{err}");
-    assert_eq!(err.to_string(), "/dev/null is not a regular file");
+    assert!(matches!(err, Error::Untrusted { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "refusing /dev/null: it is not a regular file"
+    );
 }
 
 /// Root ignores file modes, so this can only be shown as another user.

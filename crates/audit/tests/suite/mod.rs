@@ -2,6 +2,7 @@ mod checkpoint;
 mod concurrency;
 mod crash;
 mod failure;
+mod paths;
 mod query;
 mod tamper;
 

@@ -1,6 +1,6 @@
 use nanoclaw_audit::{
-    invocation_id, list, parse_time, show, table, AuditLog, Error, Filter, InvocationEnd,
-    InvocationStart, OutputDigest, PolicyRefused,
+    invocation_id, list, parse_time, show, table, unfinished, AuditLog, Error, Filter,
+    InvocationEnd, InvocationStart, OutputDigest, PolicyRefused, RunState, Runner,
 };
 use serde_json::json;
 
@@ -147,7 +147,7 @@ fn show_joins_an_invocations_start_and_end_from_either_seq() {
 #[test]
 fn the_table_has_a_readable_row_per_record() {
     let dir = sample();
-    let text = table(&list(&dir.path, &Filter::default()).unwrap());
+    let text = table(&list(&dir.path, &Filter::default()).unwrap(), &[]);
     eprintln!("{text}");
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(rows.len(), 8);
@@ -171,4 +171,54 @@ fn list_skips_a_torn_tail_but_refuses_a_malformed_line() {
     dir.write_lines(&lines[..7]);
     let err = list(&dir.path, &Filter::default()).unwrap_err();
     assert!(matches!(err, Error::Malformed { line: 3, .. }), "{err}");
+}
+
+/// Starts with no end: one whose runner (this test) still runs, one whose runner is gone
+/// (same pid, another start time: a reused pid is not the runner), one that does not name
+/// its runner. `verify` reports them apart from damage; the ended invocations are not
+/// among them.
+#[test]
+fn starts_with_no_end_are_unfinished_not_tampering() {
+    let dir = sample();
+    let log = AuditLog::open(&dir.path).unwrap();
+    let me = Runner::current().expect("/proc names this process");
+    let gone = Runner {
+        start_time: me.start_time + 1,
+        ..me.clone()
+    };
+    for runner in [Some(me.clone()), Some(gone), None] {
+        log.append_event(&InvocationStart {
+            invocation_id: invocation_id().unwrap(),
+            tool: "long".into(),
+            runner,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    let report = dir.verify();
+    assert!(report.is_intact(), "{report}");
+    let states: Vec<(u64, RunState)> = report
+        .unfinished
+        .iter()
+        .map(|u| (u.seq, u.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (8, RunState::Running { pid: me.pid }),
+            (9, RunState::Died { pid: me.pid }),
+            (10, RunState::Unknown)
+        ]
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("3 unfinished invocations: a start record with no end"),
+        "{text}"
+    );
+    assert!(text.contains("killed or crashed mid-run"), "{text}");
+    let records = list(&dir.path, &Filter::default()).unwrap();
+    assert_eq!(unfinished(&records), report.unfinished);
+    let table = table(&records, &report.unfinished);
+    assert!(table.contains("[running]"), "{table}");
+    assert_eq!(table.matches("[unfinished]").count(), 2, "{table}");
 }

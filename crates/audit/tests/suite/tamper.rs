@@ -224,3 +224,23 @@ fn an_unreadable_last_line_blocks_appends_and_is_not_repaired() {
     assert!(matches!(err, Error::BadTail { .. }), "{err}");
     assert!(log.repair_torn_tail().is_err());
 }
+
+/// A reader that takes the first of two duplicate keys would see `"i":9`; the hash covers
+/// the last. Neither that nor any other respelling of a line verifies: only the bytes
+/// nanoclaw wrote do.
+#[test]
+fn a_duplicated_key_or_any_other_spelling_of_a_record_is_an_edit() {
+    for (from, to) in [
+        ("\"data\":{\"i\":2,", "\"data\":{\"i\":9,\"i\":2,"),
+        (
+            "{\"i\":2,\"note\":\"hello\"}",
+            "{\"note\":\"hello\",\"i\":2}",
+        ),
+        ("\"data\":{", "\"data\": {"),
+        ("\"hello\"", "\"hell\\u006f\""),
+    ] {
+        let problem = problem_after(|lines| lines[2] = lines[2].replacen(from, to, 1));
+        assert_eq!(problem, Problem::NotCanonical { line: 3, seq: 3 }, "{to}");
+        assert!(problem.to_string().contains("duplicate key"), "{problem}");
+    }
+}

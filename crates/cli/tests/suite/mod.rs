@@ -5,6 +5,7 @@ mod support;
 mod test_image;
 
 mod audit;
+mod audit_hardening;
 mod cleanup;
 mod cli;
 mod conformance;

@@ -101,6 +101,7 @@ impl EgressSink {
     pub fn record(&self, decision: &nanoclaw_egress::Decision) -> Result<()> {
         let kind = match (decision.phase, decision.allowed) {
             (nanoclaw_egress::Phase::Closed, _) => "egress.closed",
+            (nanoclaw_egress::Phase::Suppressed, _) => "egress.suppressed",
             (_, true) => "egress.allowed",
             (_, false) => "egress.denied",
         };

@@ -31,7 +31,7 @@ fn main() -> Result<()> {
     let upstream = upstream()?;
     let proxy = Proxy::start(ProxyConfig::default())?;
     let dir = tempfile::tempdir()?;
-    let (records, received) = std::sync::mpsc::channel();
+    let (records, received) = std::sync::mpsc::sync_channel(64);
     let rule = EgressRule {
         host: "127.0.0.1".into(),
         port: upstream,

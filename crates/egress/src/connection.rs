@@ -4,26 +4,27 @@
 //!
 //! The decision is, in this order: the request must match a rule of *this* sandbox's
 //! policy (no lookup happens before that); a name must not be a metadata name; the name is
-//! resolved once; every address is screened (`address`) unless the rule is the request's
-//! exact IP literal; the proxy connects to the first address that passed, trying the next
+//! resolved once; every address is screened (`nanoclaw_spec::address`, then `local`: not
+//! one of this host's own) unless the rule is the request's exact IP literal; the proxy connects to the first address that passed, trying the next
 //! passed address only if that connect fails. This module must never connect to an address
 //! it did not screen, never resolve a name twice, and never let anything but the request
 //! target choose the upstream.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use nanoclaw_spec::address;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::address;
 use crate::decision::{Decision, Phase, Protocol};
 use crate::http::{self, Request};
+use crate::ledger::Ledger;
+use crate::local;
 use crate::policy::{Ask, Policy};
 use crate::proxy::ProxyConfig;
 use crate::relay::{self, End, Meter};
@@ -34,7 +35,7 @@ use crate::target::{Host, Target};
 pub(crate) struct Sandbox {
     pub policy: Policy,
     pub config: Arc<ProxyConfig>,
-    pub events: Sender<Decision>,
+    pub ledger: Ledger,
     /// Connection numbers, shared by every sandbox of one proxy.
     pub ids: Arc<AtomicU64>,
 }
@@ -76,9 +77,10 @@ impl Sandbox {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Records a connection refused before it was read (e.g. over the connection limit).
-    pub(crate) fn refuse_unread(&self, reason: String) {
-        self.emit(Decision {
+    /// Counts a pause of the accept loop (over the connection or accept-rate limit): the
+    /// connections it holds back wait in the kernel's queue, unread.
+    pub(crate) fn throttled(&self, reason: String) {
+        self.ledger.refuse(Decision {
             connection: self.next_id(),
             phase: Phase::Decided,
             allowed: false,
@@ -91,12 +93,8 @@ impl Sandbox {
             bytes_up: 0,
             bytes_down: 0,
             elapsed_ms: 0,
+            count: 1,
         });
-    }
-
-    fn emit(&self, decision: Decision) {
-        // A caller that dropped its receiver wants no records; the proxy carries on.
-        let _ = self.events.send(decision);
     }
 }
 
@@ -127,7 +125,7 @@ pub(crate) async fn serve(
         record.bytes_up = connection.meter.up.load(Ordering::Relaxed);
         record.bytes_down = connection.meter.down.load(Ordering::Relaxed);
         record.elapsed_ms = connection.meter.elapsed_ms();
-        sandbox.emit(record);
+        sandbox.ledger.record(record).await;
     }
 }
 
@@ -141,7 +139,13 @@ impl Connection<'_> {
         &self.sandbox.config
     }
 
-    fn record(&self, asked: &Asked<'_>, allowed: bool, resolved: Option<IpAddr>, reason: String) {
+    async fn record(
+        &self,
+        asked: &Asked<'_>,
+        allowed: bool,
+        resolved: Option<IpAddr>,
+        reason: String,
+    ) {
         let decision = Decision {
             connection: self.id,
             phase: Phase::Decided,
@@ -155,11 +159,14 @@ impl Connection<'_> {
             bytes_up: 0,
             bytes_down: 0,
             elapsed_ms: self.meter.elapsed_ms(),
+            count: 1,
         };
         if allowed {
             *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(decision.clone());
+            self.sandbox.ledger.record(decision).await;
+        } else {
+            self.sandbox.ledger.refuse(decision);
         }
-        self.sandbox.emit(decision);
     }
 
     /// Serves the connection; returns why it ended (used only for an allowed one).
@@ -180,7 +187,8 @@ impl Connection<'_> {
                     false,
                     None,
                     "no request within the header timeout".into(),
-                );
+                )
+                .await;
                 return String::new();
             }
         }
@@ -201,7 +209,7 @@ impl Connection<'_> {
             Ok(Ok(target)) => target,
             Ok(Err(refused)) => {
                 asked.target = refused.target.as_ref();
-                self.record(&asked, false, None, refused.reason);
+                self.record(&asked, false, None, refused.reason).await;
                 return String::new();
             }
             Err(_) => {
@@ -211,7 +219,8 @@ impl Connection<'_> {
                     false,
                     None,
                     "socks5 request not complete within the header timeout".into(),
-                );
+                )
+                .await;
                 return String::new();
             }
         };
@@ -219,11 +228,12 @@ impl Connection<'_> {
         match self.open(&target, &Ask::Tunnel).await {
             Err(denial) => {
                 socks::reply(client, denial.socks).await;
-                self.record(&asked, false, None, denial.reason);
+                self.record(&asked, false, None, denial.reason).await;
                 String::new()
             }
             Ok((mut upstream, ip, rule)) => {
-                self.record(&asked, true, Some(ip), format!("allowed by {rule}"));
+                self.record(&asked, true, Some(ip), format!("allowed by {rule}"))
+                    .await;
                 socks::reply(client, socks::SUCCEEDED).await;
                 self.relay(client, &mut upstream, None).await
             }
@@ -282,7 +292,8 @@ impl Connection<'_> {
                             .await
                     }
                     Ok((mut upstream, ip, rule)) => {
-                        self.record(&asked, true, Some(ip), format!("allowed by {rule}"));
+                        self.record(&asked, true, Some(ip), format!("allowed by {rule}"))
+                            .await;
                         let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
                         if client.write_all(established).await.is_err() {
                             return "client closed".into();
@@ -312,7 +323,8 @@ impl Connection<'_> {
                             .await
                     }
                     Ok((mut upstream, ip, rule)) => {
-                        self.record(&asked, true, Some(ip), format!("allowed by {rule}"));
+                        self.record(&asked, true, Some(ip), format!("allowed by {rule}"))
+                            .await;
                         let body_start = match forward.body.feed(&leftover) {
                             Ok(n) => &leftover[..n],
                             Err(e) => return format!("client failed: {e}"),
@@ -360,7 +372,7 @@ impl Connection<'_> {
         status: u16,
         reason: String,
     ) -> String {
-        self.record(asked, false, None, reason.clone());
+        self.record(asked, false, None, reason.clone()).await;
         let response = http::refusal_response(status, &reason);
         let grace = Duration::from_secs(1);
         if let Ok(Ok(())) = timeout(grace, client.write_all(&response)).await {
@@ -459,7 +471,10 @@ fn screen(target: &Target, ips: Vec<IpAddr>) -> Result<Vec<IpAddr>, Denial> {
     let mut refused = Vec::new();
     let mut passed = Vec::new();
     for ip in ips {
-        match address::refusal(ip) {
+        let why = address::refusal(ip)
+            .map(|why| why.to_string())
+            .or_else(|| local::own_address(ip));
+        match why {
             Some(why) => refused.push(format!("{ip} ({why})")),
             None => passed.push(ip),
         }

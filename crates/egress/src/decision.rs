@@ -1,17 +1,20 @@
 //! The record of what the proxy decided, sent to the caller (who writes the audit log) on
 //! the sandbox's own channel.
 //!
-//! Every request gets exactly one `Decided` record, sent as soon as the proxy has either
-//! refused it or connected upstream; every allowed one later gets exactly one `Closed`
-//! record with the byte counts. A record must never carry request content beyond the
-//! method (paths and headers can hold secrets).
+//! Every allowed request gets exactly one `Decided` record, sent as soon as the proxy has
+//! connected upstream, and later exactly one `Closed` record with the byte counts.
+//! Refusals are aggregated (`ledger`): the first refusal of a kind (protocol, host, port,
+//! reason) in an interval is its own record, the repeats in that interval one more record
+//! whose `count` says how many it stands for; past the run's budget of refusal records
+//! they are only counted, in one `Suppressed` record at the end. A record must never carry
+//! request content beyond the method (paths and headers can hold secrets).
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 /// Which way the client asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// HTTP CONNECT: an opaque tunnel, usually TLS.
@@ -19,7 +22,7 @@ pub enum Protocol {
     /// Absolute-form plain HTTP (`GET http://host/path`).
     Http,
     Socks5,
-    /// Refused before the proxy could tell (e.g. over the connection limit).
+    /// Refused before the proxy could tell (e.g. a pause of the accept loop).
     Unknown,
 }
 
@@ -31,6 +34,9 @@ pub enum Phase {
     Decided,
     /// An allowed connection ended; the byte counts are final.
     Closed,
+    /// The sandbox's socket closed with refusals that had no record of their own (past the
+    /// run's budget of refusal records): `count` says how many.
+    Suppressed,
 }
 
 /// One egress record.
@@ -57,4 +63,8 @@ pub struct Decision {
     pub bytes_down: u64,
     /// Milliseconds from accepting the connection to this record.
     pub elapsed_ms: u64,
+    /// How many decisions this record stands for: 1, or for aggregated refusals the number
+    /// of identical ones (same protocol, host, port and reason) in one interval; for a
+    /// `Suppressed` record, the refusals not recorded one by one.
+    pub count: u64,
 }

@@ -5,9 +5,11 @@
 //! socket the proxy speaks HTTP CONNECT, absolute-form HTTP and SOCKS5 (told apart by the
 //! first byte), allows a request only when its host and port match the sandbox's
 //! `Policy`, resolves names itself, once, and connects only to an address it screened
-//! (`address`): never loopback, private, link-local, metadata and the like unless the rule
+//! (`nanoclaw_spec::address`, and never this host's own addresses): never loopback, private, link-local, metadata and the like unless the rule
 //! is that exact IP literal. Every decision, and the close of every allowed connection,
-//! is sent as a `Decision` on the sandbox's channel.
+//! is sent as a `Decision` on the sandbox's bounded channel, refusals aggregated (`ledger`).
+//! What one sandbox can cost is bounded: its open connections, its accept rate, the
+//! records it causes and the memory behind them.
 //!
 //! The proxy does not terminate TLS: after CONNECT it relays opaque bytes to the address
 //! it chose for the CONNECT target, so a TLS SNI (or an inner Host header) naming another
@@ -20,7 +22,7 @@
 //!
 //! let proxy = Proxy::start(ProxyConfig::default())?;
 //! let policy = Policy::new(&[EgressRule { host: "api.github.com".into(), port: 443 }])?;
-//! let (events, records) = std::sync::mpsc::channel();
+//! let (events, records) = std::sync::mpsc::sync_channel(64);
 //! let dir = std::path::Path::new("/run/nanoclaw/sandbox-1"); // 0711, made by the runner
 //! let endpoint = proxy.add_sandbox(dir, policy, events)?;
 //! // mount endpoint.socket() into the sandbox; run it; write `records` to the audit log
@@ -29,10 +31,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod address;
 mod connection;
 mod decision;
 mod http;
+mod ledger;
+mod local;
 mod policy;
 mod proxy;
 mod relay;
@@ -40,7 +43,6 @@ mod resolve;
 mod socks;
 mod target;
 
-pub use address::{refusal, refused_name, Refusal};
 pub use decision::{Decision, Phase, Protocol};
 pub use policy::{HttpLimits, Policy, PolicyError};
 pub use proxy::{Proxy, ProxyConfig, ProxyError, SandboxEndpoint, SOCKET_NAME};

@@ -9,31 +9,43 @@
 //! caller creates for this one sandbox (0711, owned by the runner) and bind-mounts, or
 //! whose socket it bind-mounts, into that sandbox only. This module must never serve two
 //! sandboxes from one socket, nor leave a removed sandbox's connections open.
+//!
+//! A sandbox can connect far faster than the proxy should work for it, so each socket is
+//! bounded: at most `max_connections_per_sandbox` open at once and `accepts_per_second`
+//! new ones (a token bucket of `accept_burst`). Over either limit the accept loop pauses,
+//! and the connections it holds back wait, unread, in the kernel's queue (which, once
+//! full, makes the sandbox's own connect fail): the flood costs the sandbox, not the
+//! runner. Records go through a bounded queue (`ledger`), refusals aggregated.
 
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::UnixListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::connection::{self, Sandbox};
 use crate::decision::Decision;
+use crate::ledger::Ledger;
 use crate::policy::Policy;
 use crate::resolve::Resolver;
 
 /// The name of the socket `add_sandbox` creates in the directory it is given.
 pub const SOCKET_NAME: &str = "egress.sock";
 
-/// How long `remove_sandbox` waits for the sandbox's connections to record their close.
-const REMOVE_WAIT: Duration = Duration::from_secs(10);
+/// How long `remove_sandbox` waits for the sandbox's connections to record their close
+/// and for its last records to be taken by the caller.
+const REMOVE_WAIT: Duration = Duration::from_secs(2);
+
+/// Records waiting between the proxy and the caller's receiver, per sandbox.
+const RECORD_QUEUE: usize = 64;
 
 /// Limits and the resolver, shared by every sandbox of one proxy.
 #[derive(Debug, Clone)]
@@ -44,8 +56,16 @@ pub struct ProxyConfig {
     pub idle_timeout: Duration,
     /// From accepting a connection to a complete request head (or SOCKS5 request).
     pub header_timeout: Duration,
-    /// Connections over this many open ones on one sandbox's socket are closed unread.
+    /// With this many connections open on one sandbox's socket, new ones wait unread.
     pub max_connections_per_sandbox: usize,
+    /// New connections accepted per second on one sandbox's socket, on average...
+    pub accepts_per_second: u32,
+    /// ...and at most this many at once after a quiet spell.
+    pub accept_burst: u32,
+    /// Repeated identical refusals become one record per this interval.
+    pub record_interval: Duration,
+    /// Refusal records one sandbox may cause in all; further refusals are only counted.
+    pub max_refusal_records: usize,
     /// A longer HTTP request head is refused with 431.
     pub max_header_bytes: usize,
     pub resolver: Resolver,
@@ -57,7 +77,11 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             header_timeout: Duration::from_secs(10),
-            max_connections_per_sandbox: 256,
+            max_connections_per_sandbox: 128,
+            accepts_per_second: 1000,
+            accept_burst: 1000,
+            record_interval: Duration::from_secs(1),
+            max_refusal_records: 512,
             max_header_bytes: 16 * 1024,
             resolver: Resolver::System,
         }
@@ -139,8 +163,9 @@ impl Proxy {
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
-                // Lookups still blocking in getaddrinfo are abandoned, not waited for.
-                runtime.shutdown_timeout(Duration::from_secs(1));
+                // Lookups still blocking in getaddrinfo, and records no one takes, are
+                // abandoned, not waited for.
+                runtime.shutdown_timeout(Duration::from_millis(500));
             })
             .map_err(ProxyError::Start)?;
         let runtime = handle_rx
@@ -159,12 +184,14 @@ impl Proxy {
     }
 
     /// Listens for one sandbox on `dir/egress.sock` (which must not exist yet), judging
-    /// every connection on it by `policy` and sending every record to `events`.
+    /// every connection on it by `policy` and sending every record to `events` (a bounded
+    /// channel: while it is full, allowed connections wait and refusals are counted). The
+    /// channel disconnects once the sandbox is removed and its last record sent.
     pub fn add_sandbox(
         &self,
         dir: &Path,
         policy: Policy,
-        events: Sender<Decision>,
+        events: SyncSender<Decision>,
     ) -> Result<SandboxEndpoint, ProxyError> {
         let socket = dir.join(SOCKET_NAME);
         let bind_error = |source| ProxyError::Bind {
@@ -191,14 +218,29 @@ impl Proxy {
         };
         let (cancel, cancelled) = watch::channel(false);
         let (done_tx, done) = std::sync::mpsc::channel();
+        let (queue, mut queued) = mpsc::channel::<Decision>(RECORD_QUEUE);
+        // Hands records on to the caller's channel, waiting while it is full; once the
+        // caller is gone it drains and discards, so that nothing waits for it.
+        let forwarder = self.runtime.spawn_blocking(move || {
+            while let Some(decision) = queued.blocking_recv() {
+                let _ = events.send(decision);
+            }
+        });
         let sandbox = Arc::new(Sandbox {
             policy,
             config: Arc::clone(&self.config),
-            events,
+            ledger: Ledger::new(queue, self.config.max_refusal_records),
             ids: Arc::clone(&self.connection_ids),
         });
-        self.runtime
-            .spawn(accept(listener, sandbox, cancelled, done_tx));
+        self.runtime.spawn(accept(
+            listener,
+            sandbox,
+            cancelled,
+            Finished {
+                forwarder,
+                done: done_tx,
+            },
+        ));
         let id = self.next_sandbox.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(
             id,
@@ -267,25 +309,48 @@ fn close(sandbox: Registered) -> Result<(), ProxyError> {
     }
 }
 
-/// Accepts the sandbox's connections until it is removed, then waits for them to end.
+/// What the accept task signals once the sandbox's last record has been handed on.
+struct Finished {
+    forwarder: tokio::task::JoinHandle<()>,
+    done: std::sync::mpsc::Sender<()>,
+}
+
+/// Accepts the sandbox's connections until it is removed, within its limits, then waits
+/// for them to end and hands on the last records.
 async fn accept(
     listener: UnixListener,
     sandbox: Arc<Sandbox>,
     cancel: watch::Receiver<bool>,
-    done: std::sync::mpsc::Sender<()>,
+    finished: Finished,
 ) {
-    let max = sandbox.config.max_connections_per_sandbox;
+    let config = Arc::clone(&sandbox.config);
+    let max = config.max_connections_per_sandbox;
+    let mut rate = AcceptRate::new(config.accepts_per_second, config.accept_burst);
     let mut connections = JoinSet::new();
+    let flusher = tokio::spawn(flush_every(Arc::clone(&sandbox), cancel.clone()));
     let removed = connection::cancelled(cancel.clone());
     tokio::pin!(removed);
     loop {
+        if open_connections(&mut connections) >= max {
+            sandbox.throttled(format!("accepting paused: {max} connections open"));
+            tokio::select! {
+                () = &mut removed => break,
+                _ = connections.join_next() => continue,
+            }
+        }
+        if let Err(wait) = rate.take() {
+            let per_second = config.accepts_per_second;
+            sandbox.throttled(format!(
+                "accepting paused: over {per_second} new connections a second"
+            ));
+            tokio::select! {
+                () = &mut removed => break,
+                () = tokio::time::sleep(wait) => continue,
+            }
+        }
         tokio::select! {
             () = &mut removed => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) if open_connections(&mut connections) >= max => {
-                    drop(stream);
-                    sandbox.refuse_unread(format!("more than {max} concurrent connections"));
-                }
                 Ok((stream, _)) => {
                     connections.spawn(connection::serve(stream, Arc::clone(&sandbox), cancel.clone()));
                 }
@@ -297,13 +362,71 @@ async fn accept(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
-    let _ = done.send(());
+    let _ = flusher.await;
+    sandbox.ledger.finish().await;
+    // The last sender of the record queue: the forwarder ends once it has handed on the rest.
+    drop(sandbox);
+    let _ = finished.forwarder.await;
+    let _ = finished.done.send(());
+}
+
+/// Ends the sandbox's record interval every `record_interval` until it is removed.
+async fn flush_every(sandbox: Arc<Sandbox>, cancel: watch::Receiver<bool>) {
+    let removed = connection::cancelled(cancel);
+    tokio::pin!(removed);
+    let period = sandbox
+        .config
+        .record_interval
+        .max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            () = &mut removed => return,
+            _ = tick.tick() => sandbox.ledger.flush().await,
+        }
+    }
 }
 
 /// How many connections are still open, after forgetting those that ended.
 fn open_connections(connections: &mut JoinSet<()>) -> usize {
     while connections.try_join_next().is_some() {}
     connections.len()
+}
+
+/// A token bucket: `per_second` accepts on average, at most `burst` at once.
+struct AcceptRate {
+    tokens: f64,
+    per_second: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl AcceptRate {
+    fn new(per_second: u32, burst: u32) -> AcceptRate {
+        let burst = f64::from(burst.max(1));
+        AcceptRate {
+            tokens: burst,
+            per_second: f64::from(per_second.max(1)),
+            burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how long until the next one.
+    fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let earned = now.duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / self.per_second,
+            ))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -316,5 +439,17 @@ mod tests {
         shareable::<Proxy>();
         shareable::<SandboxEndpoint>();
         shareable::<Policy>();
+    }
+
+    #[test]
+    fn the_accept_rate_allows_a_burst_then_the_rate() {
+        let mut rate = AcceptRate::new(10, 3);
+        for _ in 0..3 {
+            assert_eq!(rate.take(), Ok(()));
+        }
+        let wait = rate.take().unwrap_err();
+        assert!(wait <= Duration::from_millis(100), "{wait:?}");
+        std::thread::sleep(wait + Duration::from_millis(5));
+        assert_eq!(rate.take(), Ok(()));
     }
 }

@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use nanoclaw_spec::EgressRule;
+use nanoclaw_spec::{address, EgressRule};
 
 /// Public suffixes with more than one label, where `*.SUFFIX` spans many owners. A small
 /// sample of the Public Suffix List: the country second levels and shared hosting domains
@@ -142,22 +142,18 @@ pub fn is_broad(host: &str) -> bool {
 }
 
 /// Whether `host` is an address on the host itself, a private network or a cloud metadata
-/// service: things an allowed proxy path would otherwise reach.
+/// service: things an allowed proxy path would otherwise reach. An IP literal is judged by
+/// the classifier the egress proxy uses (`nanoclaw_spec::address`), so the lint flags
+/// exactly what the proxy refuses unless named; a name by what it says it is.
 pub(crate) fn is_internal(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => {
-            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
-        }
-        Ok(IpAddr::V6(ip)) => {
-            let first = ip.segments()[0];
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
+        Ok(ip) => address::refusal(ip).is_some(),
         Err(_) => {
-            host == "localhost" || host.ends_with(".localhost") || host.ends_with(".internal")
+            address::refused_name(host).is_some()
+                || host == "localhost"
+                || host.ends_with(".localhost")
+                || host.ends_with(".internal")
         }
     }
 }
@@ -224,10 +220,30 @@ mod tests {
             "::1",
             "fd00:ec2::254",
             "localhost",
+            "metadata.google.internal",
+            "metadata",
+            // Forms the proxy refused but an older, separate lint check let through.
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "fe80::1",
+            "fd12:3456::1",
+            "ff02::1",
         ] {
             assert!(is_internal(internal), "{internal}");
         }
-        for external in ["1.1.1.1", "api.github.com", "2606:4700::1111"] {
+        for external in [
+            "1.1.1.1",
+            "api.github.com",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!is_internal(external), "{external}");
         }
     }

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 mod abi;
 mod attempt;
 mod files;
+mod flood;
 mod identity;
 mod inspect;
 mod kernel;
@@ -204,6 +205,14 @@ static PROBES: &[Probe] = &[
                 default 1.1.1.1:443 and 127.0.0.1:9) for `verify` (informational: always blocked)",
         args: "[HOST:PORT...]",
         run: inspect::inspect,
+    },
+    Probe {
+        name: "egress-flood",
+        about: "connects to the egress proxy's socket as fast as it can for SECONDS, each \
+                connection asking for a refused host, and reports how many it made \
+                (informational: always blocked)",
+        args: "SECONDS",
+        run: flood::egress_flood,
     },
     Probe {
         name: "proxy-connect",

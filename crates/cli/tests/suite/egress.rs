@@ -9,13 +9,13 @@ use std::process::{Child, Command, Stdio};
 use crate::suite::support::{nanoclaw, scratch_dir, Backend, Exited, Sandbox};
 
 /// A Python upstream from the egress crate's tests, killed on drop.
-struct Upstream {
+pub(crate) struct Upstream {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Upstream {
-    fn start(args: &[&str]) -> Upstream {
+    pub(crate) fn start(args: &[&str]) -> Upstream {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../egress/tests/upstream.py");
         let mut child = Command::new("python3")
             .arg(script)

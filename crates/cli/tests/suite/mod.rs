@@ -11,4 +11,5 @@ mod cli;
 mod conformance;
 mod docker;
 mod egress;
+mod egress_flood;
 mod policy;

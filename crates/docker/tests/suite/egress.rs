@@ -36,7 +36,7 @@ fn run_with_egress(allowed: u16, command: &[&str]) -> (super::support::Run, Vec<
         host: "127.0.0.1".into(),
         port: allowed,
     }];
-    let (events, decisions) = mpsc::channel();
+    let (events, decisions) = mpsc::sync_channel(1024);
     let endpoint = proxy
         .add_sandbox(dir.path(), Policy::new(&rules).unwrap(), events)
         .unwrap();

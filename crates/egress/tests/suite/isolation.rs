@@ -85,7 +85,7 @@ fn removing_a_sandbox_closes_its_connections_and_its_socket() {
 fn one_directory_holds_one_sandbox_socket() {
     let proxy = Proxy::start(config(resolver(&[]))).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (tx, _rx) = std::sync::mpsc::channel();
+    let (tx, _rx) = std::sync::mpsc::sync_channel(16);
     let first = proxy
         .add_sandbox(dir.path(), Policy::deny_all(), tx.clone())
         .unwrap();

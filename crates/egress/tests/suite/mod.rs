@@ -74,6 +74,9 @@ pub struct TestNet {
     /// Two addresses inside the namespace, for two distinct upstreams.
     pub a: IpAddr,
     pub b: IpAddr,
+    /// The host's own end of the pair: an address of this host in a range the classifier
+    /// passes.
+    pub host: IpAddr,
 }
 
 fn ip(args: &[&str]) {
@@ -103,6 +106,7 @@ impl TestNet {
             _slot: lock,
             a: IpAddr::V4(octet(2)),
             b: IpAddr::V4(octet(3)),
+            host: IpAddr::V4(octet(1)),
             name,
             veth,
         };
@@ -111,7 +115,7 @@ impl TestNet {
         ip(&[
             "link", "add", &net.veth, "type", "veth", "peer", "name", &inner, "netns", &net.name,
         ]);
-        ip(&["addr", "add", &format!("{}/29", octet(1)), "dev", &net.veth]);
+        ip(&["addr", "add", &format!("{}/29", net.host), "dev", &net.veth]);
         ip(&["link", "set", &net.veth, "up"]);
         for addr in [net.a, net.b] {
             ip(&[
@@ -304,7 +308,7 @@ impl Harness {
         let dir = self.dir.path().join(format!("sandbox-{}", self.count));
         fs::create_dir(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).unwrap();
-        let (events_tx, events) = std::sync::mpsc::channel();
+        let (events_tx, events) = std::sync::mpsc::sync_channel(4096);
         let endpoint = self.proxy.add_sandbox(&dir, policy, events_tx).unwrap();
         let bridge = bridge(endpoint.socket());
         Sandbox {

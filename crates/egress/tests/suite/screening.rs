@@ -1,5 +1,5 @@
-//! Address screening: names that resolve to loopback, private or metadata addresses are
-//! refused unless the rule is the exact IP literal; of several addresses only a screened
+//! Address screening: names that resolve to loopback, private or metadata addresses, or
+//! to any address of this host, are refused unless the rule is the exact IP literal; of several addresses only a screened
 //! one is dialled; failures to resolve or connect are answered and recorded.
 
 use std::time::Instant;
@@ -98,6 +98,30 @@ fn metadata_endpoints_are_refused() {
     );
     assert_eq!(got.status, 403, "{got:?}");
     assert!(sb.decided().reason.contains("not in the allow list"));
+}
+
+#[test]
+fn the_hosts_own_address_is_refused_unless_the_ip_literal_is_the_rule() {
+    let net = TestNet::new();
+    // Documentation space passes the range classifier; the veth end makes it the host's.
+    let up = Upstream::http(None, "own", net.host);
+    let p = up.port;
+    let mut h = Harness::new(config(resolver(&[("own.test", &[net.host])])));
+    let sb = h.sandbox(rules(&[
+        &format!("own.test:{p}"),
+        &format!("{}:{p}", net.host),
+    ]));
+    let by_name = curl(&sb.proxy_url(), &format!("http://own.test:{p}/"), &[]);
+    assert_eq!(by_name.status, 403, "{by_name:?}");
+    assert!(
+        by_name
+            .body
+            .contains(&format!("{} (this host's own address)", net.host)),
+        "{by_name:?}"
+    );
+    assert!(up.seen().is_empty());
+    let got = curl(&sb.proxy_url(), &format!("http://{}:{p}/", net.host), &[]);
+    assert_eq!(got.status, 200, "{got:?}");
 }
 
 #[test]

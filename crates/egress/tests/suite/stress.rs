@@ -57,7 +57,10 @@ fn heavy_two_hundred_concurrent_requests_all_succeed() {
             "{answer}"
         );
     }
-    let records: Vec<Decision> = (0..400).map(|_| sb.next()).collect();
+    // Past the limit of 128 open connections the rest waited in the kernel's queue, and
+    // the pause is counted (not recorded per connection).
+    let records: Vec<Decision> =
+        std::iter::from_fn(|| sb.events.recv_timeout(Duration::from_millis(1500)).ok()).collect();
     assert_eq!(
         records
             .iter()
@@ -69,13 +72,24 @@ fn heavy_two_hundred_concurrent_requests_all_succeed() {
         records.iter().filter(|d| d.phase == Phase::Closed).count(),
         200
     );
+    assert!(
+        records
+            .iter()
+            .filter(|d| !d.allowed)
+            .all(|d| d.reason == "accepting paused: 128 connections open"),
+        "{records:?}"
+    );
 }
 
 #[test]
 fn heavy_slow_clients_and_silent_upstreams_do_not_stall_a_fast_request() {
     let fast = fast_upstream();
     let silent = Upstream::silent(None, loopback());
-    let mut h = Harness::new(config(resolver(&[])));
+    // More connections than the default limit are held here: this is about stalls.
+    let mut h = Harness::new(ProxyConfig {
+        max_connections_per_sandbox: 256,
+        ..config(resolver(&[]))
+    });
     let busy = h.sandbox(rules(&[
         &format!("127.0.0.1:{fast}"),
         &format!("127.0.0.1:{}", silent.port),
@@ -149,11 +163,18 @@ fn heavy_slow_clients_and_silent_upstreams_do_not_stall_a_fast_request() {
         );
     }
     drop(idle);
+    // Refusals with one reason are aggregated: their counts add up.
     let mut reasons = Vec::new();
-    while let Ok(d) = busy.events.recv_timeout(Duration::from_millis(500)) {
-        reasons.push(d.reason);
+    while let Ok(d) = busy.events.recv_timeout(Duration::from_millis(1500)) {
+        reasons.push((d.reason, d.count));
     }
-    let count = |r: &str| reasons.iter().filter(|x| x.as_str() == r).count();
+    let count = |r: &str| -> u64 {
+        reasons
+            .iter()
+            .filter(|(x, _)| x.as_str() == r)
+            .map(|(_, n)| n)
+            .sum()
+    };
     assert_eq!(count("idle timeout"), 20, "{reasons:?}");
     assert_eq!(
         count("request head not complete within the header timeout"),
@@ -163,7 +184,7 @@ fn heavy_slow_clients_and_silent_upstreams_do_not_stall_a_fast_request() {
 }
 
 #[test]
-fn heavy_connections_over_the_limit_are_refused_and_recorded() {
+fn heavy_connections_over_the_limit_wait_unread_and_the_pause_is_recorded() {
     let port = fast_upstream();
     let mut h = Harness::new(ProxyConfig {
         max_connections_per_sandbox: 4,
@@ -173,16 +194,65 @@ fn heavy_connections_over_the_limit_are_refused_and_recorded() {
     let held: Vec<UnixStream> = (0..4).map(|_| sb.connect()).collect();
     thread::sleep(Duration::from_millis(100));
     let mut over = sb.connect();
-    let mut buf = Vec::new();
-    assert_eq!(over.read_to_end(&mut buf).unwrap_or(0), 0);
+    write!(
+        over,
+        "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
+    over.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let waited = over.read(&mut byte).unwrap_err();
+    assert_eq!(waited.kind(), std::io::ErrorKind::WouldBlock);
     let d = sb.decided();
     assert!(
-        !d.allowed && d.reason == "more than 4 concurrent connections",
+        !d.allowed && d.reason == "accepting paused: 4 connections open",
         "{d:?}"
     );
     drop(held);
-    thread::sleep(Duration::from_millis(200));
-    timed_get(&sb, &format!("http://127.0.0.1:{port}/"));
+    over.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = String::new();
+    over.read_to_string(&mut answer).unwrap();
+    assert!(answer.ends_with("fast"), "{answer}");
+}
+
+#[test]
+fn heavy_the_accept_rate_is_bounded_and_a_flood_is_aggregated() {
+    let mut h = Harness::new(ProxyConfig {
+        accepts_per_second: 50,
+        accept_burst: 10,
+        ..config(resolver(&[]))
+    });
+    let sb = h.sandbox(rules(&["allowed.test:443"]));
+    let start = Instant::now();
+    for _ in 0..60 {
+        let mut s = sb.connect();
+        s.write_all(b"CONNECT refused.test:443 HTTP/1.1\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
+    }
+    // A burst of 10, then 50 a second: the other 50 took about a second.
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    let mut records = Vec::new();
+    while let Ok(d) = sb.events.recv_timeout(Duration::from_millis(1500)) {
+        records.push(d);
+    }
+    let refused: u64 = records
+        .iter()
+        .filter(|d| d.host == "refused.test")
+        .map(|d| d.count)
+        .sum();
+    assert_eq!(refused, 60, "{records:?}");
+    assert!(records.len() < 10, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .any(|d| d.reason == "accepting paused: over 50 new connections a second"),
+        "{records:?}"
+    );
 }
 
 #[test]

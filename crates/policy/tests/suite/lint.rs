@@ -87,6 +87,35 @@ network = { allow = ["example.com:80", "127.0.0.1:8080"] }
     }
 }
 
+/// The lint judges an allow entry's address with the proxy's own classifier: every form
+/// the proxy refuses unless named (CGNAT, IPv4-mapped, NAT64, 6to4, metadata) is flagged.
+#[test]
+fn every_address_the_proxy_screens_is_internal_egress() {
+    for entry in [
+        "100.64.0.1:443",
+        "[::ffff:10.0.0.1]:443",
+        "[::ffff:127.0.0.1]:443",
+        "[64:ff9b::a9fe:a9fe]:443",
+        "[2002:7f00:1::1]:443",
+        "[fd00:ec2::254]:443",
+        "0.0.0.0:443",
+        "metadata.google.internal:443",
+    ] {
+        let report = lint(&policy(&format!(
+            "[tools.n]\ndescription = \"n\"\ncommand = [\"true\"]\nnetwork = {{ allow = [\"{entry}\"] }}\n"
+        )));
+        assert_eq!(
+            findings(&report, "internal-egress"),
+            [Severity::Warning],
+            "{entry}: {report}"
+        );
+    }
+    let report = lint(&policy(
+        "[tools.n]\ndescription = \"n\"\ncommand = [\"true\"]\nnetwork = { allow = [\"[::ffff:8.8.8.8]:443\"] }\n",
+    ));
+    assert!(findings(&report, "internal-egress").is_empty(), "{report}");
+}
+
 #[test]
 fn a_writable_repository_and_credentials_in_it_are_warnings() {
     let dir = TempDir::new("repo");

@@ -1,13 +1,17 @@
-//! Which resolved addresses the proxy refuses to connect to: everything that is not a
-//! public unicast destination, so that an allowed *name* can never be pointed (by its
-//! owner, by a rebinding DNS server, or by `/etc/hosts`) at the host itself, the local
-//! network or a cloud metadata service.
+//! The one classifier of internal addresses: everything that is not a public unicast
+//! destination. The egress proxy refuses to connect to what it names, so that an allowed
+//! *name* can never be pointed (by its owner, by a rebinding DNS server, or by
+//! `/etc/hosts`) at the host itself, the local network or a cloud metadata service; the
+//! policy lint flags an allow entry that names such an address. Both use this module and
+//! nothing else, so the two can never disagree (a second, shorter list was a hole).
 //!
-//! The only way to reach a refused address is a rule that names that exact IP literal
-//! (`127.0.0.1:8080`); that decision is made in `policy`, never here. This module must
-//! never allow an address because of how it is written: IPv4-mapped, NAT64 and 6to4 forms
-//! are judged by the IPv4 address inside them, and every other IPv6 form that embeds an
-//! IPv4 address or is not global unicast (2000::/3) is refused outright.
+//! Pure functions, no I/O: the host's own public addresses are the proxy's business
+//! (it asks the kernel at connect time). The only way to reach a refused address is a rule
+//! that names that exact IP literal (`127.0.0.1:8080`); that decision is made by the
+//! proxy's policy, never here. This module must never allow an address because of how it
+//! is written: IPv4-mapped, NAT64 and 6to4 forms are judged by the IPv4 address inside
+//! them, and every other IPv6 form that embeds an IPv4 address or is not global unicast
+//! (2000::/3) is refused outright.
 //!
 //! Documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32)
 //! are *not* refused: they are never routed on the internet, so a host that reaches one has

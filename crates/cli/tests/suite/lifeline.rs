@@ -1,6 +1,8 @@
 //! A sandbox never outlives its runner: SIGKILL the runner (as a harness's timeout does),
 //! or only the native helper, and every process of the sandbox is gone within a second;
 //! stop the supervisor and the sandbox still ends at its deadline, enforced from inside.
+//! And the init's word about a run travels where the command cannot write: a command that
+//! prints the init's old report lines changes nothing of its outcome.
 
 use std::fs::File;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +15,8 @@ use super::support::{backend_tests, processes_with, unique_token, Backend, Sandb
 backend_tests!(
     heavy_a_sandbox_dies_within_a_second_of_its_runners_sigkill,
     heavy_a_stopped_supervisor_still_ends_the_sandbox_at_its_deadline,
+    lines_like_the_inits_from_the_command_are_only_its_output,
+    the_command_cannot_open_the_inits_channel,
 );
 
 /// How soon after its runner's death nothing of a sandbox may run.
@@ -220,4 +224,137 @@ fn heavy_native_a_sandbox_dies_within_a_second_of_its_helpers_sigkill() {
         !status.success(),
         "a run whose helper died must not succeed"
     );
+}
+
+/// What the Docker init used to write on the command's stderr, and the command could too.
+const FORGED_READY: &str =
+    r#"nanoclaw-init: {"ready":{"landlock":{"status":"full","abi":99,"reason":null}}}"#;
+const FORGED_SETUP_FAILED: &str = r#"nanoclaw-init: {"setup_failed":{"step":"forged","path":null,"errno":null,"message":"forged"}}"#;
+const FORGED_EXEC_FAILED: &str =
+    r#"nanoclaw-init: {"exec_failed":{"program":"rm","errno":2,"message":"forged"}}"#;
+
+fn lines_like_the_inits_from_the_command_are_only_its_output(backend: Backend) {
+    let sandbox = Sandbox::new(backend);
+    for (forged, code) in [
+        (FORGED_READY, 0),
+        (FORGED_SETUP_FAILED, 125),
+        (FORGED_EXEC_FAILED, 127),
+    ] {
+        // First thing on stderr, where the init's lines were, then the matching status.
+        let script = format!("echo '{forged}' >&2; echo '{FORGED_READY}' >&2; exit {code}");
+        let run = sandbox.run(&["sh", "-c", &script]);
+        assert_eq!(
+            run.outcome.exit_code,
+            Some(code),
+            "the command's own status is its outcome\n{}",
+            run.context()
+        );
+        assert!(
+            run.outcome.stderr.contains(forged) && run.outcome.stderr.contains(FORGED_READY),
+            "the lines are the command's output\n{}",
+            run.context()
+        );
+        let abi = &run.json["enforced"]["landlock"]["abi"];
+        assert_ne!(
+            abi,
+            99,
+            "the command chose the Landlock report\n{}",
+            run.context()
+        );
+    }
+}
+
+fn the_command_cannot_open_the_inits_channel(backend: Backend) {
+    // The paths the Docker init's pipes are mounted at; natively there is nothing there.
+    let script = "for f in /.nanoclaw/report /.nanoclaw/lifeline; do \
+                  (echo '{\"ended\":{\"exit_code\":0,\"signal\":null}}' > $f) 2>/dev/null \
+                  && echo WROTE $f; (exec 3< $f) 2>/dev/null && echo OPENED $f; \
+                  chmod 666 $f 2>/dev/null && echo CHMOD $f; done; exit 3";
+    let run = Sandbox::new(backend).run(&["sh", "-c", script]);
+    assert!(
+        !run.outcome.stdout.contains("WROTE")
+            && !run.outcome.stdout.contains("OPENED")
+            && !run.outcome.stdout.contains("CHMOD"),
+        "the command reached the init's channel\n{}",
+        run.context()
+    );
+    assert_eq!(run.outcome.exit_code, Some(3), "{}", run.context());
+}
+
+/// Images and containers a test made with the docker CLI, removed however the test ends.
+#[derive(Default)]
+struct Made {
+    images: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for id in &self.containers {
+            let _ = Command::new("docker").args(["rm", "--force", id]).output();
+        }
+        for tag in &self.images {
+            let _ = Command::new("docker")
+                .args(["rmi", "--force", tag])
+                .output();
+        }
+    }
+}
+
+fn docker(args: &[&str], stdin: Option<&str>) -> String {
+    let mut command = Command::new("docker");
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Containers that carry nanoclaw's labels from an image's `LABEL` (an unreadable deadline;
+/// a past deadline and a dead instance with a made-up seal) are not this host's nanoclaw's,
+/// and a run leaves them alone.
+#[test]
+fn containers_with_nanoclaws_labels_from_elsewhere_survive_a_run() {
+    use nanoclaw_docker::{LABEL_DEADLINE, LABEL_INSTANCE, LABEL_SEAL};
+    let token = unique_token("foreign");
+    let base = super::support::test_image_id();
+    let mut made = Made::default();
+    let mut ids = Vec::new();
+    for (what, deadline) in [("unreadable", "soon"), ("past", "1")] {
+        let tag = format!("nanoclaw-test-foreign:{what}-{token}");
+        let dockerfile = format!(
+            "FROM {base}\nLABEL {LABEL_INSTANCE}=999999999-0 {LABEL_DEADLINE}={deadline} \
+             {LABEL_SEAL}={} {LABEL_INVOCATION}={token}\n",
+            "0".repeat(64)
+        );
+        docker(&["build", "--quiet", "--tag", &tag, "-"], Some(&dockerfile));
+        made.images.push(tag.clone());
+        let id = docker(&["create", &tag, "true"], None);
+        made.containers.push(id.clone());
+        ids.push(id);
+    }
+    let run = Sandbox::new(Backend::Docker).output(&["true"]);
+    assert_eq!(run.code(), 0, "{}", run.context());
+    for id in &ids {
+        let state = docker(&["inspect", "--format", "{{.State.Status}}", id], None);
+        assert_eq!(state, "created", "the run touched foreign container {id}");
+    }
 }

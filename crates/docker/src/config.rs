@@ -264,16 +264,16 @@ pub fn container_body(
     labels: HashMap<String, String>,
     stdin: bool,
     init: &InitBinary,
-    report: &Path,
+    [report, lifeline]: [&Path; 2],
 ) -> Result<ContainerCreateBody, BackendError> {
     let mut host_config = host_config(spec)?;
     let mounts = host_config.mounts.get_or_insert_with(Vec::new);
     let report_inside = PathBuf::from(init_binary::REPORT_INSIDE);
-    for (src, dst) in init
-        .mounts()
-        .into_iter()
-        .chain([(report.into(), report_inside.clone())])
-    {
+    let lifeline_inside = PathBuf::from(init_binary::LIFELINE_INSIDE);
+    for (src, dst) in init.mounts().into_iter().chain([
+        (report.into(), report_inside.clone()),
+        (lifeline.into(), lifeline_inside.clone()),
+    ]) {
         mounts.push(bind(&mount_source(&src)?, &dst, true)?);
     }
     if let Some(proxy) = &spec.egress_proxy {
@@ -291,7 +291,9 @@ pub fn container_body(
         writable: writable(spec),
         workdir: spec.workdir.clone(),
         bridge_port: spec.egress_proxy.as_ref().map(|proxy| proxy.port),
-        report: Some(report_inside),
+        report: report_inside,
+        lifeline: lifeline_inside,
+        timeout_ms: u64::try_from(spec.limits.timeout.as_millis()).unwrap_or(u64::MAX),
     };
     let arguments = serde_json::to_string(&arguments)
         .map_err(|e| invalid(format!("the init's arguments: {e}")))?;
@@ -376,8 +378,8 @@ mod tests {
         spec.command = vec!["sh".into(), "-c".into(), "echo $A".into()];
         spec.set_env("A", "x=y");
         let init = InitBinary::static_at("/bin/busybox".into())?;
-        let report = Path::new("/dev/null");
-        let body = container_body(&spec, "sha256:x", HashMap::new(), false, &init, report)?;
+        let pipes = [Path::new("/dev/null"), Path::new("/dev/zero")];
+        let body = container_body(&spec, "sha256:x", HashMap::new(), false, &init, pipes)?;
         let entrypoint = body.entrypoint.unwrap_or_default();
         assert_eq!(
             entrypoint[..2],

@@ -234,7 +234,7 @@ mod tests {
             Default::default(),
             false,
             &init(),
-            std::path::Path::new("/dev/null"),
+            [std::path::Path::new("/dev/null"); 2],
         )
         .unwrap();
         let mut host = body.host_config.unwrap();

@@ -13,8 +13,10 @@ use nanoclaw_spec::BackendError;
 
 /// Where the init's files are inside a container.
 pub const DIR_INSIDE: &str = "/.nanoclaw";
-/// The named pipe the init reports the command's usage on (read-only, as every mount here).
-pub const REPORT_INSIDE: &str = "/.nanoclaw/usage";
+/// The named pipe the init reports on (read-only, as every mount here).
+pub const REPORT_INSIDE: &str = "/.nanoclaw/report";
+/// The named pipe whose end of file tells the init the runner is gone (read-only).
+pub const LIFELINE_INSIDE: &str = "/.nanoclaw/lifeline";
 
 /// A nanoclaw binary that can be a container's init, with what it needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +80,9 @@ impl InitBinary {
     /// Every path the docker backend mounts read-only into a container for its init.
     pub fn paths_inside(&self) -> Vec<PathBuf> {
         let mounts = self.mounts().into_iter().map(|(_, inside)| inside);
-        mounts.chain([PathBuf::from(REPORT_INSIDE)]).collect()
+        mounts
+            .chain([REPORT_INSIDE, LIFELINE_INSIDE].map(PathBuf::from))
+            .collect()
     }
 
     /// The argv that runs this nanoclaw inside a container (arguments follow): the binary,

@@ -32,6 +32,7 @@
 //! container whose inspect shows a weaker layer than asked, or return without removing the
 //! container it created. Its async runtime stays inside: the `Backend` trait is sync.
 
+mod channel;
 mod config;
 mod enforced;
 mod image;
@@ -51,7 +52,8 @@ pub use enforced::EngineFacts;
 pub use image::{user_is_root, ImageInfo, ImageRef};
 pub use init_binary::InitBinary;
 pub use reap::{
-    instance, GRACE as REAP_GRACE, LABEL_DEADLINE, LABEL_INSTANCE, LABEL_INVOCATION, LABEL_TOOL,
+    instance, GRACE as REAP_GRACE, LABEL_DEADLINE, LABEL_INSTANCE, LABEL_INVOCATION, LABEL_SEAL,
+    LABEL_TOOL,
 };
 pub use staging::STAGING_ROOT;
 
@@ -221,9 +223,7 @@ impl DockerBackend {
     /// Removes every nanoclaw container past its deadline, of any nanoclaw process, and
     /// returns their ids. Every run does this too.
     pub fn reap_stale(&self) -> Result<Vec<String>, BackendError> {
-        self.runtime
-            .block_on(reap::stale(&self.docker))
-            .map_err(lifecycle::engine("reap stale nanoclaw containers"))
+        self.runtime.block_on(reap::stale(&self.docker))
     }
 
     /// The ids of the containers carrying `label` (`key` or `key=value`), running or not.

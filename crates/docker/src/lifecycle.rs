@@ -15,16 +15,17 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use nanoclaw_native::container::InitMessage;
+use nanoclaw_native::container::{ContainerMessage, InitMessage};
 use nanoclaw_spec::{BackendError, IoMode, LandlockStatus, Outcome, SandboxSpec, Usage};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Notify;
 
+use crate::channel::InitChannel;
 use crate::enforced::{self, Applied, EngineFacts};
 use crate::image::{self, ImageInfo};
 use crate::staging::RunDir;
-use crate::streams::{self, InitLines, Sink, Target};
+use crate::streams::{self, Sink, Target};
 use crate::{config, reap, staging, DockerBackend, DockerRun, InitBinary, Invocation};
 
 /// How long output may still arrive once the container has exited.
@@ -117,15 +118,22 @@ impl DockerBackend {
         // as root by default; its configured user is reported with the run.
         let name = reap::next_invocation();
         let invocation_id = invocation.id.clone().unwrap_or_else(|| name.clone());
-        let labels = reap::labels(&invocation.tool, &invocation_id, spec.limits.timeout);
+        let key = reap::SealKey::get()?;
+        let labels = reap::labels(key, &invocation.tool, &invocation_id, spec.limits.timeout);
         // Writable mounts reach the engine as noexec copies on the host, kept (with the usage
         // report) until the container is gone.
         staging::reap_stale();
         let mut run_dir = RunDir::create(&name)?;
         let engine_spec = run_dir.stage(spec)?;
-        let report = run_dir.report_pipe(spec.user.uid)?;
-        let body =
-            config::container_body(&engine_spec, &image.id, labels, io.stdin, init, &report)?;
+        let mut channel = run_dir.init_channel()?;
+        let body = config::container_body(
+            &engine_spec,
+            &image.id,
+            labels,
+            io.stdin,
+            init,
+            channel.paths(),
+        )?;
         let entrypoint = body.entrypoint.clone().unwrap_or_default();
         let options = CreateContainerOptions {
             name: Some(format!("nanoclaw-{name}")),
@@ -142,18 +150,12 @@ impl DockerBackend {
         // The engine's facts are needed only for the report: asked alongside the run, not
         // before it.
         let reported = async {
-            let (facts, driven) =
-                tokio::join!(self.facts(), self.drive(&id, spec, &entrypoint, io));
+            let (facts, driven) = tokio::join!(
+                self.facts(),
+                self.drive(&id, spec, &entrypoint, io, &mut channel)
+            );
             let (mut outcome, applied, landlock) = driven?;
             outcome.enforced = enforced::enforced(&applied, &facts?, landlock);
-            // The init knows what the container's exit status cannot tell (a signal from an
-            // exit status over 128) and the usage; killed at the timeout, it reported nothing.
-            if let Some(ended) = run_dir.report() {
-                outcome.usage = ended.usage;
-                if !outcome.timed_out {
-                    (outcome.exit_code, outcome.signal) = (ended.exit_code, ended.signal);
-                }
-            }
             Ok(outcome)
         };
         let driven = tokio::select! {
@@ -205,6 +207,7 @@ impl DockerBackend {
         spec: &SandboxSpec,
         entrypoint: &[String],
         io: IoMode,
+        channel: &mut InitChannel,
     ) -> Result<(Outcome, Applied, LandlockStatus), BackendError> {
         let attach = AttachContainerOptions {
             stream: true,
@@ -255,22 +258,21 @@ impl DockerBackend {
         let limit = spec.limits.output_bytes;
         let mut stdout = Sink::new(io.capture, limit, Target::Stdout);
         let mut stderr = Sink::new(io.capture, limit, Target::Stderr);
-        let mut init_lines = InitLines::default();
         let exited = Notify::new();
+        let exited_before_ready = Notify::new();
         let exit = async {
             let ended = self.wait_or_kill(id, spec, deadline).await;
             exited.notify_one();
+            exited_before_ready.notify_one();
             ended
         };
+        // The command's streams are only the command's: the init never writes there.
         let pump = async {
             let frames = async {
                 while let Some(Ok(frame)) = output.next().await {
                     match frame {
                         LogOutput::StdOut { message } => stdout.push(&message).await,
-                        LogOutput::StdErr { message } => {
-                            let command = init_lines.take(&message);
-                            stderr.push(&command).await;
-                        }
+                        LogOutput::StdErr { message } => stderr.push(&message).await,
                         _ => {}
                     }
                 }
@@ -283,10 +285,33 @@ impl DockerBackend {
                 } => {}
             }
         };
-        let (ended, ()) = tokio::join!(exit, pump);
-        let (code, timed_out) = ended?;
-        let held_back = init_lines.finish();
-        stderr.push(&held_back).await;
+        let mut messages = Vec::new();
+        let handshake = async {
+            let ready = async {
+                while let Some(message) = channel.next().await {
+                    match message {
+                        ContainerMessage::Init(InitMessage::Ready { landlock }) => {
+                            return channel.go().map(|()| Some(landlock));
+                        }
+                        other => messages.push(other),
+                    }
+                }
+                Ok(None)
+            };
+            let ready = tokio::select! {
+                ready = ready => ready,
+                () = exited_before_ready.notified() => Ok(None),
+            };
+            if ready.is_err() {
+                // The init waits for a go that will not come: end it now.
+                let _ = kill(&self.docker, id).await;
+            }
+            ready
+        };
+        let (ended, (), ready) = tokio::join!(exit, pump, handshake);
+        let (code, killed) = ended?;
+        let ready = ready?;
+        messages.extend(channel.rest());
         let duration_ms = started.elapsed().as_millis() as u64;
 
         let state = self
@@ -296,34 +321,20 @@ impl DockerBackend {
             .map_err(engine(format!("inspect container {id}")))?
             .state
             .unwrap_or_default();
-        let oom_killed = state.oom_killed == Some(true) && !timed_out;
-        let landlock = match init_report(id, code, init_lines.messages) {
-            Err(_) if timed_out => LandlockStatus {
-                status: "unknown".into(),
-                abi: 0,
-                reason: Some("the run timed out before nanoclaw's init reported".into()),
-            },
-            reported => reported?,
-        };
-        let stdout = stdout.finish();
-        let stderr = stderr.finish();
-        let (exit_code, signal) = if code == KILLED {
-            (None, Some(9))
-        } else {
-            (Some(code as i32), None)
-        };
+        let heard = conclude(id, code, killed, ready, messages)?;
+        let oom_killed = state.oom_killed == Some(true) && !heard.timed_out;
         let outcome = Outcome {
-            exit_code,
-            signal,
-            timed_out,
+            exit_code: heard.exit_code,
+            signal: heard.signal,
+            timed_out: heard.timed_out,
             oom_killed,
             duration_ms,
-            stdout,
-            stderr,
-            usage: Usage::default(),
+            stdout: stdout.finish(),
+            stderr: stderr.finish(),
+            usage: heard.usage,
             enforced: Default::default(),
         };
-        Ok((outcome, applied, landlock))
+        Ok((outcome, applied, heard.landlock))
     }
 
     /// Waits for the container to exit; at `deadline` kills it. Returns the exit status and
@@ -377,84 +388,120 @@ async fn kill(docker: &Docker, id: &str) -> Result<bool, BackendError> {
     }
 }
 
-/// What nanoclaw's init in container `id` said before the command ran: its Landlock status,
-/// or why it could not set up or execute the command (exit status `code`).
-fn init_report(
+/// How a run ended, from the container's exit status `code`, whether the runner's kill
+/// at the timeout ended it, and what the init said on its channel: `ready` (its Landlock
+/// status, once it let the command start) and every other message.
+#[derive(Debug)]
+struct Heard {
+    landlock: LandlockStatus,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+    usage: Usage,
+}
+
+fn conclude(
     id: &str,
     code: i64,
-    messages: Vec<InitMessage>,
-) -> Result<LandlockStatus, BackendError> {
-    let mut landlock = None;
+    killed: bool,
+    ready: Option<LandlockStatus>,
+    messages: Vec<ContainerMessage>,
+) -> Result<Heard, BackendError> {
+    let mut ended = None;
     for message in messages {
         match message {
-            InitMessage::Ready { landlock: status } => landlock = Some(status),
-            // The init's own failures exit 125, which tells them from a command that wrote
-            // a line like the init's first.
-            InitMessage::SetupFailed(error) if code == 125 => {
+            ContainerMessage::Init(InitMessage::SetupFailed(error)) => {
                 return Err(BackendError::Setup(error));
             }
-            InitMessage::ExecFailed { program, errno, .. } if code == 126 || code == 127 => {
+            ContainerMessage::Init(InitMessage::ExecFailed { program, errno, .. }) => {
                 return Err(BackendError::exec_failed(program, errno));
             }
-            InitMessage::SetupFailed(_)
-            | InitMessage::ExecFailed { .. }
-            | InitMessage::Exited { .. } => {}
+            ContainerMessage::Init(InitMessage::Ready { .. } | InitMessage::Exited { .. }) => {}
+            ContainerMessage::Ended(report) => ended = Some(report),
         }
     }
-    landlock.ok_or_else(|| {
-        BackendError::io(
-            format!("run nanoclaw's init in container {id}"),
-            std::io::Error::other(format!(
-                "it exited with status {code} before reporting that the command started"
-            )),
-        )
+    // The init ends the command itself at its deadline when the runner could not.
+    let timed_out = killed || ended.is_some_and(|e| e.timed_out);
+    let landlock = match ready {
+        Some(landlock) => landlock,
+        None if timed_out => LandlockStatus {
+            status: "unknown".into(),
+            abi: 0,
+            reason: Some("the run timed out before nanoclaw's init reported".into()),
+        },
+        None => {
+            return Err(BackendError::io(
+                format!("run nanoclaw's init in container {id}"),
+                std::io::Error::other(format!(
+                    "it exited with status {code} before reporting that the command started"
+                )),
+            ))
+        }
+    };
+    // The init knows what the container's exit status cannot tell (a signal from an exit
+    // status over 128) and the usage; killed by the runner, it reported nothing.
+    let (exit_code, signal) = match ended {
+        _ if timed_out => (None, Some(libc::SIGKILL)),
+        Some(ended) => (ended.exit_code, ended.signal),
+        None if code == KILLED => (None, Some(libc::SIGKILL)),
+        None => (Some(code as i32), None),
+    };
+    Ok(Heard {
+        landlock,
+        exit_code,
+        signal,
+        timed_out,
+        usage: ended.map(|e| e.usage).unwrap_or_default(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nanoclaw_native::container::ContainerReport;
 
-    fn ready() -> InitMessage {
-        InitMessage::Ready {
-            landlock: LandlockStatus {
-                status: "full".into(),
-                abi: 6,
-                reason: None,
-            },
+    fn full() -> LandlockStatus {
+        LandlockStatus {
+            status: "full".into(),
+            abi: 6,
+            reason: None,
         }
     }
 
-    fn exec_failed(errno: i32) -> InitMessage {
-        InitMessage::ExecFailed {
-            program: "nope".into(),
-            errno,
-            message: String::new(),
-        }
+    fn ended(exit_code: Option<i32>, signal: Option<i32>) -> ContainerMessage {
+        ContainerMessage::Ended(ContainerReport {
+            exit_code,
+            signal,
+            ..Default::default()
+        })
     }
 
     #[test]
-    fn the_inits_report_maps_like_the_native_backend() {
-        let landlock = init_report("c", 0, vec![ready()]);
-        assert!(matches!(landlock, Ok(status) if status.abi == 6));
-        let not_found = init_report("c", 127, vec![ready(), exec_failed(libc::ENOENT)]);
-        assert!(matches!(not_found, Err(BackendError::CommandNotFound(p)) if p == "nope"));
-        let denied = init_report("c", 126, vec![ready(), exec_failed(libc::EACCES)]);
-        assert!(matches!(denied, Err(BackendError::NotExecutable { .. })));
-        // A command that exits 0 after printing what looks like the init's line ran.
-        assert!(init_report("c", 0, vec![ready(), exec_failed(libc::ENOENT)]).is_ok());
-        assert!(init_report("c", 137, vec![]).is_err());
-        let setup = || {
-            InitMessage::SetupFailed(nanoclaw_spec::SetupError::io(
-                "enter working directory",
-                std::io::Error::from_raw_os_error(libc::ENOENT),
-            ))
+    fn the_inits_word_decides_the_outcome_and_nothing_else_does() {
+        let heard = conclude("c", 143, false, Some(full()), vec![ended(None, Some(15))]);
+        assert!(matches!(heard, Ok(h) if h.signal == Some(15) && h.landlock.abi == 6));
+        let not_found = ContainerMessage::Init(InitMessage::ExecFailed {
+            program: "nope".into(),
+            errno: libc::ENOENT,
+            message: String::new(),
+        });
+        let heard = conclude("c", 127, false, Some(full()), vec![not_found]);
+        assert!(matches!(heard, Err(BackendError::CommandNotFound(p)) if p == "nope"));
+        // Without the init's `Ready` the command never started, whatever the status says.
+        assert!(conclude("c", 0, false, None, vec![]).is_err());
+        let killed = conclude("c", 137, true, None, vec![]);
+        assert!(matches!(killed, Ok(h) if h.timed_out && h.landlock.status == "unknown"));
+        let at_deadline = ContainerReport {
+            timed_out: true,
+            ..Default::default()
         };
-        assert!(matches!(
-            init_report("c", 125, vec![ready(), setup()]),
-            Err(BackendError::Setup(_))
-        ));
-        // A command that wrote a line like it and exited 1 ran.
-        assert!(init_report("c", 1, vec![ready(), setup()]).is_ok());
+        let heard = conclude(
+            "c",
+            137,
+            false,
+            Some(full()),
+            vec![ContainerMessage::Ended(at_deadline)],
+        );
+        assert!(matches!(heard, Ok(h) if h.timed_out && h.signal == Some(libc::SIGKILL)));
     }
 }

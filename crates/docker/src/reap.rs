@@ -1,26 +1,44 @@
 //! Labels on every container, and reaping the containers a killed nanoclaw left behind.
 //!
-//! Every container carries the nanoclaw instance (process) that made it and a deadline: the
+//! Every container carries the nanoclaw instance (process) that made it, a deadline (the
 //! unix time after which no live nanoclaw can still be running it, because its timeout has
-//! passed and the grace for starting and removing it too. A nanoclaw killed with SIGKILL
-//! cannot remove its container; the next run of any nanoclaw on the engine does, once that
-//! deadline has passed. Containers within their deadline are left alone: another nanoclaw
-//! may be running them.
+//! passed and the grace for starting and removing it too), and a seal: an HMAC-SHA256 of
+//! all its nanoclaw labels under a key that only this host's nanoclaw (of this user) can
+//! read (`SealKey`). A nanoclaw killed with SIGKILL cannot remove its container; the next
+//! run of a nanoclaw of the same host and user does, once that container has stopped and
+//! its instance is gone, or once its deadline has passed. Containers within their deadline
+//! whose instance lives are left alone: that nanoclaw is running them.
 //!
-//! This module must never remove a container without the `io.nanoclaw.instance` label.
+//! This module must never remove a container whose seal does not verify (an image's
+//! `LABEL` or another user's run can carry any other label), or whose deadline cannot be
+//! read.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bollard::models::ContainerSummaryStateEnum;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
+use nanoclaw_spec::BackendError;
+use sha2::{Digest, Sha256};
 
 pub const LABEL_TOOL: &str = "io.nanoclaw.tool";
 pub const LABEL_INVOCATION: &str = "io.nanoclaw.invocation";
 pub const LABEL_INSTANCE: &str = "io.nanoclaw.instance";
 pub const LABEL_DEADLINE: &str = "io.nanoclaw.deadline";
+/// The HMAC of the labels above (`seal`).
+pub const LABEL_SEAL: &str = "io.nanoclaw.seal";
+
+/// Where root's nanoclaw keeps its sealing key; other users keep theirs in their state
+/// directory.
+pub const ROOT_KEY_DIR: &str = "/var/lib/nanoclaw";
+const KEY_FILE: &str = "docker-seal.key";
+const KEY_LEN: usize = 32;
 
 /// Time beyond the timeout for creating, starting, stopping and removing a container. A run
 /// still going after its deadline is stale.
@@ -49,26 +67,201 @@ pub fn unix_now() -> u64 {
     (unix_nanos() / 1_000_000_000) as u64
 }
 
+/// The host-local secret that seals this user's containers: 32 random bytes in a file only
+/// this user can read, made on first use.
+#[derive(Clone)]
+pub struct SealKey([u8; KEY_LEN]);
+
+impl std::fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealKey(..)")
+    }
+}
+
+impl SealKey {
+    /// This user's key, read (or made) once per process.
+    pub fn get() -> Result<&'static SealKey, BackendError> {
+        static KEY: OnceLock<Result<SealKey, String>> = OnceLock::new();
+        KEY.get_or_init(|| SealKey::load(&key_dir()).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| BackendError::Invalid(e.clone()))
+    }
+
+    /// The key in `dir`, made there (0700 directory, 0600 file) when there is none. A key
+    /// file that is not this user's alone is refused, never used or replaced.
+    pub fn load(dir: &Path) -> Result<SealKey, BackendError> {
+        let path = dir.join(KEY_FILE);
+        let failed = |e: std::io::Error| {
+            BackendError::io(
+                format!("read the container sealing key {}", path.display()),
+                e,
+            )
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(failed)?;
+        let mut random = [0u8; KEY_LEN];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut random))
+            .map_err(failed)?;
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &random));
+        match created {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(failed(e)),
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(failed)?;
+        let meta = file.metadata().map_err(failed)?;
+        let me = rustix::process::geteuid().as_raw();
+        if !meta.is_file() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+            return Err(BackendError::Invalid(format!(
+                "{} is not a private file of uid {me}; remove it (a new key is made)",
+                path.display()
+            )));
+        }
+        let mut key = [0u8; KEY_LEN];
+        let mut extra = [0u8; 1];
+        file.read_exact(&mut key).map_err(failed)?;
+        if file.read(&mut extra).map_err(failed)? != 0 {
+            return Err(BackendError::Invalid(format!(
+                "{} is not a sealing key; remove it (a new key is made)",
+                path.display()
+            )));
+        }
+        Ok(SealKey(key))
+    }
+
+    /// HMAC-SHA256 (RFC 2104) of `message`.
+    fn mac(&self, message: &[u8]) -> [u8; 32] {
+        const BLOCK: usize = 64;
+        let mut padded = [0u8; BLOCK];
+        padded[..KEY_LEN].copy_from_slice(&self.0);
+        let pad = |byte: u8| padded.map(|k| k ^ byte);
+        let inner = Sha256::new()
+            .chain_update(pad(0x36))
+            .chain_update(message)
+            .finalize();
+        Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize()
+            .into()
+    }
+
+    /// The seal of a container's labels: every nanoclaw label but the seal, in one
+    /// unambiguous encoding (each value's length precedes it).
+    fn seal(&self, labels: &HashMap<String, String>) -> String {
+        let mut message = b"nanoclaw docker container v1".to_vec();
+        for key in [LABEL_TOOL, LABEL_INVOCATION, LABEL_INSTANCE, LABEL_DEADLINE] {
+            let value = labels.get(key).map(String::as_bytes).unwrap_or_default();
+            message.extend_from_slice(&(value.len() as u64).to_be_bytes());
+            message.extend_from_slice(value);
+        }
+        self.mac(&message)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `labels` carry a seal made with this key.
+    pub fn verifies(&self, labels: &HashMap<String, String>) -> bool {
+        let Some(seal) = labels.get(LABEL_SEAL) else {
+            return false;
+        };
+        let expected = self.seal(labels);
+        // Constant time: the comparison must not tell a forger how much of a guess was right.
+        seal.len() == expected.len()
+            && seal
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// Root's key directory, or this user's state directory (`$XDG_STATE_HOME/nanoclaw`,
+/// `~/.local/state/nanoclaw`).
+fn key_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from(ROOT_KEY_DIR);
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|home| home.join(".local/state"))
+        })
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "nanoclaw-state-{}",
+                rustix::process::geteuid().as_raw()
+            ))
+        });
+    state.join("nanoclaw")
+}
+
 /// The labels of a container for `tool`'s `invocation` that must be gone by `timeout` from
-/// now, plus the grace.
-pub fn labels(tool: &str, invocation: &str, timeout: Duration) -> HashMap<String, String> {
+/// now, plus the grace, sealed with `key`.
+pub fn labels(
+    key: &SealKey,
+    tool: &str,
+    invocation: &str,
+    timeout: Duration,
+) -> HashMap<String, String> {
     let deadline = unix_now() + timeout.as_secs() + 1 + GRACE.as_secs();
-    HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_TOOL.to_string(), tool.to_string()),
         (LABEL_INVOCATION.to_string(), invocation.to_string()),
         (LABEL_INSTANCE.to_string(), instance().to_string()),
         (LABEL_DEADLINE.to_string(), deadline.to_string()),
-    ])
+    ]);
+    let seal = key.seal(&labels);
+    labels.insert(LABEL_SEAL.to_string(), seal);
+    labels
 }
 
-/// Whether a container with these labels has outlived its deadline. A nanoclaw container
-/// without a readable deadline is stale: nothing that made it is keeping track of it.
-pub fn is_stale(labels: &HashMap<String, String>, now: u64) -> bool {
-    labels.contains_key(LABEL_INSTANCE)
-        && labels
-            .get(LABEL_DEADLINE)
-            .and_then(|d| d.parse::<u64>().ok())
-            .is_none_or(|deadline| deadline < now)
+/// Whether a container with these labels, `running` or not, is one this host's nanoclaw
+/// made and nothing tracks any more: its seal verifies, its deadline reads, and either the
+/// deadline has passed or the container has stopped and the process that made it is gone.
+pub fn is_stale(key: &SealKey, labels: &HashMap<String, String>, running: bool, now: u64) -> bool {
+    if !key.verifies(labels) {
+        return false;
+    }
+    let Some(deadline) = labels
+        .get(LABEL_DEADLINE)
+        .and_then(|d| d.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    deadline < now || (!running && !instance_lives(labels))
+}
+
+/// Whether the nanoclaw process named by the instance label may still be running (a pid
+/// that cannot be read counts as alive).
+fn instance_lives(labels: &HashMap<String, String>) -> bool {
+    let Some(pid) = labels
+        .get(LABEL_INSTANCE)
+        .and_then(|i| i.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return true;
+    };
+    Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// The ids of the containers, running or not, that carry `label` (`key` or `key=value`).
@@ -109,18 +302,42 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Er
     }
 }
 
-/// Removes every nanoclaw container past its deadline; returns their ids.
-pub async fn stale(docker: &Docker) -> Result<Vec<String>, bollard::errors::Error> {
+/// Removes every container of this host's nanoclaw that nothing tracks any more
+/// (`is_stale`); returns their ids.
+pub async fn stale(docker: &Docker) -> Result<Vec<String>, BackendError> {
+    let key = SealKey::get()?;
     let now = unix_now();
-    let stale: Vec<String> = list(docker, LABEL_INSTANCE)
-        .await?
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_string(),
+            vec![LABEL_SEAL.to_string()],
+        )])),
+        ..Default::default()
+    };
+    let listed = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(crate::lifecycle::engine("list nanoclaw containers"))?;
+    let stale: Vec<String> = listed
         .into_iter()
-        .filter(|(_, labels)| is_stale(labels, now))
-        .map(|(id, _)| id)
+        .filter(|c| {
+            let running = !matches!(
+                c.state,
+                Some(ContainerSummaryStateEnum::EXITED)
+                    | Some(ContainerSummaryStateEnum::CREATED)
+                    | Some(ContainerSummaryStateEnum::DEAD)
+            );
+            let labels = c.labels.clone().unwrap_or_default();
+            is_stale(key, &labels, running, now)
+        })
+        .filter_map(|c| c.id)
         .collect();
     let removals = stale.iter().map(|id| remove(docker, id));
     for result in futures_util::future::join_all(removals).await {
-        result?;
+        result.map_err(crate::lifecycle::engine(
+            "remove a stale nanoclaw container",
+        ))?;
     }
     Ok(stale)
 }
@@ -129,19 +346,69 @@ pub async fn stale(docker: &Docker) -> Result<Vec<String>, bollard::errors::Erro
 mod tests {
     use super::*;
 
+    fn key() -> SealKey {
+        SealKey([7; KEY_LEN])
+    }
+
     #[test]
-    fn a_container_is_stale_only_after_its_deadline() {
+    fn a_container_is_stale_only_after_its_deadline_or_its_runner() {
         let now = unix_now();
-        let fresh = labels("t", "i", Duration::from_secs(60));
-        assert!(!is_stale(&fresh, now));
-        assert!(!is_stale(&fresh, now + 60 + GRACE.as_secs()));
-        assert!(is_stale(&fresh, now + 62 + GRACE.as_secs()));
-        let mut unreadable = fresh.clone();
+        let fresh = labels(&key(), "t", "i", Duration::from_secs(60));
+        // This process made it and lives: only the deadline makes it stale.
+        assert!(!is_stale(&key(), &fresh, false, now));
+        assert!(!is_stale(&key(), &fresh, true, now + 60 + GRACE.as_secs()));
+        assert!(is_stale(&key(), &fresh, true, now + 62 + GRACE.as_secs()));
+    }
+
+    #[test]
+    fn only_a_seal_of_this_key_over_these_labels_verifies() {
+        let now = unix_now();
+        let sealed = labels(&key(), "t", "i", Duration::from_secs(0));
+        let later = now + 100 + GRACE.as_secs();
+        assert!(is_stale(&key(), &sealed, true, later));
+        assert!(
+            !is_stale(&SealKey([8; KEY_LEN]), &sealed, true, later),
+            "another key"
+        );
+        let mut moved = sealed.clone();
+        moved.insert(LABEL_DEADLINE.into(), "0".into());
+        assert!(!is_stale(&key(), &moved, true, later), "a changed deadline");
+        let mut unsealed = sealed.clone();
+        unsealed.remove(LABEL_SEAL);
+        assert!(!is_stale(&key(), &unsealed, true, u64::MAX), "no seal");
+        let mut unreadable = sealed;
         unreadable.insert(LABEL_DEADLINE.into(), "soon".into());
-        assert!(is_stale(&unreadable, now));
-        let mut foreign = fresh;
-        foreign.remove(LABEL_INSTANCE);
-        assert!(!is_stale(&foreign, u64::MAX));
+        let resealed = key().seal(&unreadable);
+        unreadable.insert(LABEL_SEAL.into(), resealed);
+        assert!(
+            !is_stale(&key(), &unreadable, false, u64::MAX),
+            "no deadline"
+        );
+    }
+
+    #[test]
+    fn the_hmac_is_rfc_4231s() {
+        // RFC 4231 test case 2 has a 4-byte key: pad it as HMAC does.
+        let mut raw = [0u8; KEY_LEN];
+        raw[..4].copy_from_slice(b"Jefe");
+        let mac = SealKey(raw).mac(b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn a_key_is_made_once_and_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SealKey::load(dir.path()).unwrap();
+        let again = SealKey::load(dir.path()).unwrap();
+        assert_eq!(first.0, again.0);
+        let path = dir.path().join(KEY_FILE);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        assert!(SealKey::load(dir.path()).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! A run's files on the host: its writable mounts, made noexec, and the pipe on which the
-//! container's init reports the command's resource usage. They live in one directory per
+//! A run's files on the host: its writable mounts, made noexec, and the pipes between the
+//! runner and the container's init. They live in one directory per
 //! run (`RunDir`), removed when the run ends, however it ends; those of a nanoclaw that was
 //! killed are removed by a later run once that process is gone.
 //!
@@ -11,27 +11,21 @@
 //! Staging needs the right to mount on the host (root); without it a writable mount is
 //! refused, never made without noexec.
 //!
-//! The usage report is a named pipe, mounted read-only: writing to a pipe needs no writable
-//! mount, and the init opens it before Landlock forbids the command to. The runner holds
-//! its read end from before the container starts and reads what is there after it ends.
+//! The init's two named pipes (`channel`) live here too, mounted read-only.
 //!
 //! This module must never remove anything recursively: a staging mount that could not be
 //! detached still shows the user's files.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use nanoclaw_native::container::ContainerReport;
+use crate::channel::{self, InitChannel};
 use nanoclaw_spec::{BackendError, SandboxSpec};
 use rustix::mount::{self as mnt, MountFlags, MountPropagationFlags, UnmountFlags};
 
 /// Where root's runs keep their files, one directory per invocation.
 pub const STAGING_ROOT: &str = "/run/nanoclaw/docker";
-/// The usage report's name in a run's directory.
-const REPORT: &str = "usage";
-/// The most a usage report is read (it is one short JSON line).
-const REPORT_MAX: usize = 4096;
 
 /// The directory of every run of this user: `STAGING_ROOT` for root, a private directory
 /// in the temporary directory otherwise.
@@ -46,10 +40,8 @@ fn runs_root() -> PathBuf {
 #[derive(Debug)]
 pub struct RunDir {
     dir: PathBuf,
-    /// Staging mount points, and the report pipe, in creation order.
+    /// Staging mount points, and the init's pipes, in creation order.
     entries: Vec<PathBuf>,
-    /// The report pipe's read end.
-    report: Option<std::os::fd::OwnedFd>,
 }
 
 fn io_error(what: String) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -95,42 +87,17 @@ impl RunDir {
         Ok(RunDir {
             dir,
             entries: Vec::new(),
-            report: None,
         })
     }
 
-    /// A named pipe the container's init (as `uid`) writes the usage report to, held open
-    /// for reading by this process.
-    pub fn report_pipe(&mut self, uid: u32) -> Result<PathBuf, BackendError> {
-        use rustix::fs::{Mode, OFlags};
-        let path = self.dir.join(REPORT);
-        let what = || format!("create the usage report pipe {}", path.display());
-        rustix::fs::mkfifoat(rustix::fs::CWD, &path, Mode::from_raw_mode(0o600))
-            .map_err(|e| io_error(what())(e.into()))?;
-        self.entries.push(path.clone());
-        let me = rustix::process::geteuid().as_raw();
-        // Writable, never readable, by the sandbox's uid: the command (Landlock aside) can
-        // neither forge the report nor take it off the pipe before the runner reads it. The
-        // directory above is private.
-        let mode = if me == 0 {
-            std::os::unix::fs::chown(&path, Some(uid), None).map_err(io_error(what()))?;
-            0o200
-        } else {
-            0o622
-        };
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_error(what()))?;
-        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let reader = rustix::fs::open(&path, flags, Mode::empty())
-            .map_err(|e| io_error(what())(e.into()))?;
-        self.report = Some(reader);
-        Ok(path)
-    }
-
-    /// How the init saw the command end; `None` when it reported nothing (it was killed).
-    pub fn report(&self) -> Option<ContainerReport> {
-        let mut report = vec![0u8; REPORT_MAX];
-        let read = rustix::io::read(self.report.as_ref()?, &mut report).ok()?;
-        serde_json::from_slice(&report[..read]).ok()
+    /// The named pipes of the container's init (`InitChannel`), removed with the run.
+    pub fn init_channel(&mut self) -> Result<InitChannel, BackendError> {
+        let channel = InitChannel::create(&self.dir);
+        // Whatever of the two was made goes with the run, also after a failure.
+        for name in [channel::REPORT, channel::LIFELINE] {
+            self.entries.push(self.dir.join(name));
+        }
+        channel
     }
 
     /// Stages the writable mounts of `spec` and returns the spec the engine gets: the same,
@@ -221,20 +188,36 @@ pub fn reap_stale() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nanoclaw_native::container::ContainerMessage;
 
     #[test]
-    fn a_run_directory_holds_the_report_and_goes_with_the_run() {
+    fn a_run_directory_holds_the_inits_pipes_and_goes_with_the_run() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _context = runtime.enter();
         let name = format!("{}-test-{}", std::process::id(), line!());
         let mut run = RunDir::create(&name).unwrap_or_else(|e| panic!("{e}"));
-        let pipe = run.report_pipe(10001).unwrap_or_else(|e| panic!("{e}"));
-        let mut writer = fs::OpenOptions::new().write(true).open(&pipe).unwrap();
-        let report = br#"{"exit_code":null,"signal":15,"usage":{"cpu_ms":12,"max_rss_kib":3}}"#;
-        std::io::Write::write_all(&mut writer, report).unwrap();
+        let mut channel = run.init_channel().unwrap_or_else(|e| panic!("{e}"));
+        let [report, lifeline] = channel.paths().map(Path::to_path_buf);
+        let mut writer = fs::OpenOptions::new().write(true).open(&report).unwrap();
+        let ended =
+            br#"{"ended":{"exit_code":null,"signal":15,"usage":{"cpu_ms":12,"max_rss_kib":3}}}"#;
+        std::io::Write::write_all(&mut writer, ended).unwrap();
+        std::io::Write::write_all(&mut writer, b"\nnot a message\n").unwrap();
         drop(writer);
-        let ended = run.report().unwrap_or_default();
-        assert_eq!((ended.signal, ended.usage.cpu_ms), (Some(15), 12));
-        assert_eq!(run.report(), None, "read once");
-        let dir = pipe.parent().map(Path::to_path_buf).unwrap_or_default();
+        let messages = channel.rest();
+        assert!(matches!(
+            &messages[..],
+            [ContainerMessage::Ended(ended)] if ended.signal == Some(15) && ended.usage.cpu_ms == 12
+        ));
+        channel.go().unwrap_or_else(|e| panic!("{e}"));
+        for path in [&report, &lifeline] {
+            assert_eq!(fs::metadata(path).unwrap().mode() & 0o777, 0, "sealed");
+        }
+        let dir = report.parent().map(Path::to_path_buf).unwrap_or_default();
+        drop(channel);
         drop(run);
         assert!(!dir.exists());
     }

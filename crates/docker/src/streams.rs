@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use nanoclaw_native::container::{InitMessage, MARKER};
 use nanoclaw_spec::{Capture, Captured};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -57,55 +56,6 @@ impl Sink {
 async fn write_all(mut out: impl AsyncWriteExt + Unpin, bytes: &[u8]) -> std::io::Result<()> {
     out.write_all(bytes).await?;
     out.flush().await
-}
-
-/// The most the init's lines may take at the front of stderr; anything longer is the
-/// command's.
-const INIT_LINES_MAX: usize = 64 * 1024;
-
-/// The init's own lines at the front of stderr (`MARKER` and an `InitMessage` as JSON: its
-/// `Ready`, and why it could not run the command), taken off before the rest is captured
-/// or passed on. Only the first two lines can be the init's; the command writes after them.
-#[derive(Default)]
-pub struct InitLines {
-    pending: Vec<u8>,
-    done: bool,
-    pub messages: Vec<InitMessage>,
-}
-
-impl InitLines {
-    /// Takes the init's lines off the front of `bytes`; returns what is the command's.
-    pub fn take(&mut self, bytes: &[u8]) -> Vec<u8> {
-        if self.done {
-            return bytes.to_vec();
-        }
-        self.pending.extend_from_slice(bytes);
-        let marker = MARKER.as_bytes();
-        while !self.done {
-            let prefix = self.pending.len().min(marker.len());
-            let end = self.pending.iter().position(|&b| b == b'\n');
-            match end {
-                _ if self.pending[..prefix] != marker[..prefix] => self.done = true,
-                None if self.pending.len() > INIT_LINES_MAX => self.done = true,
-                None => return Vec::new(),
-                Some(end) => match serde_json::from_slice(&self.pending[prefix..end]) {
-                    Ok(message) => {
-                        self.messages.push(message);
-                        self.pending.drain(..=end);
-                        self.done = self.messages.len() == 2;
-                    }
-                    Err(_) => self.done = true,
-                },
-            }
-        }
-        std::mem::take(&mut self.pending)
-    }
-
-    /// Whatever was held back waiting for a line's end (the command's, as it never came).
-    pub fn finish(&mut self) -> Vec<u8> {
-        self.done = true;
-        std::mem::take(&mut self.pending)
-    }
 }
 
 /// How often the stdin reader checks whether the run is over.
@@ -178,29 +128,6 @@ mod tests {
                 truncated: true
             }
         );
-    }
-
-    #[test]
-    fn the_inits_lines_are_taken_off_the_front_of_stderr_only() {
-        let mut lines = InitLines::default();
-        let ready = format!(
-            "{MARKER}{{\"ready\":{{\"landlock\":{{\"status\":\"full\",\"abi\":6,\"reason\":null}}}}}}\n"
-        );
-        let (first, second) = ready.as_bytes().split_at(20);
-        assert_eq!(lines.take(first), b"");
-        assert_eq!(lines.take(second), b"");
-        assert_eq!(lines.take(b"hello\n"), b"hello\n");
-        assert!(
-            matches!(&lines.messages[..], [InitMessage::Ready { landlock }] if landlock.abi == 6)
-        );
-        // After the command has written, a line that looks like the init's is the command's.
-        assert_eq!(lines.take(ready.as_bytes()), ready.as_bytes());
-        assert_eq!(lines.messages.len(), 1);
-
-        let mut lines = InitLines::default();
-        assert_eq!(lines.take(b"nanoclaw-i"), b"");
-        assert_eq!(lines.take(b"s not it\n"), b"nanoclaw-is not it\n");
-        assert!(lines.messages.is_empty());
     }
 
     #[test]

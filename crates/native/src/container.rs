@@ -6,33 +6,41 @@
 //! command, reaps every orphan, and exits with the command's status, which makes the
 //! kernel kill whatever is left in the container's PID namespace.
 //!
-//! It reports to the runner on its standard error, before the command can write anything
-//! there: one line, `MARKER` and an `InitMessage` as JSON (`Ready` with the Landlock
-//! status, or why setup failed), and a second one if the command could not be executed.
-//! How the command ended (a signal, which the container's exit status cannot tell from an
-//! exit code over 128, and the usage) goes on a named pipe the runner mounts read-only and
-//! the init opens before Landlock forbids the command to.
+//! It reports to the runner on a named pipe (`ContainerInit::report`, mounted read-only),
+//! never on the command's streams: `Ready` with the Landlock status or why setup failed,
+//! why the command could not be executed, and how it ended (a signal, which the
+//! container's exit status cannot tell from an exit code over 128, and the usage). A second
+//! named pipe (`ContainerInit::lifeline`) goes the other way: the runner holds its write
+//! end. The init opens both before anything else runs in the container; once it has said
+//! `Ready`, the runner makes both files unopenable (mode 0, on a read-only mount, which no
+//! process in the container can change) and only then sends the byte that lets the command
+//! start. So nothing the command writes can pass for the init's word, and it cannot hold
+//! the lifeline open: end of file on it means the runner is gone, and the init exits,
+//! which kills everything in the container. The init also ends the command at its deadline
+//! (`lifeline`) should the runner be unable to.
 //! It runs with the command's uid, capabilities, seccomp filter and no_new_privs (the
 //! engine applied them), so it can only add restrictions, never lift one.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nanoclaw_spec::{LandlockStatus, SetupError, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::rootfs::Layout;
 use crate::sys::{self, Forked};
-use crate::{bridge, init, landlock};
+use crate::{bridge, init, landlock, lifeline};
 
 /// The first argument that makes the nanoclaw binary act as a container's init:
 /// `nanoclaw __nanoclaw_container_init JSON` (a [`ContainerInit`]).
 pub const CONTAINER_INIT_ARG: &str = "__nanoclaw_container_init";
 
-/// How a line of the init's own on standard error starts.
-pub const MARKER: &str = "nanoclaw-init: ";
+/// The byte on the lifeline that lets the command start.
+pub const GO: u8 = b'g';
 
 /// Top-level directories of the container that hold no programs and are never granted
 /// execution (`/dev/shm` and `/dev/mqueue` are writable).
@@ -53,10 +61,22 @@ pub struct ContainerInit {
     pub workdir: PathBuf,
     /// The loopback port of the egress bridge, with egress.
     pub bridge_port: Option<u16>,
-    /// A named pipe (mounted read-only) on which the init reports how the command ended
-    /// (`ContainerReport`).
-    #[serde(default)]
-    pub report: Option<PathBuf>,
+    /// The named pipe (mounted read-only) the init reports on (`ContainerMessage` lines).
+    pub report: PathBuf,
+    /// The named pipe (mounted read-only) whose write end the runner holds.
+    pub lifeline: PathBuf,
+    /// The spec's timeout, which the init enforces itself past `lifeline::GRACE`.
+    pub timeout_ms: u64,
+}
+
+/// One line on the report pipe.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerMessage {
+    /// What the native init also says: ready, setup failed, exec failed.
+    Init(InitMessage),
+    /// The command ended (or the init ended it at its deadline).
+    Ended(ContainerReport),
 }
 
 /// How the command ended, as the init saw it: the container's own exit status cannot tell
@@ -68,87 +88,142 @@ pub struct ContainerReport {
     /// The command's usage and that of every orphan the init reaped, as the native backend
     /// counts it.
     pub usage: Usage,
+    /// The init ended the command at its deadline (the runner had not).
+    #[serde(default)]
+    pub timed_out: bool,
 }
 
-/// What the runner reads back from the init's standard error, after `MARKER`.
+/// What the init tells the runner before and instead of running the command.
 pub use crate::protocol::InitMessage;
 
 /// Runs the container's init with its arguments (after `CONTAINER_INIT_ARG`). Never
 /// returns.
 pub fn main(args: &[OsString]) -> ! {
     let init = match args {
-        [json] => serde_json::from_slice::<ContainerInit>(json.as_bytes())
-            .map_err(|e| SetupError::io("read the init's arguments", std::io::Error::other(e))),
-        _ => Err(SetupError::io(
-            "read the init's arguments",
-            std::io::Error::other("expected one JSON argument"),
-        )),
-    };
-    // Opened before Landlock, which keeps the command from opening it.
-    let ended_report = init
-        .as_ref()
-        .ok()
-        .and_then(|init| open_report(init.report.as_deref()));
-    let init = match init.and_then(|init| Ok((setup(&init)?, init))) {
-        Ok((landlock, init)) => {
-            report(&InitMessage::Ready { landlock });
-            init
+        [json] => {
+            serde_json::from_slice::<ContainerInit>(json.as_bytes()).map_err(|e| e.to_string())
         }
+        _ => Err("expected one JSON argument".to_string()),
+    };
+    let (init, channel) = match init.and_then(|init| Ok((open_channel(&init)?, init))) {
+        Ok((channel, init)) => (init, channel),
         Err(error) => {
-            report(&InitMessage::SetupFailed(error));
+            // No channel to the runner: it sees the container end without `Ready`.
+            let _ = writeln!(std::io::stderr(), "nanoclaw: container init: {error}");
             sys::exit_now(125);
         }
     };
+    let timeout = Duration::from_millis(init.timeout_ms);
+    let start_by = lifeline::deadline(timeout);
+    match setup(&init) {
+        Ok(landlock) => channel.send(&ContainerMessage::Init(InitMessage::Ready { landlock })),
+        Err(error) => {
+            channel.send(&ContainerMessage::Init(InitMessage::SetupFailed(error)));
+            sys::exit_now(125);
+        }
+    }
+    if !channel.await_go(start_by) {
+        sys::exit_now(125);
+    }
+    let deadline = lifeline::deadline(timeout);
+    let sigchld = sys::sigchld_fd().unwrap_or_else(|e| {
+        channel.fail(SetupError::io("watch the command", e));
+    });
     let command = match sys::fork_process() {
-        Ok(Forked::Child) => exec_command(&init),
+        Ok(Forked::Child) => exec_command(&init, &channel),
         Ok(Forked::Parent(pid)) => pid,
-        Err(e) => {
-            report(&InitMessage::SetupFailed(SetupError::io(
-                "start the command",
-                e,
-            )));
-            sys::exit_now(125);
-        }
+        Err(e) => channel.fail(SetupError::io("start the command", e)),
     };
-    let mut usage = Usage::default();
-    loop {
-        let reaped = match sys::wait4(-1, 0) {
-            Ok(Some(reaped)) => reaped,
-            Ok(None) => continue,
-            Err(_) => sys::exit_now(125),
-        };
-        usage.cpu_ms += reaped.cpu_ms;
-        usage.max_rss_kib = usage.max_rss_kib.max(reaped.max_rss_kib);
-        if reaped.pid == command {
-            let (exit_code, signal) = sys::decode_status(reaped.status);
-            let ended = ContainerReport {
+    let ended = match lifeline::wait(command, &channel.lifeline, &sigchld, deadline) {
+        lifeline::Ended::Command { status, usage } => {
+            let (exit_code, signal) = sys::decode_status(status);
+            ContainerReport {
                 exit_code,
                 signal,
                 usage,
-            };
-            if let (Some(pipe), Ok(json)) = (&ended_report, serde_json::to_vec(&ended)) {
-                let _ = rustix::io::write(pipe, &json);
+                timed_out: false,
             }
-            sys::exit_now(match (exit_code, signal) {
-                (Some(code), _) => code,
-                (None, Some(signal)) => 128 + signal,
-                (None, None) => 125,
-            })
+        }
+        lifeline::Ended::Deadline => ContainerReport {
+            exit_code: None,
+            signal: Some(libc::SIGKILL),
+            usage: Usage::default(),
+            timed_out: true,
+        },
+        // The runner is gone (or waiting failed): this exit ends everything in the
+        // container at once.
+        lifeline::Ended::Cut | lifeline::Ended::WaitFailed => sys::exit_now(125),
+    };
+    channel.send(&ContainerMessage::Ended(ended));
+    sys::exit_now(match (ended.exit_code, ended.signal) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 125,
+    })
+}
+
+/// The init's ends of its two pipes to the runner, both close-on-exec.
+struct Channel {
+    report: OwnedFd,
+    lifeline: OwnedFd,
+}
+
+/// Opens both pipes, before the command exists and before Landlock.
+fn open_channel(init: &ContainerInit) -> Result<Channel, String> {
+    use rustix::fs::{Mode, OFlags};
+    let open = |path: &Path, flags: OFlags| {
+        rustix::fs::open(
+            path,
+            flags | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("open {}: {e}", path.display()))
+    };
+    Ok(Channel {
+        report: open(&init.report, OFlags::WRONLY)?,
+        lifeline: open(&init.lifeline, OFlags::RDONLY)?,
+    })
+}
+
+impl Channel {
+    /// One JSON line; a line of a pipe write is never interleaved with another writer's
+    /// (there is none) and never split (it is shorter than `PIPE_BUF`, or dropped).
+    fn send(&self, message: &ContainerMessage) {
+        if let Ok(mut line) = serde_json::to_vec(message) {
+            line.push(b'\n');
+            let _ = rustix::io::write(&self.report, &line);
         }
     }
-}
 
-/// The report pipe's write end, close-on-exec; none when there is no pipe or no reader.
-fn open_report(path: Option<&Path>) -> Option<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    rustix::fs::open(path?, flags, Mode::empty()).ok()
-}
+    fn fail(&self, error: SetupError) -> ! {
+        self.send(&ContainerMessage::Init(InitMessage::SetupFailed(error)));
+        sys::exit_now(125)
+    }
 
-/// One line on standard error, before the command has started or instead of it.
-fn report(message: &InitMessage) {
-    if let Ok(json) = serde_json::to_string(message) {
-        let _ = writeln!(std::io::stderr(), "{MARKER}{json}");
+    /// Waits for the runner's `GO` until `by`; false on anything else (it is gone).
+    fn await_go(&self, by: std::time::Instant) -> bool {
+        use rustix::event::{PollFd, PollFlags};
+        loop {
+            let left = by.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let timeout = rustix::time::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            let mut fds = [PollFd::new(&self.lifeline, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return false,
+            }
+            let mut byte = [0u8; 1];
+            match rustix::io::read(&self.lifeline, &mut byte) {
+                Ok(1) => return byte[0] == GO,
+                Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {}
+                _ => return false,
+            }
+        }
     }
 }
 
@@ -207,11 +282,17 @@ fn exec_trees(dir: &Path, writable: &[PathBuf]) -> std::io::Result<Vec<PathBuf>>
 }
 
 /// The command's side of the fork: exactly the spec's environment, then exec.
-fn exec_command(init: &ContainerInit) -> ! {
+fn exec_command(init: &ContainerInit, channel: &Channel) -> ! {
     let fail = |message: InitMessage, code: i32| -> ! {
-        report(&message);
+        channel.send(&ContainerMessage::Init(message));
         sys::exit_now(code)
     };
+    if let Err(e) = sys::unblock_signals() {
+        fail(
+            InitMessage::SetupFailed(SetupError::io("unblock signals", e)),
+            125,
+        );
+    }
     if let Err(error) = init::close_and_enter(&init.workdir) {
         fail(InitMessage::SetupFailed(error), 125);
     }
@@ -285,7 +366,9 @@ mod tests {
             writable: vec!["/tmp".into()],
             workdir: "/".into(),
             bridge_port: Some(3128),
-            report: Some("/.nanoclaw/usage".into()),
+            report: "/.nanoclaw/report".into(),
+            lifeline: "/.nanoclaw/lifeline".into(),
+            timeout_ms: 30_000,
         };
         let json = serde_json::to_string(&init).unwrap_or_default();
         assert_eq!(

@@ -243,7 +243,10 @@ fn supervise(
         return Err(error);
     }
     rustix::io::write(&io.go, COMMIT).map_err(|e| setup_error("start the command", e))?;
-    drop(io.go);
+    // `io.go` stays open until the init is reaped: it is the init's lifeline to this
+    // process. The runner's end of the request pipe is this process's lifeline to the
+    // runner: end of file (or anything) on it now means the runner is gone.
+    let runner = commit.get_ref();
 
     let deadline = started + limits.timeout;
     let mut stdout = Sink::new(capture, limits.output_bytes, 1);
@@ -284,8 +287,10 @@ fn supervise(
                 tv_nsec: 0,
             });
 
-        // Slots: 0 stdout, 1 stderr, 2 messages, 3 pidfd, 4 our stdin, 5 sandbox stdin.
-        let mut fds: Vec<(usize, PollFd)> = Vec::with_capacity(6);
+        // Slots: 0 stdout, 1 stderr, 2 messages, 3 pidfd, 4 our stdin, 5 sandbox stdin,
+        // 6 the runner's lifeline.
+        let mut fds: Vec<(usize, PollFd)> = Vec::with_capacity(7);
+        fds.push((6, PollFd::new(runner, PollFlags::IN)));
         for (slot, fd) in [(0, &out_fd), (1, &err_fd), (2, &msg_fd)] {
             if let Some(fd) = fd {
                 fds.push((slot, PollFd::new(fd, PollFlags::IN)));
@@ -326,6 +331,12 @@ fn supervise(
                     drain_deadline = Some(Instant::now() + DRAIN_GRACE);
                     stdin_open = false;
                     stdin_w = None;
+                }
+                6 => {
+                    // Nobody is left to report to: the sandbox goes with the runner.
+                    sys::kill_hard(pid);
+                    let _ = sys::wait4(pid, 0);
+                    return Err(setup_error("supervise the sandbox", "the runner is gone"));
                 }
                 4 => match rustix::io::read(own_stdin, &mut buf) {
                     Ok(0) | Err(_) => {

@@ -17,12 +17,13 @@ use rustix::process::Signal;
 use crate::protocol::{HelperRequest, InitMessage};
 use crate::seccomp::Filters;
 use crate::sys::{self, Forked};
-use crate::{bridge, creds, landlock, rootfs};
+use crate::{bridge, creds, landlock, lifeline, rootfs};
 
 /// The descriptors the init keeps from the helper.
 pub struct InitIo {
     /// One byte once the helper has mapped the ids (setup may start), a second once the
-    /// runner has committed (the command may start).
+    /// runner has committed (the command may start); then the lifeline: the helper holds
+    /// the other end until it has reaped the init, so end of file means it is gone.
     pub go: OwnedFd,
     /// Where `InitMessage`s go. Close-on-exec: the command never holds it.
     pub messages: OwnedFd,
@@ -55,6 +56,19 @@ pub fn run(request: &HelperRequest, filters: &Filters, io: InitIo) -> ! {
         Ok(1) if byte == crate::protocol::COMMIT => {}
         _ => sys::exit_now(125),
     }
+    // The command's deadline counts from here; the helper's started earlier, so the
+    // helper's kill always comes first while it lives.
+    let deadline = lifeline::deadline(request.spec.limits.timeout);
+    let sigchld = match sys::sigchld_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            send(
+                &io.messages,
+                &InitMessage::SetupFailed(SetupError::io("watch the command", e)),
+            );
+            sys::exit_now(125);
+        }
+    };
     send(&io.messages, &InitMessage::Ready { landlock });
     let command = match sys::fork_process() {
         Ok(Forked::Child) => exec_command(request, &io),
@@ -70,19 +84,15 @@ pub fn run(request: &HelperRequest, filters: &Filters, io: InitIo) -> ! {
     drop(io.stdin);
     drop(io.stdout);
     drop(io.stderr);
-    loop {
-        match sys::wait4(-1, 0) {
-            Ok(Some(reaped)) if reaped.pid == command => {
-                send(
-                    &io.messages,
-                    &InitMessage::Exited {
-                        status: reaped.status,
-                    },
-                );
-                sys::exit_now(0);
-            }
-            Ok(_) => continue,
-            Err(_) => sys::exit_now(125),
+    // The helper keeps its end of `go` open until it has reaped this process: end of file
+    // on it means the helper is gone, and this exit then takes the whole sandbox with it.
+    match lifeline::wait(command, &io.go, &sigchld, deadline) {
+        lifeline::Ended::Command { status, .. } => {
+            send(&io.messages, &InitMessage::Exited { status });
+            sys::exit_now(0);
+        }
+        lifeline::Ended::Cut | lifeline::Ended::Deadline | lifeline::Ended::WaitFailed => {
+            sys::exit_now(125)
         }
     }
 }
@@ -121,6 +131,11 @@ fn isolate(
     creds::assume_user(request.spec.user, request.privileged)?;
     let layout = rootfs::assemble(&request.spec, sources)?;
     creds::drop_privileges(request.spec.user, &request.spec.limits)?;
+    // A credential change clears the death signal, so it is set again after the last one.
+    // If the helper died before this, the init learns it from `go` (end of file) before the
+    // command starts, and from the lifeline wait after.
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+        .map_err(|e| SetupError::io("set parent death signal", e))?;
     sys::set_not_dumpable().map_err(|e| SetupError::io("mark init not dumpable", e))?;
     let landlock = landlock::restrict(&layout)?;
     filters
@@ -176,6 +191,12 @@ fn exec_command(request: &HelperRequest, io: &InitIo) -> ! {
         send(&io.messages, &message);
         sys::exit_now(code)
     };
+    if let Err(e) = sys::unblock_signals() {
+        report(
+            InitMessage::SetupFailed(SetupError::io("unblock signals", e)),
+            125,
+        );
+    }
     for (fd, target) in [(&io.stdin, 0), (&io.stdout, 1), (&io.stderr, 2)] {
         if let Err(e) = sys::dup2(fd.as_raw_fd(), target) {
             report(

@@ -18,6 +18,7 @@ pub mod doctor;
 mod helper;
 mod init;
 mod landlock;
+mod lifeline;
 mod protocol;
 mod rootfs;
 pub mod seccomp;
@@ -336,7 +337,13 @@ impl NativeBackend {
             (Ok(()), Ok(())) => request_file.write_all(COMMIT),
             (sent, _) => sent,
         };
-        drop(request_file);
+        // Once committed, the request pipe stays open until the helper is reaped: it is the
+        // helper's lifeline, closed by the kernel however this process dies. Otherwise it
+        // closes now, which withdraws the request.
+        let _lifeline = match (&sent, &committed) {
+            (Ok(()), Ok(())) => Some(request_file),
+            _ => None,
+        };
 
         let mut report = Vec::new();
         let mut report_file = std::fs::File::from(report_r);

@@ -347,3 +347,43 @@ pub fn landlock_abi() -> Result<i32, io::Error> {
     };
     check(ret).map(|v| v as i32)
 }
+
+/// Blocks SIGCHLD and returns a descriptor (close-on-exec, non-blocking) that becomes
+/// readable when one is pending, so an init can wait for its children and other events in
+/// one `poll`. A child forked afterwards inherits the blocked mask: it calls
+/// [`unblock_signals`] before exec.
+pub fn sigchld_fd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t; SIGCHLD is a valid signal number.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+    }
+    // SAFETY: `set` is initialised and lives across the call; the old mask is not asked
+    // for. The caller is single-threaded, so the process mask is this thread's.
+    check(
+        unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } as libc::c_long,
+    )?;
+    // SAFETY: -1 asks for a new descriptor; `set` is initialised and only read.
+    let fd = check(
+        unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) } as libc::c_long,
+    )?;
+    // SAFETY: signalfd returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Empties the calling thread's blocked signal mask (a forked command must not inherit the
+/// init's blocked SIGCHLD across exec).
+pub fn unblock_signals() -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: `set` is initialised and lives across the call; the old mask is not asked for.
+    check(
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) } as libc::c_long,
+    )
+    .map(drop)
+}

@@ -43,6 +43,8 @@ pub struct Inspection {
     pub writes: Vec<Attempt>,
     pub connects: Vec<Attempt>,
     pub hostname: Option<String>,
+    /// Whether the sandbox's init waits on its lifeline and deadline (SIGCHLD blocked).
+    pub init_watches: Option<bool>,
     /// What the probe could not observe.
     pub errors: Vec<String>,
 }
@@ -137,6 +139,9 @@ pub enum Claim {
     EnvNames {
         allowed: Vec<String>,
     },
+    /// The sandbox's init watches its lifeline to the runner and the deadline, so the
+    /// sandbox dies with its runner.
+    DiesWithRunner,
 }
 
 /// One claim checked.
@@ -235,6 +240,7 @@ pub fn claims(tool: &Tool, spec: &SandboxSpec) -> Vec<Claim> {
     allowed.sort();
     allowed.dedup();
     out.push(Claim::EnvNames { allowed });
+    out.push(Claim::DiesWithRunner);
     out
 }
 
@@ -507,6 +513,16 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
                 .pids
                 .map_or("not enforced".into(), |p| p.to_string()),
             enforced.pids == Some(*pids),
+        ),
+        Claim::DiesWithRunner => result(
+            "dies with its runner",
+            "init watches a lifeline and the deadline",
+            match seen.init_watches {
+                Some(true) => "init waits on its lifeline (SIGCHLD taken by descriptor)",
+                Some(false) => "init waits for children only",
+                None => "unknown",
+            },
+            seen.init_watches == Some(true),
         ),
         Claim::EnvNames { allowed } => {
             let allowed: BTreeSet<&str> = allowed.iter().map(String::as_str).collect();

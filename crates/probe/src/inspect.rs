@@ -65,6 +65,7 @@ pub(crate) fn inspect(args: &[String]) -> Result<Finding, String> {
         "env_names": env_names,
         "connects": targets.iter().map(|t| connect(t)).collect::<Vec<Value>>(),
         "hostname": hostname(),
+        "init_watches": init_watches(&mut errors),
         "errors": errors,
     });
     Ok(Finding::blocked(report.to_string()))
@@ -95,6 +96,17 @@ fn groups(status: &str) -> Vec<u32> {
 
 fn hex_field(status: &str, key: &str) -> Option<u64> {
     u64::from_str_radix(field(status, key)?, 16).ok()
+}
+
+/// Whether the sandbox's init (pid 1) waits the way only nanoclaw's lifeline-watching init
+/// does: SIGCHLD blocked, taken from a signal descriptor polled alongside its lifeline and
+/// deadline (a plain `wait` for children has it unblocked).
+fn init_watches(errors: &mut Vec<String>) -> Option<bool> {
+    const SIGCHLD_BIT: u64 = 1 << (libc::SIGCHLD - 1);
+    let status = fs::read_to_string("/proc/1/status")
+        .map_err(|e| errors.push(format!("read /proc/1/status: {e}")))
+        .ok()?;
+    hex_field(&status, "SigBlk").map(|blocked| blocked & SIGCHLD_BIT != 0)
 }
 
 fn decimal_field(status: &str, key: &str) -> Option<u64> {

@@ -12,4 +12,5 @@ mod conformance;
 mod docker;
 mod egress;
 mod egress_flood;
+mod lifeline;
 mod policy;

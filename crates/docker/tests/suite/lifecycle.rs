@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nanoclaw_docker::{DockerBackend, Invocation, LABEL_DEADLINE, LABEL_INVOCATION, REAP_GRACE};
+use nanoclaw_docker::{DockerBackend, Invocation, LABEL_INVOCATION, LABEL_SEAL};
 use nanoclaw_spec::{Backend, BackendError, IoMode, Root, SandboxSpec};
 
 use super::support::{backend, engine, serialise_heavy, test_image, unique_token, Sandbox};
@@ -162,44 +162,40 @@ fn heavy_a_stop_signal_removes_the_container() {
     assert!(left.is_empty(), "the interrupted run left {left:?}");
 }
 
-/// A nanoclaw killed with SIGKILL cannot remove its container; the next run removes it once
-/// its deadline (timeout plus grace) has passed, and not before.
+/// A nanoclaw killed with SIGKILL cannot remove its container, but the container's init
+/// sees its lifeline cut and stops it at once; the next reaping removes it without waiting
+/// for its deadline, as its sealed labels name a nanoclaw that is verifiably gone. While
+/// that nanoclaw lives, its container is never reaped.
 #[test]
-fn heavy_a_killed_runs_container_is_reaped_after_its_deadline() {
+fn heavy_a_killed_runs_container_stops_and_is_reaped_at_once() {
     let _heavy = serialise_heavy();
     let invocation = unique_token("killed");
-    let mut child = spawn_child("long", &[("INVOCATION", &invocation), ("TIMEOUT", "5")]);
+    let mut child = spawn_child("long", &[("INVOCATION", &invocation), ("TIMEOUT", "600")]);
     let (id, labels) = wait_for_container(&invocation, &mut child);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let deadline: u64 = labels[LABEL_DEADLINE].parse().unwrap();
-    let label = format!("{LABEL_INVOCATION}={invocation}");
-
+    assert!(labels.contains_key(LABEL_SEAL), "unsealed: {labels:?}");
     let reaped = backend().reap_stale().unwrap();
-    assert!(!reaped.contains(&id), "reaped before its deadline");
-    assert_eq!(
-        engine().containers(&label).len(),
-        1,
-        "the container must outlive its nanoclaw"
-    );
+    assert!(!reaped.contains(&id), "reaped while its nanoclaw runs");
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    assert!(
-        deadline <= now + 5 + 1 + REAP_GRACE.as_secs(),
-        "deadline {deadline}"
-    );
-    std::thread::sleep(Duration::from_secs(deadline.saturating_sub(now) + 1));
-    // Any run reaps first.
-    let run = Sandbox::new().run(&["true"]);
-    assert_eq!(run.outcome().exit_code, Some(0), "{}", run.context());
+    child.kill().unwrap();
+    let killed = Instant::now();
+    child.wait().unwrap();
+    loop {
+        let inspect = engine().block_on(engine().docker().inspect_container(&id, None));
+        if inspect.ok().and_then(|i| i.state?.running) != Some(true) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_millis(1500),
+            "the container still ran {:?} after its nanoclaw was killed",
+            killed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reaped = backend().reap_stale().unwrap();
+    assert!(reaped.contains(&id), "not reaped: {reaped:?}");
+    let label = format!("{LABEL_INVOCATION}={invocation}");
     let left = engine().containers(&label);
-    assert!(
-        left.is_empty(),
-        "the stale container was not reaped: {left:?}"
-    );
+    assert!(left.is_empty(), "the stale container was left: {left:?}");
 }
 
 #[test]

@@ -58,6 +58,7 @@ const GOOD: &str = r#"{
     {"target": "127.0.0.1:9", "ok": false, "detail": "Connection refused (os error 111)"}
   ],
   "hostname": "nanoclaw",
+  "init_watches": true,
   "errors": []
 }"#;
 
@@ -164,6 +165,10 @@ fn each_departure_fails_its_claim() {
         (
             "root file system",
             Box::new(|v| v["mounts"][0]["writable"] = true.into()),
+        ),
+        (
+            "dies with its runner",
+            Box::new(|v| v["init_watches"] = false.into()),
         ),
     ];
     for (claim, change) in cases {

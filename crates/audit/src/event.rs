@@ -36,6 +36,13 @@ pub struct InvocationStart {
     pub uid: u32,
     /// The MCP or agent session the call came from, if any.
     pub session: Option<String>,
+    /// Credential files and directories inside the mounts that the sandbox saw empty
+    /// (paths inside the sandbox; names only, never contents).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<String>,
+    /// Mount targets whose credential files the policy showed (an acknowledged opt-out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials_shown: Vec<String>,
 }
 
 impl Event for InvocationStart {

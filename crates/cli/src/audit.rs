@@ -202,6 +202,8 @@ impl Recorder {
             workspace: self.origin.workspace.clone(),
             uid: self.uid,
             session: None,
+            hidden: display_all(&spec.hidden),
+            credentials_shown: display_all(&spec.credentials_shown),
         })
         .map_err(fail_closed)?;
         Ok(started)
@@ -538,6 +540,10 @@ fn terminal_safe(text: &str) -> String {
         }
     }
     out
+}
+
+fn display_all(paths: &[std::path::PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.display().to_string()).collect()
 }
 
 #[cfg(test)]

@@ -167,6 +167,17 @@ pub fn binds(spec: &SandboxSpec) -> Result<Vec<Mount>, BackendError> {
     Ok(mounts)
 }
 
+/// `HostConfig.MaskedPaths`: Docker's own list, then the credential files the runner's scan
+/// found in the mounts. The engine covers each file with /dev/null and each directory with
+/// an empty read-only tmpfs, after the mounts, as the native backend does.
+pub fn masked_paths(spec: &SandboxSpec) -> Vec<String> {
+    MASKED_PATHS
+        .iter()
+        .map(|p| p.to_string())
+        .chain(spec.hidden.iter().map(|p| p.to_string_lossy().into_owned()))
+        .collect()
+}
+
 /// `HostConfig.Tmpfs`: every tmpfs noexec, nosuid, nodev, sized, world-writable with the
 /// sticky bit (as the native backend mounts them).
 pub fn tmpfs(spec: &SandboxSpec) -> HashMap<String, String> {
@@ -217,7 +228,7 @@ pub fn host_config(spec: &SandboxSpec) -> Result<HostConfig, BackendError> {
         network_mode: Some("none".into()),
         ipc_mode: Some("private".into()),
         cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
-        masked_paths: Some(MASKED_PATHS.map(String::from).to_vec()),
+        masked_paths: Some(masked_paths(spec)),
         tmpfs: Some(tmpfs(spec)),
         mounts: Some(binds(spec)?),
         ulimits: Some(vec![

@@ -9,7 +9,7 @@
 use bollard::models::{ContainerInspectResponse, HostConfigCgroupnsModeEnum};
 use nanoclaw_spec::{Enforced, LandlockStatus, SandboxSpec};
 
-use crate::config::{MASKED_PATHS, NO_NEW_PRIVILEGES};
+use crate::config::NO_NEW_PRIVILEGES;
 use crate::seccomp;
 
 /// Facts about the engine that no container inspect shows.
@@ -133,7 +133,7 @@ pub fn verify(
     if host.cgroupns_mode != Some(HostConfigCgroupnsModeEnum::PRIVATE) {
         return Err(weaker("private cgroup namespace", host.cgroupns_mode));
     }
-    if host.masked_paths.as_deref() != Some(&MASKED_PATHS.map(String::from)[..]) {
+    if host.masked_paths.as_deref() != Some(&crate::config::masked_paths(spec)[..]) {
         return Err(weaker("masked paths", host.masked_paths));
     }
     // Exactly the spec's tmpfs mounts: an engine that adds writable ones (Podman adds /run

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 mod abi;
 mod attempt;
 mod files;
+mod hidden;
 mod identity;
 mod inspect;
 mod kernel;
@@ -195,6 +196,13 @@ static PROBES: &[Probe] = &[
         about: "lists the environment, one KEY=VALUE a line (informational: always blocked)",
         args: "",
         run: identity::env,
+    },
+    Probe {
+        name: "hidden",
+        about: "reads each PATH (credentials the runner hid) and is blocked when every one reads \
+                empty: an empty file or directory, or no way in; reports sizes, never contents",
+        args: "PATH...",
+        run: hidden::hidden,
     },
     Probe {
         name: "inspect",

@@ -7,6 +7,7 @@
 //!
 //! This crate must never do I/O: it is types and pure functions only.
 
+pub mod credentials;
 mod outcome;
 mod spec;
 mod units;

@@ -8,6 +8,7 @@ mod audit;
 mod cleanup;
 mod cli;
 mod conformance;
+mod credentials;
 mod docker;
 mod egress;
 mod policy;

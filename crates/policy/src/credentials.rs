@@ -75,7 +75,11 @@ pub fn hide_credentials(spec: &mut SandboxSpec, limits: ScanLimits) -> Result<Sc
         found: Vec::new(),
         covered: Vec::new(),
         dst: PathBuf::new(),
-        src: PathBuf::new(),
+        mounts: spec
+            .mounts
+            .iter()
+            .map(|m| (m.dst.clone(), m.src.clone()))
+            .collect(),
         names: Vec::new(),
         src_names: 0,
     };
@@ -93,7 +97,6 @@ pub fn hide_credentials(spec: &mut SandboxSpec, limits: ScanLimits) -> Result<Sc
             .filter_map(|d| d.strip_prefix(&mount.dst).ok().map(Path::to_path_buf))
             .collect();
         scan.dst = mount.dst.clone();
-        scan.src = mount.src.clone();
         scan.mount(&mount.src)?;
     }
     scan.found.sort();
@@ -108,9 +111,10 @@ struct Scan {
     found: Vec<PathBuf>,
     /// Paths below the current mount's target that other mounts cover.
     covered: Vec<PathBuf>,
-    /// The current mount's target and source.
+    /// The current mount's target.
     dst: PathBuf,
-    src: PathBuf,
+    /// Every mount's (target, source), to follow a credential link across them.
+    mounts: Vec<(PathBuf, PathBuf)>,
     /// The source's own components, then those of the directory being read.
     names: Vec<OsString>,
     /// How many of `names` are the source's own.
@@ -154,6 +158,16 @@ impl Scan {
     }
 
     fn hide(&mut self, rel: &Path, shown: &Path) -> Result<(), ScanError> {
+        let inside = if rel.as_os_str().is_empty() {
+            self.dst.clone()
+        } else {
+            self.dst.join(rel)
+        };
+        self.hide_at(inside, shown)
+    }
+
+    /// Hides `inside`, a path inside the sandbox.
+    fn hide_at(&mut self, inside: PathBuf, shown: &Path) -> Result<(), ScanError> {
         if self.found.len() >= self.limits.hidden {
             return Err(refuse(
                 shown,
@@ -163,11 +177,7 @@ impl Scan {
                 ),
             ));
         }
-        self.found.push(if rel.as_os_str().is_empty() {
-            self.dst.clone()
-        } else {
-            self.dst.join(rel)
-        });
+        self.found.push(inside);
         self.scanned.hidden += 1;
         Ok(())
     }
@@ -259,9 +269,10 @@ impl Scan {
         }
     }
 
-    /// A credential name that is a symlink: the mask would land on its target, so the
-    /// target is hidden when it lies inside this mount. One that leaves the mount points
-    /// at nothing this mount shows.
+    /// A credential name that is a symlink. A mask cannot cover a link, and the sandbox
+    /// reads whatever it points at, so its target is hidden instead, followed (lexically,
+    /// in the sandbox's own paths) through the mounts. A link to nothing any mount shows
+    /// (the root, a dangling one) needs nothing hidden.
     fn symlink(
         &mut self,
         dir: &OwnedFd,
@@ -269,28 +280,57 @@ impl Scan {
         rel: &Path,
         shown: &Path,
     ) -> Result<(), ScanError> {
-        let target = fs::readlinkat(dir, name, Vec::new())
-            .map_err(|e| refuse(shown, format!("cannot read the link: {e}")))?;
-        let target = Path::new(OsStr::from_bytes(target.as_bytes()));
-        if target.is_absolute() {
-            return Ok(());
-        }
-        let mut inside = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        for component in target.components() {
-            match component {
-                Component::Normal(part) => inside.push(part),
-                // Above the mount: nothing this mount shows.
-                Component::ParentDir if !inside.pop() => return Ok(()),
-                _ => {}
+        const HOPS: usize = 8;
+        let unreadable = |e: std::io::Error| refuse(shown, format!("cannot read the link: {e}"));
+        let mut at = self.dst.join(rel);
+        let mut target = fs::readlinkat(dir, name, Vec::new())
+            .map(|t| PathBuf::from(OsStr::from_bytes(t.as_bytes())))
+            .map_err(|e| unreadable(e.into()))?;
+        for _ in 0..HOPS {
+            let inside = lexical(&at.parent().unwrap_or(Path::new("/")).join(&target));
+            let Some((dst, src)) = self
+                .mounts
+                .iter()
+                .filter(|(dst, _)| inside.starts_with(dst))
+                .max_by_key(|(dst, _)| dst.components().count())
+            else {
+                return Ok(());
+            };
+            let host = match inside.strip_prefix(dst) {
+                Ok(below) if !below.as_os_str().is_empty() => src.join(below),
+                _ => src.clone(),
+            };
+            match std::fs::symlink_metadata(&host) {
+                Err(_) => return Ok(()),
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    target = std::fs::read_link(&host).map_err(unreadable)?;
+                    at = inside;
+                }
+                // The backend checks the target again as it masks it, and refuses one that
+                // changed since.
+                Ok(_) => return self.hide_at(inside, shown),
             }
         }
-        // A dangling link shows nothing; the backend checks the target again as it masks
-        // it, and refuses a target that became a symlink.
-        match std::fs::symlink_metadata(self.src.join(&inside)) {
-            Ok(_) => self.hide(&inside, shown),
-            Err(_) => Ok(()),
+        Err(refuse(
+            shown,
+            format!("a credential link followed by more than {HOPS} others"),
+        ))
+    }
+}
+
+/// `path` (absolute) with `.` and `..` resolved by name, as far up as `/`.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
         }
     }
+    out
 }
 
 /// Whether a `private_key_only` match holds a private key. What cannot be read is hidden:
@@ -384,13 +424,23 @@ mod tests {
 
     #[test]
     fn a_symlinked_credential_hides_its_target_and_is_not_followed() {
-        let dir = tree(&["config/prod.txt", "outside/.env"]);
-        std::os::unix::fs::symlink("config/prod.txt", dir.path().join(".env")).unwrap();
+        let dir = tree(&["config/prod.txt", "config/abs.txt", "outside/.env", "a/x"]);
+        let link = |target: &str, at: &str| {
+            std::os::unix::fs::symlink(target, dir.path().join(at)).unwrap()
+        };
+        link("config/prod.txt", ".env");
+        link("/work/config/abs.txt", "a/.npmrc");
+        link("../../../../etc/passwd", ".netrc");
+        link("missing", ".pypirc");
         let inner = tree(&["x"]);
         std::os::unix::fs::symlink(dir.path().join("outside"), inner.path().join("link")).unwrap();
         assert_eq!(
             scan(dir.path(), ScanLimits::default()).unwrap(),
-            ["/work/config/prod.txt", "/work/outside/.env"]
+            [
+                "/work/config/abs.txt",
+                "/work/config/prod.txt",
+                "/work/outside/.env"
+            ]
         );
         assert!(scan(inner.path(), ScanLimits::default())
             .unwrap()

@@ -40,6 +40,13 @@ pub struct InvocationStart {
     /// The runner process, so that a start with no end can be told apart: still running,
     /// or killed mid-run (see `unfinished`). `None` where `/proc` could not say.
     pub runner: Option<Runner>,
+    /// Credential files and directories inside the mounts that the sandbox saw empty
+    /// (paths inside the sandbox; names only, never contents).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<String>,
+    /// Mount targets whose credential files the policy showed (an acknowledged opt-out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials_shown: Vec<String>,
 }
 
 impl Event for InvocationStart {

@@ -205,6 +205,8 @@ impl Recorder {
             uid: self.uid,
             session: None,
             runner: Runner::current(),
+            hidden: display_all(&spec.hidden),
+            credentials_shown: display_all(&spec.credentials_shown),
         })
         .map_err(fail_closed)?;
         Ok(started)
@@ -560,6 +562,10 @@ fn terminal_safe(text: &str) -> String {
         }
     }
     out
+}
+
+fn display_all(paths: &[std::path::PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.display().to_string()).collect()
 }
 
 #[cfg(test)]

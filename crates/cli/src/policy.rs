@@ -183,6 +183,19 @@ impl ScratchWorkspace {
     }
 }
 
+impl ScratchWorkspace {
+    /// A credential file with a token no sandbox may read, so that `verify` proves the
+    /// masking on a workspace that would otherwise hold none.
+    fn plant_decoy(&self) -> Result<()> {
+        let decoy = self.0.join(".git-credentials");
+        std::fs::write(
+            &decoy,
+            "https://verify:nanoclaw-decoy-token@example.invalid\n",
+        )
+        .with_context(|| format!("write {}", decoy.display()))
+    }
+}
+
 impl Drop for ScratchWorkspace {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -197,6 +210,9 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         (None, true) => Some(ScratchWorkspace::create(tool.user.uid, tool.user.gid)?),
         _ => None,
     };
+    if let Some(scratch) = &scratch {
+        scratch.plant_decoy()?;
+    }
     let workspace = args
         .workspace
         .clone()
@@ -242,6 +258,7 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
     };
     let probe_command =
         |args: &[String]| -> Vec<String> { probe.iter().chain(args).cloned().collect() };
+    crate::run::hide_credentials(&mut spec)?;
     spec.command = probe_command(&[
         "probe".into(),
         "inspect".into(),
@@ -303,6 +320,24 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
     claimed.mounts.extend(init_mounts);
     let claims = verify::claims(tool, &claimed);
     let mut results = verify::check(&claims, &inspection, &enforced);
+    let hidden_report = if spec.hidden.is_empty() {
+        None
+    } else {
+        let mut probe_spec = spec.clone();
+        let args: Vec<String> = ["probe", "hidden"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(spec.hidden.iter().map(|p| p.display().to_string()))
+            .collect();
+        probe_spec.command = probe_command(&args);
+        Some(run_probe(&probe_spec)?.0)
+    };
+    results.extend(verify::credentials_claim(
+        &spec,
+        hidden_report
+            .as_ref()
+            .map(|r| (r.blocked, r.detail.as_str())),
+    ));
     if let Network::Egress(rules) = &spec.network {
         let mut probe_spec = spec.clone();
         let probes = egress_probes(rules, host_port);

@@ -364,6 +364,13 @@ fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Res
     Ok(policy.resolve(tool, &invocation)?)
 }
 
+/// Finds the credential files below every mount (but those a policy shows) and puts them in
+/// `spec.hidden`, which every backend masks. A tree that cannot be fully scanned is refused.
+pub(crate) fn hide_credentials(spec: &mut SandboxSpec) -> Result<()> {
+    nanoclaw_policy::hide_credentials(spec, nanoclaw_policy::ScanLimits::default())?;
+    Ok(())
+}
+
 fn host_path_of(path: &std::path::Path) -> Result<PathBuf> {
     host_path(&path.to_string_lossy())
 }
@@ -392,6 +399,22 @@ fn notices(outcome: &Outcome, spec: &SandboxSpec) -> Vec<String> {
             spec.limits.memory_bytes >> 20
         ));
     }
+    if !spec.hidden.is_empty() {
+        let mut shown: Vec<String> = spec
+            .hidden
+            .iter()
+            .take(5)
+            .map(|p| p.display().to_string())
+            .collect();
+        if spec.hidden.len() > shown.len() {
+            shown.push(format!("and {} more", spec.hidden.len() - shown.len()));
+        }
+        notes.push(format!(
+            "hid {} credential file(s) from the command: {}",
+            spec.hidden.len(),
+            shown.join(", ")
+        ));
+    }
     if outcome.enforced.cgroup.is_none() {
         notes.push(
             "WARNING: memory, CPU and PID limits were NOT enforced (--allow-unlimited)".into(),
@@ -407,8 +430,9 @@ fn notices(outcome: &Outcome, spec: &SandboxSpec) -> Vec<String> {
     notes
 }
 
-fn outcome_json(outcome: &Outcome) -> serde_json::Value {
+fn outcome_json(outcome: &Outcome, spec: &SandboxSpec) -> serde_json::Value {
     json!({
+        "hidden": spec.hidden,
         "exit_code": outcome.exit_code,
         "signal": outcome.signal,
         "timed_out": outcome.timed_out,
@@ -444,7 +468,10 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     let refuse =
         |message: String| error_exit(args.json, RUNNER_ERROR.into(), &recorder.refused(&message));
-    let mut spec = match spec {
+    let mut spec = match spec.and_then(|mut spec| {
+        hide_credentials(&mut spec)?;
+        Ok(spec)
+    }) {
         Ok(spec) => spec,
         Err(error) => return refuse(format!("{error:#}")),
     };
@@ -522,7 +549,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     match result {
         Ok(outcome) => {
             if args.json {
-                println!("{}", outcome_json(&outcome));
+                println!("{}", outcome_json(&outcome, &spec));
             }
             for note in notices(&outcome, &spec) {
                 eprintln!("nanoclaw: {note}");

@@ -37,12 +37,14 @@ pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
 pub const MASKED_OUTSIDE_PROC: [&str; 2] = ["/sys", "/dev/mqueue"];
 
 /// `HostConfig.MaskedPaths`: an empty file system over each path (runc binds `/dev/null`
-/// over a file, an empty read-only tmpfs over a directory, and skips a path the container
-/// does not have). Setting the list replaces the engine's defaults, which the shared list
-/// includes.
-pub fn masked_paths() -> Vec<String> {
+/// over a file, an empty read-only tmpfs over a directory, after the mounts, and skips a
+/// path the container does not have). Setting the list replaces the engine's defaults,
+/// which the shared list includes. Then the credential files the runner's scan found in
+/// the mounts, hidden as the native backend hides them.
+pub fn masked_paths(spec: &SandboxSpec) -> Vec<String> {
     let mut paths = proc_masks::masked();
     paths.extend(MASKED_OUTSIDE_PROC.map(String::from));
+    paths.extend(spec.hidden.iter().map(|p| p.to_string_lossy().into_owned()));
     paths
 }
 
@@ -220,7 +222,7 @@ pub fn host_config(spec: &SandboxSpec) -> Result<HostConfig, BackendError> {
         network_mode: Some("none".into()),
         ipc_mode: Some("private".into()),
         cgroupns_mode: Some(HostConfigCgroupnsModeEnum::PRIVATE),
-        masked_paths: Some(masked_paths()),
+        masked_paths: Some(masked_paths(spec)),
         readonly_paths: Some(readonly_paths()),
         tmpfs: Some(tmpfs(spec)),
         mounts: Some(binds(spec)?),

@@ -133,9 +133,10 @@ pub fn verify(
     if host.cgroupns_mode != Some(HostConfigCgroupnsModeEnum::PRIVATE) {
         return Err(weaker("private cgroup namespace", host.cgroupns_mode));
     }
-    // Exactly the shared lists: an engine that dropped or replaced any entry (an older one
-    // that ignores the field shows its own defaults) is refused.
-    if host.masked_paths.as_deref() != Some(&masked_paths()[..]) {
+    // Exactly the shared lists and the hidden credential files: an engine that dropped or
+    // replaced any entry (an older one that ignores the field shows its own defaults) is
+    // refused.
+    if host.masked_paths.as_deref() != Some(&masked_paths(spec)[..]) {
         return Err(weaker("masked paths", host.masked_paths));
     }
     if host.readonly_paths.as_deref() != Some(&readonly_paths()[..]) {

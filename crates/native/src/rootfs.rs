@@ -2,7 +2,8 @@
 //!
 //! The new root is a fresh tmpfs holding only what the spec names: the host's `/usr` (or an
 //! unpacked image) read-only, a generated `/etc`, a fresh `/proc` with the sensitive files
-//! masked, a minimal `/dev`, tmpfs mounts, and the user's bind mounts. It ends read-only.
+//! masked, a minimal `/dev`, tmpfs mounts, and the user's bind mounts with the credential
+//! files the runner found in them covered by empty ones. It ends read-only.
 //!
 //! What this module must never do: follow a symlink while walking a path it is about to
 //! mount on or from (every component is opened `O_NOFOLLOW`, so a link planted in a
@@ -225,6 +226,56 @@ impl Builder {
         }
         mnt::mount_remount(fd_path(&mounted), flags, "")
             .map_err(|e| fail("make bind mount read-only", dst, e))
+    }
+
+    /// Covers a credential file the runner's scan found with an empty read-only file (a
+    /// bind of /dev/null) and a credential directory with an empty read-only tmpfs. The
+    /// walk creates nothing and follows no symlink: a path that vanished or became a link
+    /// since the scan is refused, since what it held may now lie elsewhere in the mount.
+    fn hide(&mut self, path: &Path, dev_null: &OwnedFd) -> Result<(), SetupError> {
+        const STEP: &str = "hide credential";
+        let target = match walk(&self.root, path, None) {
+            Ok(target) => target,
+            // The sandbox user cannot reach it either.
+            Err(e) if e.errno == Some(libc::EACCES) => return Ok(()),
+            Err(e) => {
+                return Err(invalid(
+                    STEP,
+                    path,
+                    format!("changed since the credential scan: {}", e.message),
+                ))
+            }
+        };
+        let stat = fs::fstat(&target).map_err(|e| fail(STEP, path, e))?;
+        let ro = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Symlink => Err(invalid(
+                STEP,
+                path,
+                "became a symlink since the credential scan",
+            )),
+            FileType::Directory => mnt::mount(
+                "tmpfs",
+                fd_path(&target),
+                "tmpfs",
+                ro,
+                Some(c"size=0,mode=0555"),
+            )
+            .map_err(|e| fail(STEP, path, e)),
+            _ => {
+                mnt::mount_bind(fd_path(dev_null), fd_path(&target))
+                    .map_err(|e| fail(STEP, path, e))?;
+                let mounted = walk(&self.root, path, None)?;
+                // Not nodev: that would make the file unreadable instead of empty, and it is
+                // the null device, which hands out nothing.
+                let flags = locked_flags(dev_null)?
+                    | MountFlags::BIND
+                    | MountFlags::RDONLY
+                    | MountFlags::NOSUID
+                    | MountFlags::NOEXEC;
+                mnt::mount_remount(fd_path(&mounted), flags, "").map_err(|e| fail(STEP, path, e))
+            }
+        }
     }
 
     fn tmpfs(&mut self, dst: &Path, options: &str, flags: MountFlags) -> Result<(), SetupError> {
@@ -615,6 +666,9 @@ pub fn assemble(spec: &SandboxSpec, sources: Sources) -> Result<Layout, SetupErr
     }
     for (source, dst) in &sources.git {
         builder.bind(source, dst, false)?;
+    }
+    for path in &spec.hidden {
+        builder.hide(path, &sources.dev_null)?;
     }
 
     pivot(&builder.root)?;

@@ -43,6 +43,8 @@
 //! host = "${workspace}"                  # absolute; ${workspace} (per invocation) and
 //! path = "/work"                         #   ${policy_dir} only at the start
 //! mode = "ro"                            # or "rw"
+//! credentials = "hidden"                 # default: .env, .ssh, ... at any depth are masked;
+//!                                        #   "visible" is `visible-credentials`
 //! [tools.search.unsafe]                  # accepts named lint errors, reported every time
 //! reason = "why this is acceptable"
 //! allow = ["sensitive-mount"]
@@ -57,12 +59,13 @@
 //!
 //! Errors a `[tools.NAME.unsafe]` table may acknowledge: `sensitive-mount`, `writable-git`,
 //! `root-user`, `capabilities`, `extra-syscalls`, `unpinned-image`, `broad-egress`,
-//! `above-ceiling`, `secret-without-ttl`. Errors nothing acknowledges: `symlink-mount`,
+//! `above-ceiling`, `secret-without-ttl`, `visible-credentials`. Errors nothing acknowledges: `symlink-mount`,
 //! `host-network`. Warnings: `no-description`, `writable-workspace`, `writable-repo`,
 //! `credentials-inside`, `missing-path`, `plain-http`, `internal-egress`, `shell-append`,
 //! `raised-ceiling`, `unused-acknowledgement`. See [`Rule`].
 
 mod accounts;
+mod credentials;
 mod diagnostic;
 mod digest;
 mod egress;
@@ -74,6 +77,7 @@ mod sensitive;
 mod units;
 pub mod verify;
 
+pub use credentials::{hide_credentials, ScanError, ScanLimits, Scanned};
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use digest::{policy_sha256, spec_sha256};
 pub use egress::{is_broad as is_broad_egress, parse_rule as parse_egress_rule};

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::accounts::HostAccounts;
 use crate::diagnostic::Location;
 use crate::egress;
-use crate::policy::{ExtraArgs, HostPath, Policy, Resources, Tool, ToolNetwork};
+use crate::policy::{ExtraArgs, HostPath, MountDecl, Policy, Resources, Tool, ToolNetwork};
 use crate::sensitive::{self, Homes};
 use crate::units;
 use nanoclaw_spec::{loader_variable, SANDBOX_UID};
@@ -40,6 +40,7 @@ pub enum Rule {
     SecretWithoutTtl,
     HostUser,
     LoaderEnv,
+    VisibleCredentials,
     // Errors nothing can acknowledge.
     SymlinkMount,
     HostNetwork,
@@ -58,7 +59,7 @@ pub enum Rule {
 
 impl Rule {
     /// The rules a `[tools.NAME.unsafe]` table may name.
-    pub const ACKNOWLEDGEABLE: [Rule; 11] = [
+    pub const ACKNOWLEDGEABLE: [Rule; 12] = [
         Rule::SensitiveMount,
         Rule::WritableGit,
         Rule::RootUser,
@@ -70,6 +71,7 @@ impl Rule {
         Rule::SecretWithoutTtl,
         Rule::HostUser,
         Rule::LoaderEnv,
+        Rule::VisibleCredentials,
     ];
 
     pub fn id(self) -> &'static str {
@@ -85,6 +87,7 @@ impl Rule {
             Rule::SecretWithoutTtl => "secret-without-ttl",
             Rule::HostUser => "host-user",
             Rule::LoaderEnv => "loader-env",
+            Rule::VisibleCredentials => "visible-credentials",
             Rule::SymlinkMount => "symlink-mount",
             Rule::HostNetwork => "host-network",
             Rule::NoDescription => "no-description",
@@ -402,7 +405,7 @@ fn tool_findings(
         }
     }
     if let Some(rootfs) = &tool.rootfs {
-        path_findings(&mut c, "rootfs", "rootfs", rootfs, false, homes);
+        path_findings(&mut c, "rootfs", "rootfs", rootfs, None, homes);
     }
     for (i, mount) in tool.mounts.iter().enumerate() {
         let key = format!("mounts.{i}");
@@ -420,8 +423,19 @@ fn tool_findings(
                 Some("mount only the directories the tool writes, or mode = \"ro\"".into()),
             );
         }
+        if mount.credentials_visible {
+            c.add(
+                Rule::VisibleCredentials,
+                &key,
+                format!("{what} shows the tool its credential files (credentials = \"visible\")"),
+                Some(format!(
+                    "leave `credentials` unset to hide .env, .git-credentials, .ssh, ... at any depth, or accept the risk: [tools.{}.unsafe] allow = [\"visible-credentials\"] with a reason",
+                    tool.name
+                )),
+            );
+        }
         match (mount.host.resolve(workspace), &mount.host) {
-            (Some(host), _) => path_findings(&mut c, &key, &what, &host, mount.writable, homes),
+            (Some(host), _) => path_findings(&mut c, &key, &what, &host, Some(mount), homes),
             (None, HostPath::Workspace(rest)) => {
                 static_findings(&mut c, &key, &what, rest, mount.writable)
             }
@@ -616,15 +630,17 @@ fn git_help() -> String {
     "hooks and config in .git run later on the host, outside any sandbox; mount it read-only".into()
 }
 
-/// Checks of a concrete host path (a mount source or a rootfs).
+/// Checks of a concrete host path (a mount source, or a rootfs when `mount` is `None`).
 fn path_findings(
     c: &mut Collector<'_>,
     key: &str,
     what: &str,
     path: &Path,
-    writable: bool,
+    mount: Option<&MountDecl>,
     homes: &Homes,
 ) {
+    let writable = mount.is_some_and(|m| m.writable);
+    let hidden = mount.is_some_and(|m| !m.credentials_visible);
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => Some(meta),
         Err(e) => {
@@ -687,11 +703,18 @@ fn path_findings(
             c.add(
                 Rule::CredentialsInside,
                 key,
-                format!(
-                    "{what} holds {}, which the tool can read{}",
-                    found.join(", "),
-                    if writable { " and change" } else { "" }
-                ),
+                if hidden {
+                    format!(
+                        "{what} holds {}: the tool sees them (and any below) empty",
+                        found.join(", ")
+                    )
+                } else {
+                    format!(
+                        "{what} holds {}, which the tool can read{}",
+                        found.join(", "),
+                        if writable { " and change" } else { "" }
+                    )
+                },
                 Some("move them out, or mount a narrower directory".into()),
             );
         }

@@ -55,7 +55,7 @@ const TOOL_KEYS: &[&str] = &[
     "mounts",
     "unsafe",
 ];
-const MOUNT_KEYS: &[&str] = &["host", "path", "mode"];
+const MOUNT_KEYS: &[&str] = &["host", "path", "mode", "credentials"];
 const NETWORK_KEYS: &[&str] = &["allow"];
 const SECRET_KEYS: &[&str] = &["name", "ttl"];
 const SYSCALL_KEYS: &[&str] = &["profile", "allow"];
@@ -1144,19 +1144,47 @@ impl<'s> Parser<'s> {
                     }
                 }
             };
-            match (host, path, writable) {
-                (Some(host), Some(path), Some(writable)) => {
+            let credentials_visible = self.credentials(get(table, "credentials"), &name);
+            match (host, path, writable, credentials_visible) {
+                (Some(host), Some(path), Some(writable), Some(credentials_visible)) => {
                     self.spot(spots, format!("mounts.{i}"), &item.span());
                     mounts.push(MountDecl {
                         host,
                         path,
                         writable,
+                        credentials_visible,
                     });
                 }
                 _ => ok = false,
             }
         }
         ok.then_some(mounts)
+    }
+
+    /// A mount's `credentials`: "hidden" (the default) or "visible"; whether visible.
+    fn credentials(&mut self, value: Option<&Value<'_>>, name: &str) -> Option<bool> {
+        let Some(value) = value else {
+            return Some(false);
+        };
+        let what = format!("`credentials` in {name}");
+        match self
+            .string(value, &what, "credentials = \"hidden\"")
+            .as_deref()
+        {
+            Some("hidden") => Some(false),
+            Some("visible") => Some(true),
+            Some(other) => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "invalid {what}: {other:?}; valid: \"hidden\" (the default), \"visible\""
+                    ),
+                    None,
+                );
+                None
+            }
+            None => None,
+        }
     }
 
     /// A mount target: absolute, not reserved, not already used by this tool.

@@ -217,6 +217,9 @@ pub struct MountDecl {
     /// Absolute path inside the sandbox.
     pub path: PathBuf,
     pub writable: bool,
+    /// `credentials = "visible"`: the credential files below it are not hidden (the
+    /// `visible-credentials` rule, which needs an acknowledgement).
+    pub credentials_visible: bool,
 }
 
 /// A tool's `network`.

@@ -201,6 +201,9 @@ impl Policy {
                 dst: mount.path.clone(),
                 writable: mount.writable,
             });
+            if mount.credentials_visible {
+                spec.credentials_shown.push(mount.path.clone());
+            }
         }
         spec.tmpfs = vec![Tmpfs {
             dst: PathBuf::from("/tmp"),

@@ -13,24 +13,6 @@ const SYSTEM_DIRS: &[&str] = &["/etc", "/proc", "/sys", "/dev", "/var/run", "/ru
 /// Container engine sockets: whoever can write to one is root on the host.
 const ENGINE_SOCKETS: &[&str] = &["docker.sock", "podman.sock", "containerd.sock", "crio.sock"];
 
-/// Path components (or consecutive components) that hold credentials.
-pub(crate) const CREDENTIAL_NAMES: &[&str] = &[
-    ".ssh",
-    ".gnupg",
-    ".aws",
-    ".azure",
-    ".config/gcloud",
-    ".kube",
-    ".docker",
-    ".netrc",
-    ".npmrc",
-    ".pypirc",
-    ".env",
-    "id_rsa",
-    "id_ed25519",
-    "credentials",
-];
-
 /// The home directories of this host: `$HOME`, `/root`, `/home` and each `/home/NAME`.
 #[derive(Debug, Clone)]
 pub(crate) struct Homes(Vec<PathBuf>);
@@ -62,28 +44,10 @@ impl Homes {
     }
 }
 
-/// Whether `component` names a credential store: `.ssh`, or `.env.local`, `id_rsa.pub`.
-fn is_credential(component: &OsStr, name: &str) -> bool {
-    let component = component.to_string_lossy();
-    component == name
-        || component
-            .strip_prefix(name)
-            .is_some_and(|rest| rest.starts_with('.'))
-}
-
-/// The credential name `path` contains as a component (or pair of components), if any.
+/// The credential file or store `path` is or lies inside (the list is
+/// `nanoclaw_spec::credentials`, shared with the runner's scan), by its pattern.
 pub(crate) fn credential_in(path: &Path) -> Option<&'static str> {
-    let parts: Vec<&OsStr> = path.iter().collect();
-    CREDENTIAL_NAMES.iter().copied().find(|name| {
-        let wanted: Vec<&str> = name.split('/').collect();
-        parts.windows(wanted.len()).any(|window| match window {
-            [single] => is_credential(single, wanted[0]),
-            _ => window
-                .iter()
-                .zip(&wanted)
-                .all(|(part, want)| *part == OsStr::new(want)),
-        })
-    })
+    nanoclaw_spec::credentials::credential_in(path).map(|c| c.pattern)
 }
 
 /// Why mounting `path` (an absolute, symlink-free host path) would expose the host, if it
@@ -185,11 +149,14 @@ mod tests {
             "/srv/app/.env.production",
             "/srv/keys/id_ed25519",
             "/srv/.aws/credentials",
+            "/srv/app/.envrc",
+            "/srv/x/.config/gh",
+            "/srv/x/.git-credentials",
         ] {
             assert!(exposed(path), "{path}");
         }
         for path in [
-            "/srv/app/.envrc",
+            "/srv/app/.env.example",
             "/srv/config/gcloud",
             "/srv/environment",
             "/srv/app/credentials_test.go",

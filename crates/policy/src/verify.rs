@@ -5,7 +5,8 @@
 //! (and the sandbox's own) are visible, each with its mode; writes fail outside the
 //! writable ones; the uid and gid; no capabilities; no_new_privs; seccomp filter mode;
 //! Landlock; loopback only; no connection out; the memory, CPU and PID limits; the
-//! environment names. [`check`] compares them with what `nanoclaw probe inspect` saw inside
+//! environment names; and ([`credentials_claim`]) that the credential files in the mounts
+//! read empty. [`check`] compares them with what `nanoclaw probe inspect` saw inside
 //! the sandbox ([`Inspection`]) and what the backend reported it enforced.
 //!
 //! Both are pure functions: running the sandbox is the caller's job. This module must never
@@ -110,6 +111,8 @@ pub enum Claim {
     OnlyExpectedMounts {
         /// Mount points the spec makes, with whether each is writable.
         expected: Vec<(PathBuf, bool)>,
+        /// The masks over hidden credential files (empty files and directories).
+        masks: Vec<PathBuf>,
         /// The base mounts a host root has; `None`: any top-level read-only mount (an image).
         base: Option<Vec<PathBuf>>,
     },
@@ -213,7 +216,11 @@ pub fn claims(tool: &Tool, spec: &SandboxSpec) -> Vec<Claim> {
         .map(|(p, _)| p.clone())
         .chain([PathBuf::from("/dev/shm")])
         .collect();
-    out.push(Claim::OnlyExpectedMounts { expected, base });
+    out.push(Claim::OnlyExpectedMounts {
+        expected,
+        masks: spec.hidden.clone(),
+        base,
+    });
     out.push(Claim::RootReadOnly);
     out.push(Claim::WritesFailOutside { writable });
     out.push(Claim::User {
@@ -330,7 +337,11 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
                 pass,
             )
         }
-        Claim::OnlyExpectedMounts { expected, base } => {
+        Claim::OnlyExpectedMounts {
+            expected,
+            masks,
+            base,
+        } => {
             if seen.mounts.is_empty() {
                 return result(
                     "only expected mounts visible",
@@ -341,6 +352,7 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
             }
             let unexpected: Vec<String> = topmost(seen)
                 .into_iter()
+                .filter(|m| !masks.contains(&m.path))
                 .filter(|m| !mount_expected(m, expected, base.as_deref()))
                 .map(|m| format!("{} ({})", m.path.display(), mode(m.writable)))
                 .collect();
@@ -547,6 +559,32 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
             result("environment names", expected, observed, pass)
         }
     }
+}
+
+/// The claim that every credential file the runner's scan found in `spec`'s mounts reads
+/// empty inside; `probe` is what the `hidden` probe reported for `spec.hidden` (blocked,
+/// detail), `None` when it did not run. No claim for a sandbox without mounts.
+pub fn credentials_claim(spec: &SandboxSpec, probe: Option<(bool, &str)>) -> Option<ClaimResult> {
+    if spec.mounts.is_empty() {
+        return None;
+    }
+    let shown: Vec<String> = spec
+        .credentials_shown
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut expected = "each reads empty".to_string();
+    if !shown.is_empty() {
+        expected.push_str(&format!(" (shown by the policy: {})", shown.join(", ")));
+    }
+    let n = spec.hidden.len();
+    let (observed, pass) = match probe {
+        _ if n == 0 => ("none found in the mounts".to_string(), true),
+        None => ("not probed".to_string(), false),
+        Some((true, _)) => (format!("{n} hidden, all read empty"), true),
+        Some((false, detail)) => (detail.to_string(), false),
+    };
+    Some(result("credential files", expected, observed, pass))
 }
 
 /// Whether a mount seen inside is one the spec or the sandbox itself makes.

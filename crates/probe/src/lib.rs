@@ -31,6 +31,7 @@ mod abi;
 mod attempt;
 mod files;
 mod flood;
+mod hidden;
 mod identity;
 mod inspect;
 mod kernel;
@@ -197,6 +198,13 @@ static PROBES: &[Probe] = &[
         about: "lists the environment, one KEY=VALUE a line (informational: always blocked)",
         args: "",
         run: identity::env,
+    },
+    Probe {
+        name: "hidden",
+        about: "reads each PATH (credentials the runner hid) and is blocked when every one reads \
+                empty: an empty file or directory, or no way in; reports sizes, never contents",
+        args: "PATH...",
+        run: hidden::hidden,
     },
     Probe {
         name: "inspect",

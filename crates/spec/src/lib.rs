@@ -9,6 +9,7 @@
 
 pub mod address;
 mod env;
+pub mod credentials;
 mod outcome;
 pub mod proc_masks;
 mod spec;

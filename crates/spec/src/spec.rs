@@ -40,6 +40,15 @@ pub struct SandboxSpec {
     pub syscalls: Syscalls,
     /// Run even when the host cannot enforce the cgroup limits (the outcome says so).
     pub allow_unlimited: bool,
+    /// Credential files and directories inside the mounts (absolute paths inside the
+    /// sandbox), each covered by an empty read-only file or directory. The runner's scan
+    /// fills it before the backend starts; the audit record names every one.
+    #[serde(default)]
+    pub hidden: Vec<PathBuf>,
+    /// Mount targets whose credential files the policy shows (an acknowledged opt-out):
+    /// the scan skips them.
+    #[serde(default)]
+    pub credentials_shown: Vec<PathBuf>,
 }
 
 /// The sandbox's root file system.
@@ -235,6 +244,8 @@ impl SandboxSpec {
             egress_proxy: None,
             syscalls: Syscalls::default(),
             allow_unlimited: false,
+            hidden: Vec::new(),
+            credentials_shown: Vec::new(),
         }
     }
 
@@ -251,6 +262,7 @@ impl SandboxSpec {
             check_sandbox_path("tmpfs", &tmpfs.dst)?;
             targets.push(&tmpfs.dst);
         }
+        self.check_hidden()?;
         for (i, target) in targets.iter().enumerate() {
             let refused = if target.as_path() == std::path::Path::new("/") {
                 "cannot replace the sandbox root"
@@ -268,6 +280,21 @@ impl SandboxSpec {
                 "{} {refused}",
                 target.display()
             )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a hidden path that no backend could mask faithfully: one that is not a valid
+    /// sandbox path, or not inside a mount (a mask never covers anything else).
+    fn check_hidden(&self) -> Result<(), BackendError> {
+        for path in &self.hidden {
+            check_sandbox_path("hidden credential path", path)?;
+            if !self.mounts.iter().any(|m| path.starts_with(&m.dst)) {
+                return Err(BackendError::Invalid(format!(
+                    "hidden credential path {} is not inside a mount",
+                    path.display()
+                )));
+            }
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ mod audit_hardening;
 mod cleanup;
 mod cli;
 mod conformance;
+mod credentials;
 mod docker;
 mod egress;
 mod egress_flood;

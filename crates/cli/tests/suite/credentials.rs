@@ -1,0 +1,243 @@
+//! Credential files at any depth of a mounted directory (`.git-credentials`,
+//! `.config/gh/hosts.yml`, `src/.env`, `.ssh/id_ed25519`, `a/b/c/.npmrc`) are hidden from
+//! the sandbox, read-only and writable mounts alike, and named in the audit record; a policy
+//! mount shows them only with `credentials = "visible"` and an acknowledged reason. Each
+//! test runs on both backends.
+
+use std::fs;
+use std::path::Path;
+
+use crate::suite::support::{
+    backend_tests, give_to_sandbox_user, nanoclaw, scratch_dir, test_image_id, unique_token,
+    Backend, Sandbox, RUNNER_ERROR,
+};
+
+/// The credential files planted in a workspace, relative to it.
+const PLANTED: &[&str] = &[
+    ".git-credentials",
+    ".config/gh/hosts.yml",
+    "src/.env",
+    ".ssh/id_ed25519",
+    "a/b/c/.npmrc",
+];
+
+/// What the scan reports for `PLANTED` under /work: a credential store is hidden whole.
+const HIDDEN: &[&str] = &[
+    "/work/.config/gh",
+    "/work/.git-credentials",
+    "/work/.ssh",
+    "/work/a/b/c/.npmrc",
+    "/work/src/.env",
+];
+
+/// Fills `dir` with the planted credentials, each holding `token`, and an ordinary file.
+fn plant(dir: &Path, token: &str) {
+    for file in PLANTED {
+        let path = dir.join(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, format!("{token}\n")).unwrap();
+    }
+    fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+    give_to_sandbox_user(dir);
+}
+
+/// Reads the whole mount as a tool after a token would, and an ordinary file.
+const READ_ALL: &[&str] = &[
+    "sh",
+    "-c",
+    "/bin/busybox grep -r . /work; /bin/busybox cat /work/src/main.rs",
+];
+
+fn the_audit_start(scratch: &Path) -> serde_json::Value {
+    let log = fs::read_to_string(scratch.join("audit.jsonl")).unwrap();
+    log.lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|record| record["kind"] == "invocation.start")
+        .expect("an invocation.start record")
+}
+
+fn hidden_in(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|paths| {
+            paths
+                .iter()
+                .map(|p| p.as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn credentials_at_any_depth_read_empty(backend: Backend) {
+    for writable in [false, true] {
+        let token = unique_token("credential");
+        let mut sandbox = Sandbox::new(backend);
+        let workspace = sandbox.host_dir("workspace");
+        plant(&workspace, &token);
+        if writable {
+            sandbox.mount_rw(&workspace, "/work");
+        } else {
+            sandbox.mount(&workspace, "/work");
+        }
+        let run = sandbox.run(READ_ALL);
+        let context = format!("writable: {writable}\n{}", run.context());
+        assert!(
+            !run.outcome.stdout.contains(&token) && !run.outcome.stderr.contains(&token),
+            "the sandbox read a credential\n{context}"
+        );
+        assert!(
+            run.outcome.stdout.contains("fn main() {}"),
+            "ordinary files stay readable\n{context}"
+        );
+        assert_eq!(hidden_in(&run.json["hidden"]), HIDDEN, "{context}");
+        let start = the_audit_start(sandbox.scratch());
+        assert_eq!(hidden_in(&start["data"]["hidden"]), HIDDEN, "{start}");
+        for file in PLANTED {
+            assert_eq!(
+                fs::read_to_string(workspace.join(file)).unwrap(),
+                format!("{token}\n"),
+                "the host file is untouched: {file}\n{context}"
+            );
+        }
+    }
+}
+
+fn each_hidden_path_reads_empty_to_the_probe(backend: Backend) {
+    let token = unique_token("credential");
+    let mut sandbox = Sandbox::new(backend);
+    let workspace = sandbox.host_dir("workspace");
+    plant(&workspace, &token);
+    sandbox.mount(&workspace, "/work");
+    let mut paths: Vec<&str> = HIDDEN.to_vec();
+    paths.extend(["/work/.config/gh/hosts.yml", "/work/.ssh/id_ed25519"]);
+    sandbox.probe("hidden", &paths).assert_blocked();
+    let readable = sandbox.probe("hidden", &["/work/src/main.rs"]);
+    assert!(
+        !readable.report().blocked,
+        "the probe tells a readable file from a hidden one: {}",
+        readable.detail()
+    );
+}
+
+/// A policy for one tool that reads its workspace, on `backend`, with `mount_extra` in its
+/// mount and `tail` after it.
+fn reader_policy(backend: Backend, mount_extra: &str, tail: &str) -> String {
+    let root = match backend {
+        Backend::Native => String::new(),
+        Backend::Docker => format!("backend = \"docker\"\nimage = \"{}\"\n", test_image_id()),
+    };
+    format!(
+        "[tools.read]\ndescription = \"reads the workspace\"\n{root}command = [\"/bin/busybox\", \"grep\", \"-r\", \".\", \"/work\"]\n\
+         [[tools.read.mounts]]\nhost = \"${{workspace}}\"\npath = \"/work\"\n{mount_extra}{tail}"
+    )
+}
+
+fn a_policy_shows_credentials_only_with_an_acknowledged_reason(backend: Backend) {
+    let token = unique_token("credential");
+    let dir = scratch_dir();
+    let workspace = dir.path().join("workspace");
+    fs::create_dir(&workspace).unwrap();
+    plant(&workspace, &token);
+    let policy = dir.path().join("tools.toml");
+    let run = |text: &str, args: &[&str]| {
+        fs::write(&policy, text).unwrap();
+        let output = nanoclaw(dir.path())
+            .args(args)
+            .arg(&policy)
+            .args(["--tool", "read", "--workspace"])
+            .arg(&workspace)
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let check = |text: &str| {
+        fs::write(&policy, text).unwrap();
+        let output = nanoclaw(dir.path())
+            .args(["policy", "check"])
+            .arg(&policy)
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+
+    // By default: hidden.
+    let hidden = reader_policy(backend, "", "");
+    let (code, stdout, stderr) = run(&hidden, &["run", "--policy"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stdout.contains(&token), "{stdout}");
+    assert!(stdout.contains("fn main() {}"), "{stdout}");
+
+    // Shown without a reason: the lint refuses, and nothing runs.
+    let shown = reader_policy(backend, "credentials = \"visible\"\n", "");
+    let (code, report) = check(&shown);
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains("error[visible-credentials]"), "{report}");
+    let (code, stdout, stderr) = run(&shown, &["run", "--policy"]);
+    assert_eq!(code, RUNNER_ERROR, "{stdout}{stderr}");
+    assert!(!stdout.contains(&token), "{stdout}");
+
+    // Shown with a reason naming the rule: reported every time, and the tool reads them.
+    let acknowledged = reader_policy(
+        backend,
+        "credentials = \"visible\"\n",
+        "[tools.read.unsafe]\nreason = \"the tool rotates these tokens\"\nallow = [\"visible-credentials\"]\n",
+    );
+    let (code, report) = check(&acknowledged);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report.contains("acknowledged[visible-credentials]")
+            && report.contains("the tool rotates these tokens"),
+        "{report}"
+    );
+    let (code, stdout, stderr) = run(&acknowledged, &["run", "--policy"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(&token), "{stdout}");
+    let start = the_audit_start(dir.path());
+    let starts: Vec<serde_json::Value> = fs::read_to_string(dir.path().join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|r: &serde_json::Value| r["kind"] == "invocation.start")
+        .collect();
+    assert_eq!(hidden_in(&start["data"]["hidden"]), HIDDEN, "{start}");
+    let last = starts.last().unwrap();
+    assert_eq!(
+        hidden_in(&last["data"]["credentials_shown"]),
+        ["/work"],
+        "{last}"
+    );
+    assert!(hidden_in(&last["data"]["hidden"]).is_empty(), "{last}");
+}
+
+backend_tests!(
+    credentials_at_any_depth_read_empty,
+    each_hidden_path_reads_empty_to_the_probe,
+    a_policy_shows_credentials_only_with_an_acknowledged_reason,
+);
+
+#[test]
+fn a_tree_too_deep_to_scan_is_refused_before_anything_runs() {
+    let sandbox = Sandbox::new(Backend::Native);
+    let workspace = sandbox.host_dir("workspace");
+    let deep: std::path::PathBuf = (0..140).map(|_| "d").collect();
+    fs::create_dir_all(workspace.join(deep)).unwrap();
+    let mut sandbox = sandbox;
+    sandbox.mount(&workspace, "/work");
+    let exited = sandbox.output(&["true"]);
+    assert_eq!(exited.code(), RUNNER_ERROR, "{}", exited.context());
+    assert!(
+        exited
+            .stderr
+            .contains("too deep to scan for credential files"),
+        "{}",
+        exited.context()
+    );
+}

@@ -1,0 +1,498 @@
+//! The runner's scan for credential files below every mount source (the list is
+//! `nanoclaw_spec::credentials`): what it finds goes into `SandboxSpec::hidden`, which every
+//! backend masks and the audit record names.
+//!
+//! The walk goes through directory descriptors and never follows a symlink, so a link in
+//! the tree can neither lead it outside the source nor hide a directory from it. It is
+//! bounded (entries, depth, hidden paths): a tree too large is refused, never half-scanned.
+//! This module must never write anything, and never let a directory it could not read pass
+//! as empty when the sandbox could still reach into it.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nanoclaw_spec::credentials::{
+    credential_at_end, holds_private_key, Credential, PRIVATE_KEY_HEAD_BYTES,
+};
+use nanoclaw_spec::SandboxSpec;
+use rustix::fs::{self, Access, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+/// The bounds of one run's scan.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanLimits {
+    /// Directory entries looked at, over all mounts.
+    pub entries: u64,
+    /// Directory levels below a mount source.
+    pub depth: usize,
+    /// Credential paths hidden, over all mounts (each is a mount in the sandbox).
+    pub hidden: usize,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        ScanLimits {
+            entries: 1_000_000,
+            depth: 128,
+            hidden: 1024,
+        }
+    }
+}
+
+/// What a scan looked at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scanned {
+    pub entries: u64,
+    pub hidden: usize,
+}
+
+/// Why a mount could not be scanned; the run is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("credential scan of {}: {message}", path.display())]
+pub struct ScanError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+fn refuse(path: &Path, message: impl Into<String>) -> ScanError {
+    ScanError {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+const NARROWER: &str = "mount a narrower directory (a policy mount may instead show its \
+                        credentials: credentials = \"visible\", acknowledged)";
+
+/// Scans every mount of `spec` whose credentials the policy does not show, and records
+/// what it finds in `spec.hidden` (absolute paths inside the sandbox, sorted).
+pub fn hide_credentials(spec: &mut SandboxSpec, limits: ScanLimits) -> Result<Scanned, ScanError> {
+    let mut scan = Scan {
+        limits,
+        scanned: Scanned::default(),
+        found: Vec::new(),
+        covered: Vec::new(),
+        dst: PathBuf::new(),
+        mounts: spec
+            .mounts
+            .iter()
+            .map(|m| (m.dst.clone(), m.src.clone()))
+            .collect(),
+        names: Vec::new(),
+        src_names: 0,
+    };
+    for mount in &spec.mounts {
+        if spec.credentials_shown.contains(&mount.dst) {
+            continue;
+        }
+        // What another mount or tmpfs covers is not visible from this one.
+        scan.covered = spec
+            .mounts
+            .iter()
+            .map(|m| &m.dst)
+            .chain(spec.tmpfs.iter().map(|t| &t.dst))
+            .filter(|d| *d != &mount.dst)
+            .filter_map(|d| d.strip_prefix(&mount.dst).ok().map(Path::to_path_buf))
+            .collect();
+        scan.dst = mount.dst.clone();
+        scan.mount(&mount.src)?;
+    }
+    scan.found.sort();
+    scan.found.dedup();
+    spec.hidden = scan.found;
+    Ok(scan.scanned)
+}
+
+struct Scan {
+    limits: ScanLimits,
+    scanned: Scanned,
+    found: Vec<PathBuf>,
+    /// Paths below the current mount's target that other mounts cover.
+    covered: Vec<PathBuf>,
+    /// The current mount's target.
+    dst: PathBuf,
+    /// Every mount's (target, source), to follow a credential link across them.
+    mounts: Vec<(PathBuf, PathBuf)>,
+    /// The source's own components, then those of the directory being read.
+    names: Vec<OsString>,
+    /// How many of `names` are the source's own.
+    src_names: usize,
+}
+
+impl Scan {
+    fn mount(&mut self, src: &Path) -> Result<(), ScanError> {
+        self.names = src
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(name.to_os_string()),
+                _ => None,
+            })
+            .collect();
+        self.src_names = self.names.len();
+        // The source itself, or a directory it lies in, is a credential: hide it whole.
+        let whole = (1..=self.names.len()).any(|end| {
+            let names: Vec<&OsStr> = self.names[..end].iter().map(OsString::as_os_str).collect();
+            credential_at_end(&names).is_some()
+        });
+        if whole {
+            return self.hide(Path::new(""), src);
+        }
+        let dir = match fs::open(
+            src,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(dir) => dir,
+            // A file source is judged by its name alone, above.
+            Err(Errno::NOTDIR) => return Ok(()),
+            Err(e) => return Err(refuse(src, format!("cannot open it: {e}"))),
+        };
+        self.dir(&dir, src, 0)
+    }
+
+    /// The path of `names` below the source.
+    fn rel(&self) -> PathBuf {
+        self.names[self.src_names..].iter().collect()
+    }
+
+    fn hide(&mut self, rel: &Path, shown: &Path) -> Result<(), ScanError> {
+        let inside = if rel.as_os_str().is_empty() {
+            self.dst.clone()
+        } else {
+            self.dst.join(rel)
+        };
+        self.hide_at(inside, shown)
+    }
+
+    /// Hides `inside`, a path inside the sandbox.
+    fn hide_at(&mut self, inside: PathBuf, shown: &Path) -> Result<(), ScanError> {
+        if self.found.len() >= self.limits.hidden {
+            return Err(refuse(
+                shown,
+                format!(
+                    "more than {} credential files to hide; {NARROWER}",
+                    self.limits.hidden
+                ),
+            ));
+        }
+        self.found.push(inside);
+        self.scanned.hidden += 1;
+        Ok(())
+    }
+
+    fn dir(&mut self, dir: &OwnedFd, shown: &Path, depth: usize) -> Result<(), ScanError> {
+        let listing =
+            fs::Dir::read_from(dir).map_err(|e| refuse(shown, format!("cannot list it: {e}")))?;
+        for entry in listing {
+            let entry = entry.map_err(|e| refuse(shown, format!("cannot list it: {e}")))?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            self.scanned.entries += 1;
+            if self.scanned.entries > self.limits.entries {
+                return Err(refuse(
+                    shown,
+                    format!(
+                        "more than {} entries, too many to scan for credential files; {NARROWER}",
+                        self.limits.entries
+                    ),
+                ));
+            }
+            self.names.push(name.to_os_string());
+            let result = self.entry(dir, entry.file_type(), shown, depth);
+            self.names.pop();
+            result?;
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &mut self,
+        dir: &OwnedFd,
+        kind: FileType,
+        parent: &Path,
+        depth: usize,
+    ) -> Result<(), ScanError> {
+        let rel = self.rel();
+        let shown = parent.join(rel.file_name().unwrap_or_default());
+        if self.covered.contains(&rel) {
+            return Ok(());
+        }
+        let name = self.names.last().cloned().unwrap_or_default();
+        let kind = match kind {
+            FileType::Unknown => fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| FileType::from_raw_mode(st.st_mode))
+                .map_err(|e| refuse(&shown, format!("cannot stat it: {e}")))?,
+            known => known,
+        };
+        let names: Vec<&OsStr> = self.names.iter().map(OsString::as_os_str).collect();
+        if let Some(credential) = credential_at_end(&names) {
+            if kind == FileType::Symlink {
+                return self.symlink(dir, &name, &rel, &shown);
+            }
+            if !credential.private_key_only || private_key(dir, &name, kind, credential) {
+                return self.hide(&rel, &shown);
+            }
+        }
+        if kind != FileType::Directory {
+            return Ok(());
+        }
+        if depth + 1 >= self.limits.depth {
+            return Err(refuse(
+                &shown,
+                format!(
+                    "deeper than {} levels, too deep to scan for credential files; {NARROWER}",
+                    self.limits.depth
+                ),
+            ));
+        }
+        match fs::openat(
+            dir,
+            &name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(sub) => self.dir(&sub, &shown, depth + 1),
+            // Nobody without the right to search it reaches anything inside.
+            Err(Errno::ACCESS)
+                if fs::accessat(dir, &name, Access::EXEC_OK, AtFlags::empty()).is_err() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(refuse(
+                &shown,
+                format!("cannot open it, so cannot tell which credentials it holds: {e}"),
+            )),
+        }
+    }
+
+    /// A credential name that is a symlink. A mask cannot cover a link, and the sandbox
+    /// reads whatever it points at, so its target is hidden instead, followed (lexically,
+    /// in the sandbox's own paths) through the mounts. A link to nothing any mount shows
+    /// (the root, a dangling one) needs nothing hidden.
+    fn symlink(
+        &mut self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+        shown: &Path,
+    ) -> Result<(), ScanError> {
+        const HOPS: usize = 8;
+        let unreadable = |e: std::io::Error| refuse(shown, format!("cannot read the link: {e}"));
+        let mut at = self.dst.join(rel);
+        let mut target = fs::readlinkat(dir, name, Vec::new())
+            .map(|t| PathBuf::from(OsStr::from_bytes(t.as_bytes())))
+            .map_err(|e| unreadable(e.into()))?;
+        for _ in 0..HOPS {
+            let inside = lexical(&at.parent().unwrap_or(Path::new("/")).join(&target));
+            let Some((dst, src)) = self
+                .mounts
+                .iter()
+                .filter(|(dst, _)| inside.starts_with(dst))
+                .max_by_key(|(dst, _)| dst.components().count())
+            else {
+                return Ok(());
+            };
+            let host = match inside.strip_prefix(dst) {
+                Ok(below) if !below.as_os_str().is_empty() => src.join(below),
+                _ => src.clone(),
+            };
+            match std::fs::symlink_metadata(&host) {
+                Err(_) => return Ok(()),
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    target = std::fs::read_link(&host).map_err(unreadable)?;
+                    at = inside;
+                }
+                // The backend checks the target again as it masks it, and refuses one that
+                // changed since.
+                Ok(_) => return self.hide_at(inside, shown),
+            }
+        }
+        Err(refuse(
+            shown,
+            format!("a credential link followed by more than {HOPS} others"),
+        ))
+    }
+}
+
+/// `path` (absolute) with `.` and `..` resolved by name, as far up as `/`.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether a `private_key_only` match holds a private key. What cannot be read is hidden:
+/// the scan cannot tell, and hiding costs the tool one file.
+fn private_key(dir: &OwnedFd, name: &OsStr, kind: FileType, credential: &Credential) -> bool {
+    debug_assert!(credential.private_key_only);
+    if kind != FileType::RegularFile {
+        return true;
+    }
+    let Ok(file) = fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return true;
+    };
+    let mut head = vec![0u8; PRIVATE_KEY_HEAD_BYTES];
+    let mut filled = 0;
+    while filled < head.len() {
+        match rustix::io::read(&file, &mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(Errno::INTR) => continue,
+            Err(_) => return true,
+        }
+    }
+    holds_private_key(&head[..filled])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nanoclaw_spec::Mount;
+    use std::fs as stdfs;
+
+    fn tree(files: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for file in files {
+            let path = dir.path().join(file);
+            stdfs::create_dir_all(path.parent().unwrap()).unwrap();
+            stdfs::write(&path, "token").unwrap();
+        }
+        dir
+    }
+
+    fn scan(dir: &Path, limits: ScanLimits) -> Result<Vec<String>, ScanError> {
+        let mut spec = SandboxSpec::new(vec!["true".into()]);
+        spec.mounts.push(Mount {
+            src: dir.to_path_buf(),
+            dst: "/work".into(),
+            writable: false,
+        });
+        hide_credentials(&mut spec, limits)?;
+        Ok(spec
+            .hidden
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect())
+    }
+
+    #[test]
+    fn finds_credentials_at_any_depth_and_nothing_else() {
+        let dir = tree(&[
+            ".git-credentials",
+            ".config/gh/hosts.yml",
+            "src/.env",
+            "src/.env.example",
+            ".ssh/id_ed25519",
+            "a/b/c/.npmrc",
+            "a/b/c/main.rs",
+            "certs/ca.pem",
+        ]);
+        stdfs::write(
+            dir.path().join("certs/server.pem"),
+            "-----BEGIN PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert_eq!(
+            scan(dir.path(), ScanLimits::default()).unwrap(),
+            [
+                "/work/.config/gh",
+                "/work/.git-credentials",
+                "/work/.ssh",
+                "/work/a/b/c/.npmrc",
+                "/work/certs/server.pem",
+                "/work/src/.env",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_symlinked_credential_hides_its_target_and_is_not_followed() {
+        let dir = tree(&["config/prod.txt", "config/abs.txt", "outside/.env", "a/x"]);
+        let link = |target: &str, at: &str| {
+            std::os::unix::fs::symlink(target, dir.path().join(at)).unwrap()
+        };
+        link("config/prod.txt", ".env");
+        link("/work/config/abs.txt", "a/.npmrc");
+        link("../../../../etc/passwd", ".netrc");
+        link("missing", ".pypirc");
+        let inner = tree(&["x"]);
+        std::os::unix::fs::symlink(dir.path().join("outside"), inner.path().join("link")).unwrap();
+        assert_eq!(
+            scan(dir.path(), ScanLimits::default()).unwrap(),
+            [
+                "/work/config/abs.txt",
+                "/work/config/prod.txt",
+                "/work/outside/.env"
+            ]
+        );
+        assert!(scan(inner.path(), ScanLimits::default())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_source_inside_a_credential_store_is_hidden_whole() {
+        let dir = tree(&[".aws/config"]);
+        assert_eq!(
+            scan(&dir.path().join(".aws"), ScanLimits::default()).unwrap(),
+            ["/work"]
+        );
+    }
+
+    #[test]
+    fn too_large_or_too_deep_is_refused() {
+        let dir = tree(&["a/b/c/d/e", "f", "g", "h"]);
+        let few = ScanLimits {
+            entries: 3,
+            ..ScanLimits::default()
+        };
+        assert!(scan(dir.path(), few)
+            .unwrap_err()
+            .to_string()
+            .contains("more than 3 entries"));
+        let shallow = ScanLimits {
+            depth: 3,
+            ..ScanLimits::default()
+        };
+        assert!(scan(dir.path(), shallow)
+            .unwrap_err()
+            .to_string()
+            .contains("deeper than 3"));
+    }
+
+    #[test]
+    fn what_another_mount_covers_is_left_to_that_mount() {
+        let outer = tree(&["sub/.env", ".npmrc"]);
+        let inner = tree(&["plain"]);
+        let mut spec = SandboxSpec::new(vec!["true".into()]);
+        for (src, dst) in [(outer.path(), "/work"), (inner.path(), "/work/sub")] {
+            spec.mounts.push(Mount {
+                src: src.to_path_buf(),
+                dst: dst.into(),
+                writable: false,
+            });
+        }
+        hide_credentials(&mut spec, ScanLimits::default()).unwrap();
+        assert_eq!(spec.hidden, [PathBuf::from("/work/.npmrc")]);
+        spec.credentials_shown.push("/work".into());
+        hide_credentials(&mut spec, ScanLimits::default()).unwrap();
+        assert!(spec.hidden.is_empty());
+    }
+}

@@ -322,6 +322,7 @@ impl DockerBackend {
             stderr,
             usage: Usage::default(),
             enforced: Default::default(),
+            writes: None,
         };
         Ok((outcome, applied, landlock))
     }

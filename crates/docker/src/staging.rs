@@ -28,7 +28,7 @@ use std::os::fd::OwnedFd;
 
 use nanoclaw_native::container::ContainerReport;
 use nanoclaw_overlay::source::fd_path;
-use nanoclaw_spec::{BackendError, Mount, SandboxSpec};
+use nanoclaw_spec::{BackendError, Mount, SandboxSpec, WriteReport};
 use rustix::mount::{self as mnt, MountFlags, MountPropagationFlags, UnmountFlags};
 
 /// Where root's runs keep their files, one directory per invocation.
@@ -55,6 +55,8 @@ pub struct RunDir {
     entries: Vec<PathBuf>,
     /// The report pipe's read end.
     report: Option<std::os::fd::OwnedFd>,
+    /// The writable mounts, as overlays whose changes are applied after the run.
+    writes: Option<nanoclaw_overlay::Writes>,
 }
 
 fn io_error(what: String) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -102,6 +104,7 @@ impl RunDir {
             dir,
             entries: Vec::new(),
             report: None,
+            writes: None,
         })
     }
 
@@ -147,19 +150,24 @@ impl RunDir {
         let mut engine_spec = spec.clone();
         engine_spec.mounts.clear();
         for (index, mount) in spec.mounts.iter().enumerate() {
-            let source = nanoclaw_overlay::open_source(&mount.src)
-                .map_err(|e| BackendError::Invalid(e.to_string()))?;
-            let staged = self.stage_one(&source, &mount.src, &index.to_string(), mount.writable)?;
-            let git = mount
-                .writable
-                .then(|| git_of(&source, &mount.src))
-                .transpose()?;
+            let staged = if mount.writable {
+                self.stage_writable(spec, &mount.src)?
+            } else {
+                let source = nanoclaw_overlay::open_source(&mount.src)
+                    .map_err(|e| BackendError::Invalid(e.to_string()))?;
+                self.stage_one(&source, &mount.src, &index.to_string(), false)?
+            };
             engine_spec.mounts.push(Mount {
-                src: staged,
+                src: staged.clone(),
                 dst: mount.dst.clone(),
                 writable: mount.writable,
             });
-            if let Some(git) = git.flatten() {
+            if !mount.writable {
+                continue;
+            }
+            let source = self.writes.as_ref().and_then(|w| w.source_of(&staged));
+            let git = source.map(|s| git_of(s, &mount.src)).transpose()?.flatten();
+            if let Some(git) = git {
                 let path = mount.src.join(".git");
                 engine_spec.mounts.push(Mount {
                     src: self.stage_one(&git, &path, &format!("{index}.git"), false)?,
@@ -169,6 +177,41 @@ impl RunDir {
             }
         }
         Ok(engine_spec)
+    }
+
+    /// Stages the writable mount of `src` as an overlay with the run's write budget
+    /// (`nanoclaw_overlay::Writes`); the overlay is already nosuid, nodev and noexec.
+    fn stage_writable(&mut self, spec: &SandboxSpec, src: &Path) -> Result<PathBuf, BackendError> {
+        let unavailable = |e: nanoclaw_overlay::Error| BackendError::LayerUnavailable {
+            layer: "the write budget of writable mounts".into(),
+            reason: e.to_string(),
+        };
+        let writes = match &mut self.writes {
+            Some(writes) => writes,
+            None => {
+                nanoclaw_overlay::reap_stale();
+                let budget = nanoclaw_overlay::Budget {
+                    bytes: spec.limits.write_bytes,
+                    files: spec.limits.write_files,
+                };
+                self.writes
+                    .insert(nanoclaw_overlay::Writes::create(budget).map_err(unavailable)?)
+            }
+        };
+        writes.stage(src).map_err(unavailable)
+    }
+
+    /// Applies the writable mounts' changes to the host, once the container is gone.
+    pub fn finish_writes(&mut self) -> Result<Option<WriteReport>, BackendError> {
+        self.writes
+            .take()
+            .map(|writes| {
+                writes.finish().map_err(|e| BackendError::Io {
+                    what: "apply the writable mounts' changes".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+            .transpose()
     }
 
     /// Binds the opened `source` at `name` in the run directory, private, nosuid and nodev,

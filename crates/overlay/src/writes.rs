@@ -149,9 +149,12 @@ impl Writes {
         Ok(merged)
     }
 
-    /// Whether any writable mount was staged.
-    pub fn is_empty(&self) -> bool {
-        self.mounts.is_empty()
+    /// The host source of the overlay at `merged` (as `stage` returned it), opened once.
+    pub fn source_of(&self, merged: &Path) -> Option<&OwnedFd> {
+        self.mounts
+            .iter()
+            .find(|m| m.merged == merged)
+            .map(|m| &m.source)
     }
 
     /// Applies the changes to the host, once the sandbox is gone (nothing writes the
@@ -170,7 +173,9 @@ impl Writes {
             files_used: usage.files,
             budget_bytes: self.budget.bytes,
             budget_files: self.budget.files,
-            budget_reached: usage.full,
+            budget_reached: usage.full
+                || usage.bytes >= self.budget.bytes
+                || usage.files >= self.budget.files,
             ..Default::default()
         };
         for staged in &self.mounts {

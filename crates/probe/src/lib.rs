@@ -38,6 +38,7 @@ mod network;
 mod processes;
 mod resources;
 mod terminal;
+mod writes;
 
 /// What one probe found.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -270,6 +271,13 @@ static PROBES: &[Probe] = &[
                 limit stops it (ENOSPC, EFBIG, EDQUOT)",
         args: "PATH MIB",
         run: resources::disk_fill,
+    },
+    Probe {
+        name: "write-budget",
+        about: "writes MIB mebibytes in files of 64 MiB under DIR, then deletes them; blocked \
+                when the space runs out (ENOSPC, EDQUOT), never by the file size limit",
+        args: "DIR MIB",
+        run: writes::write_budget,
     },
     Probe {
         name: "tcp-connect",

@@ -11,3 +11,4 @@ mod conformance;
 mod docker;
 mod egress;
 mod policy;
+mod writes;

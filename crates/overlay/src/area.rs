@@ -47,10 +47,7 @@ pub struct Usage {
 fn image_size(budget: &Budget) -> u64 {
     let inodes = budget.files.saturating_mul(256);
     let margin = budget.bytes / 50 + (2 << 20);
-    budget
-        .bytes
-        .saturating_add(inodes)
-        .saturating_add(margin)
+    budget.bytes.saturating_add(inodes).saturating_add(margin)
 }
 
 fn mkfs() -> &'static str {

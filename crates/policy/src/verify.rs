@@ -41,6 +41,9 @@ pub struct Inspection {
     /// Names only, never values.
     pub env_names: Vec<String>,
     pub writes: Vec<Attempt>,
+    /// Writes past the write budget in each writable mount (`probe write-budget`, run by
+    /// the caller after `inspect`): `ok` when they failed with ENOSPC or EDQUOT.
+    pub write_budgets: Vec<Attempt>,
     pub connects: Vec<Attempt>,
     pub hostname: Option<String>,
     /// What the probe could not observe.
@@ -136,6 +139,11 @@ pub enum Claim {
     },
     EnvNames {
         allowed: Vec<String>,
+    },
+    /// Writes past `bytes` in the writable mount `path` fail with ENOSPC.
+    WriteBudget {
+        path: PathBuf,
+        bytes: u64,
     },
 }
 
@@ -235,7 +243,18 @@ pub fn claims(tool: &Tool, spec: &SandboxSpec) -> Vec<Claim> {
     allowed.sort();
     allowed.dedup();
     out.push(Claim::EnvNames { allowed });
+    for mount in spec.mounts.iter().filter(|m| m.writable) {
+        out.push(Claim::WriteBudget {
+            path: mount.dst.clone(),
+            bytes: spec.limits.write_bytes,
+        });
+    }
     out
+}
+
+/// The mebibytes `probe write-budget` writes to prove a budget of `bytes`: past it.
+pub fn past_write_budget_mib(bytes: u64) -> u64 {
+    (bytes >> 20) + 8
 }
 
 /// Checks each claim against what was observed inside the sandbox and what the backend
@@ -508,6 +527,18 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
                 .map_or("not enforced".into(), |p| p.to_string()),
             enforced.pids == Some(*pids),
         ),
+        Claim::WriteBudget { path, bytes } => {
+            let attempt = seen
+                .write_budgets
+                .iter()
+                .find(|w| Path::new(&w.target) == path);
+            result(
+                format!("write budget in {}", path.display()),
+                format!("ENOSPC past {}", units::bytes(*bytes)),
+                attempt.map_or("not tried".into(), |w| w.detail.clone()),
+                attempt.is_some_and(|w| w.ok),
+            )
+        }
         Claim::EnvNames { allowed } => {
             let allowed: BTreeSet<&str> = allowed.iter().map(String::as_str).collect();
             let extra: Vec<String> = seen

@@ -64,18 +64,29 @@ pub fn refusal_by_name(rel: &Path) -> Option<&'static str> {
 }
 
 /// Why a symlink at `rel` pointing to `target` must not reach the host, if it must not.
+///
+/// A relative target may climb (`..`) only at its start, and no higher than the mount: a
+/// `..` after a name could climb out through another link (`d/z -> up/..` with
+/// `d/up -> ..`). Every link that reaches the host stays in the mount from where it is, so
+/// a chain of them does too.
 fn refusal_of_link(rel: &Path, target: &Path) -> Option<&'static str> {
     if target.is_absolute() {
         return Some("an absolute symlink leads out of the mount");
     }
     let mut depth = rel.components().count() as i64 - 1;
+    let mut descended = false;
     for part in target.components() {
         match part {
+            Component::ParentDir if descended => {
+                return Some(
+                    "a symlink climbs (..) after a name, which could lead out of the mount",
+                )
+            }
             Component::ParentDir => depth -= 1,
             Component::Normal(name) if name.eq_ignore_ascii_case(".git") => {
                 return Some("a symlink into a .git entry")
             }
-            Component::Normal(_) => depth += 1,
+            Component::Normal(_) => descended = true,
             _ => {}
         }
         if depth < 0 {
@@ -413,5 +424,7 @@ mod tests {
         assert!(refusal_of_link(Path::new("a/l"), Path::new("../x")).is_none());
         assert!(refusal_of_link(Path::new("l"), Path::new("b/../../x")).is_some());
         assert!(refusal_of_link(Path::new("l"), Path::new("sub/.git")).is_some());
+        assert!(refusal_of_link(Path::new("d/z"), Path::new("up/..")).is_some());
+        assert!(refusal_of_link(Path::new("d/e/z"), Path::new("../../a/b")).is_none());
     }
 }

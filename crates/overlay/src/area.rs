@@ -66,7 +66,24 @@ impl Area {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| Error::io(format!("create the write area's file in {BACKING_DIR}"), e))?;
-        rustix::fs::ftruncate(&backing, image_size(budget))
+        // Sparse, so the host must have the room: past its free space the area would fail
+        // with I/O errors instead of ENOSPC, after filling the host's disk.
+        let size = image_size(budget);
+        let free = rustix::fs::fstatvfs(&backing)
+            .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+            .map_err(|e| Error::io(format!("measure the free space in {BACKING_DIR}"), e))?;
+        if free < size {
+            return Err(Error::other(
+                "make the write area",
+                format!(
+                    "{BACKING_DIR} has {} MiB free, less than the write budget needs ({} MiB); \
+                     lower it with --write-limit or limits.writes",
+                    free >> 20,
+                    size >> 20
+                ),
+            ));
+        }
+        rustix::fs::ftruncate(&backing, size)
             .map_err(|e| Error::io("size the write area's file", e))?;
         let (device, path) = attach(&backing)?;
         drop(backing);

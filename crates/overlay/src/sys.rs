@@ -7,9 +7,9 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `LOOP_CTL_GET_FREE` (linux/loop.h): the number of a free loop device, made if needed.
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
 /// `LOOP_CONFIGURE` (Linux 5.8): attach a backing file and set the flags in one step.
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CONFIGURE: libc::Ioctl = 0x4C0A;
 /// `LO_FLAGS_AUTOCLEAR`: the device detaches itself when its last user is gone.
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 

@@ -137,11 +137,18 @@ impl Writes {
         );
         let options = std::ffi::CString::new(options)
             .map_err(|_| Error::other("mount the overlay", "a path holds a NUL byte"))?;
+        let mut flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        // A source on a read-only mount stays read-only, as a bind of it would.
+        let vfs = rustix::fs::fstatvfs(&staged.source)
+            .map_err(|e| Error::io(format!("stat {}", src.display()), e))?;
+        if vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+            flags |= MountFlags::RDONLY;
+        }
         mnt::mount(
             "nanoclaw",
             &merged,
             "overlay",
-            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            flags,
             Some(options.as_c_str()),
         )
         .map_err(|e| Error::io(format!("mount the overlay of {}", src.display()), e))?;

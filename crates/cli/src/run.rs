@@ -258,7 +258,7 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
         spec.network = Network::Egress(rules);
     }
     if let Some(dir) = &args.rootfs {
-        spec.root = Root::Rootfs(host_path(&dir.to_string_lossy())?);
+        spec.root = Root::Rootfs(canonical_source(&host_path(&dir.to_string_lossy())?)?);
     }
     for value in &args.volume {
         spec.mounts.push(parse_volume(value)?);

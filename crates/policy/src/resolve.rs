@@ -183,7 +183,10 @@ impl Policy {
         let mut spec = SandboxSpec::new(argv);
         spec.root = match (tool.backend, &tool.rootfs, &tool.image) {
             (BackendKind::Docker, _, Some(image)) => Root::Image(image.clone()),
-            (_, Some(rootfs), _) => Root::Rootfs(rootfs.clone()),
+            // Made canonical once; the backend opens it without following a symlink.
+            (_, Some(rootfs), _) => {
+                Root::Rootfs(std::fs::canonicalize(rootfs).unwrap_or_else(|_| rootfs.clone()))
+            }
             (BackendKind::Native, None, None) => Root::Host,
             // The parser refuses a native tool with only an image and a docker tool without one.
             (BackendKind::Native, None, Some(_)) | (BackendKind::Docker, _, None) => {

@@ -75,6 +75,10 @@ pub struct InvocationEnd {
     /// Why the sandbox did not run the command to completion (setup failed inside it,
     /// command not found, interrupted); `None` when the command ran and ended.
     pub error: Option<String>,
+    /// What the writable mounts' changes did to the host (the outcome's `writes`: applied
+    /// and refused paths, bytes and files used); absent without writable mounts.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub writes: Value,
 }
 
 impl Event for InvocationEnd {

@@ -249,6 +249,7 @@ impl Recorder {
                     stderr: digest(&outcome.stderr),
                     layers: layers(&outcome.enforced),
                     error: None,
+                    writes: serde_json::to_value(&outcome.writes).unwrap_or_default(),
                 })
             }
         };

@@ -314,8 +314,31 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         Ok((report, outcome.enforced))
     };
     let (report, enforced) = run_probe(&spec)?;
-    let inspection =
+    let mut inspection =
         verify::Inspection::from_json(&report.detail).context("read the probe's inspection")?;
+    for mount in spec.mounts.iter().filter(|m| m.writable) {
+        let mut budget_spec = spec.clone();
+        let mib = verify::past_write_budget_mib(spec.limits.write_bytes);
+        budget_spec.command = probe_command(&[
+            "probe".into(),
+            "write-budget".into(),
+            mount.dst.display().to_string(),
+            mib.to_string(),
+        ]);
+        let attempt = match run_probe(&budget_spec) {
+            Ok((report, _)) => verify::Attempt {
+                target: mount.dst.display().to_string(),
+                ok: report.blocked,
+                detail: report.detail,
+            },
+            Err(e) => verify::Attempt {
+                target: mount.dst.display().to_string(),
+                ok: false,
+                detail: format!("{e:#}"),
+            },
+        };
+        inspection.write_budgets.push(attempt);
+    }
     let mut claimed = spec.clone();
     claimed.mounts.extend(init_mounts);
     let claims = verify::claims(tool, &claimed);

@@ -52,6 +52,13 @@ pub struct RunArgs {
     /// Cap on each captured stream with --json (e.g. 64k) [default: 1m]
     #[arg(long, value_name = "BYTES")]
     output_limit: Option<String>,
+    /// Write budget of the writable mounts together: bytes their changes may take; past it
+    /// writes fail with ENOSPC (e.g. 256m) [default: 1g]
+    #[arg(long, value_name = "BYTES")]
+    write_limit: Option<String>,
+    /// Write budget of the writable mounts in files they may create [default: 100000]
+    #[arg(long, value_name = "N")]
+    write_files: Option<u64>,
     /// UID[:GID] inside the sandbox [default: 10001:10001]
     #[arg(short = 'u', long, value_name = "UID[:GID]")]
     user: Option<String>,
@@ -120,6 +127,28 @@ fn host_path(path: &str) -> Result<PathBuf> {
     Ok(std::env::current_dir()
         .context("read the current directory")?
         .join(path))
+}
+
+/// A mount source as the backend opens it: its parent made canonical, once, and its own
+/// name kept as given, so that a source swapped for a symlink after this check is refused
+/// by the backend (which follows no symlink in the path) rather than resolved here. A
+/// source that is a symlink is refused now (name the target).
+fn canonical_source(path: &std::path::Path) -> Result<PathBuf> {
+    let what = || format!("open mount source {}", path.display());
+    let meta = std::fs::symlink_metadata(path).with_context(what)?;
+    if meta.file_type().is_symlink() {
+        bail!(
+            "mount source {} is a symlink; name its target instead",
+            path.display()
+        );
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            Ok(std::fs::canonicalize(parent).with_context(what)?.join(name))
+        }
+        // "/", or a path ending in ".." (already made absolute): nothing to keep literal.
+        _ => std::fs::canonicalize(path).with_context(what),
+    }
 }
 
 fn parse_volume(value: &str) -> Result<Mount> {
@@ -251,7 +280,7 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
         spec.network = Network::Egress(rules);
     }
     if let Some(dir) = &args.rootfs {
-        spec.root = Root::Rootfs(host_path(&dir.to_string_lossy())?);
+        spec.root = Root::Rootfs(canonical_source(&host_path(&dir.to_string_lossy())?)?);
     }
     for value in &args.volume {
         spec.mounts.push(parse_volume(value)?);
@@ -259,10 +288,8 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
     for value in &args.mount {
         spec.mounts.push(parse_mount(value)?);
     }
-    for mount in &spec.mounts {
-        // Refused here, before anything starts; the sandbox checks again as it binds.
-        std::fs::symlink_metadata(&mount.src)
-            .with_context(|| format!("open mount source {}", mount.src.display()))?;
+    for mount in &mut spec.mounts {
+        mount.src = canonical_source(&mount.src)?;
     }
     for value in &args.tmpfs {
         let tmpfs = parse_tmpfs(value)?;
@@ -288,6 +315,12 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
     }
     if let Some(v) = &args.timeout {
         limits.timeout = parse_duration(v).context("--timeout")?;
+    }
+    if let Some(v) = &args.write_limit {
+        limits.write_bytes = parse_bytes(v).context("--write-limit")?;
+    }
+    if let Some(v) = args.write_files {
+        limits.write_files = v;
     }
     if let Some(v) = &args.output_limit {
         limits.output_bytes = parse_bytes(v).context("--output-limit")?;
@@ -327,6 +360,13 @@ fn narrowing(args: &RunArgs) -> Result<Narrowing> {
             .map(parse_bytes)
             .transpose()
             .context("--output-limit")?,
+        write_bytes: args
+            .write_limit
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+            .context("--write-limit")?,
+        write_files: args.write_files,
     })
 }
 
@@ -351,8 +391,8 @@ fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Res
     if let Some((option, _)) = widening.iter().find(|(_, given)| *given) {
         bail!(
             "{option} cannot be combined with --tool {tool}: a tool runs with exactly the scope \
-             its policy gives it (only --memory, --cpus, --pids-limit, --timeout and \
-             --output-limit may narrow it)"
+             its policy gives it (only --memory, --cpus, --pids-limit, --timeout, \
+             --output-limit, --write-limit and --write-files may narrow it)"
         );
     }
     let policy = crate::policy::load(policy)?;
@@ -447,6 +487,7 @@ fn outcome_json(outcome: &Outcome, spec: &SandboxSpec) -> serde_json::Value {
         "exit_status": outcome.exit_status(),
         "usage": outcome.usage,
         "enforced": outcome.enforced,
+        "writes": outcome.writes,
     })
 }
 

@@ -156,20 +156,13 @@ fn bind(src: &Path, dst: &Path, read_only: bool) -> Result<Mount, BackendError> 
     })
 }
 
-/// The bind mounts of a spec: each read-only unless writable, and a writable one's `.git`
-/// bound read-only over itself, so hooks and config that git runs later on the host cannot
-/// be planted from inside.
+/// The bind mounts of a spec, each read-only unless writable. The sources are the run's
+/// staging mounts (`staging`), which already hold a writable mount's read-only `.git`.
 pub fn binds(spec: &SandboxSpec) -> Result<Vec<Mount>, BackendError> {
-    let mut mounts = Vec::new();
-    for mount in &spec.mounts {
-        let src = mount_source(&mount.src)?;
-        mounts.push(bind(&src, &mount.dst, !mount.writable)?);
-        let git = src.join(".git");
-        if mount.writable && std::fs::symlink_metadata(&git).is_ok() {
-            mounts.push(bind(&mount_source(&git)?, &mount.dst.join(".git"), true)?);
-        }
-    }
-    Ok(mounts)
+    spec.mounts
+        .iter()
+        .map(|mount| bind(&mount_source(&mount.src)?, &mount.dst, !mount.writable))
+        .collect()
 }
 
 /// `HostConfig.Tmpfs`: every tmpfs noexec, nosuid, nodev, sized, world-writable with the
@@ -397,25 +390,6 @@ mod tests {
         assert_eq!(env.len(), 4);
         assert_eq!(env[3], "A=x=y");
         assert_eq!(body.open_stdin, Some(false));
-        Ok(())
-    }
-
-    #[test]
-    fn a_writable_mount_keeps_its_git_read_only() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        std::fs::create_dir(dir.path().join(".git"))?;
-        let mut spec = spec();
-        spec.mounts.push(SpecMount {
-            src: dir.path().into(),
-            dst: "/work".into(),
-            writable: true,
-        });
-        let mounts = binds(&spec)?;
-        assert_eq!(mounts.len(), 2);
-        assert_eq!(mounts[0].target.as_deref(), Some("/work"));
-        assert_eq!(mounts[0].read_only, Some(false));
-        assert_eq!(mounts[1].target.as_deref(), Some("/work/.git"));
-        assert_eq!(mounts[1].read_only, Some(true));
         Ok(())
     }
 

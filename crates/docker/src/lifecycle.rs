@@ -164,10 +164,17 @@ impl DockerBackend {
             outcome = reported => outcome,
         };
         let removed = reap::remove(&self.docker, &id).await;
-        let outcome = driven?;
+        // Nothing writes the overlays once the container is gone, however the run ended; a
+        // container that could not be removed may still, so its changes are discarded.
+        let writes = match &removed {
+            Ok(_) => run_dir.finish_writes(),
+            Err(_) => Ok(None),
+        };
+        let mut outcome = driven?;
         removed.map_err(engine(format!(
             "remove container {id} (the next run reaps it after its deadline)"
         )))?;
+        outcome.writes = writes?;
         Ok(DockerRun {
             outcome,
             image,
@@ -333,6 +340,7 @@ impl DockerBackend {
             stderr: stderr.finish(),
             usage: heard.usage,
             enforced: Default::default(),
+            writes: None,
         };
         Ok((outcome, applied, heard.landlock))
     }

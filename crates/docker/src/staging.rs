@@ -1,15 +1,16 @@
-//! A run's files on the host: its writable mounts, made noexec, and the pipes between the
-//! runner and the container's init. They live in one directory per
-//! run (`RunDir`), removed when the run ends, however it ends; those of a nanoclaw that was
-//! killed are removed by a later run once that process is gone.
+//! A run's files on the host: its bind mounts, staged from descriptors, and the pipes
+//! between the runner and the container's init. They live in one directory per run (`RunDir`), removed when the run ends, however it ends; those of a
+//! nanoclaw that was killed are removed by a later run once that process is gone.
 //!
-//! Writable mounts: the Engine API cannot make a bind mount noexec, but a bind mount keeps
-//! the flags of the mount it copies, and the engine remounts a writable bind with no flags
-//! of its own. So each writable mount's source is first bound here, private (nothing
-//! propagates from it to the host's other mounts) and remounted noexec, nosuid and nodev,
-//! keeping every flag the source mount has, read-only included; the container binds that.
-//! Staging needs the right to mount on the host (root); without it a writable mount is
-//! refused, never made without noexec.
+//! Bind mounts: the engine binds a source by path, and a path below a directory that a
+//! concurrent sandbox can write can be swapped for a symlink between any check and the
+//! engine's mount. So each source is opened once here without following symlinks, bound
+//! from that descriptor into the run's private directory (nothing propagates from it) and
+//! remounted nosuid and nodev, read-only or, when writable, noexec (the Engine API cannot
+//! make a bind noexec, but a bind keeps the flags of the mount it copies), keeping every
+//! flag the source mount has; the container binds that. A writable mount's `.git` is
+//! staged read-only beside it. Staging needs the right to mount on the host (root);
+//! without it a bind mount is refused, never made by path.
 //!
 //! The init's two named pipes (`channel`) live here too, mounted read-only.
 //!
@@ -20,8 +21,11 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use std::os::fd::OwnedFd;
+
 use crate::channel::{self, InitChannel};
-use nanoclaw_spec::{BackendError, SandboxSpec};
+use nanoclaw_overlay::source::fd_path;
+use nanoclaw_spec::{BackendError, Mount, SandboxSpec, WriteReport};
 use rustix::mount::{self as mnt, MountFlags, MountPropagationFlags, UnmountFlags};
 
 /// Where root's runs keep their files, one directory per invocation.
@@ -42,6 +46,8 @@ pub struct RunDir {
     dir: PathBuf,
     /// Staging mount points, and the init's pipes, in creation order.
     entries: Vec<PathBuf>,
+    /// The writable mounts, as overlays whose changes are applied after the run.
+    writes: Option<nanoclaw_overlay::Writes>,
 }
 
 fn io_error(what: String) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -50,11 +56,12 @@ fn io_error(what: String) -> impl FnOnce(std::io::Error) -> BackendError {
 
 fn refused(error: impl std::fmt::Display) -> BackendError {
     BackendError::LayerUnavailable {
-        layer: "a noexec writable mount (docker backend)".into(),
+        layer: "a bind mount staged from its opened source (docker backend)".into(),
         reason: format!(
-            "nanoclaw makes it noexec by staging it on the host, which needs the right to \
-             mount there (run as root), and the engine cannot do it itself: {error}; mount it \
-             read-only or use the native backend"
+            "nanoclaw opens each mount source once, without following symlinks, and binds \
+             that descriptor on the host for the engine (the engine binds by path, which a \
+             concurrent writer can swap for a symlink); this needs the right to mount there \
+             (run as root): {error}; use the native backend"
         ),
     }
 }
@@ -87,6 +94,7 @@ impl RunDir {
         Ok(RunDir {
             dir,
             entries: Vec::new(),
+            writes: None,
         })
     }
 
@@ -100,46 +108,147 @@ impl RunDir {
         channel
     }
 
-    /// Stages the writable mounts of `spec` and returns the spec the engine gets: the same,
-    /// with each writable mount's source replaced by its staging mount.
+    /// Stages every bind mount of `spec` and returns the spec the engine gets: the same,
+    /// with each source replaced by its staging mount, and a writable mount's `.git` added
+    /// as a read-only mount of its own. Each source is opened once, without following a
+    /// symlink, and staged from that descriptor, so the engine binds what was checked.
     pub fn stage(&mut self, spec: &SandboxSpec) -> Result<SandboxSpec, BackendError> {
         let mut engine_spec = spec.clone();
-        for (index, mount) in engine_spec.mounts.iter_mut().enumerate() {
+        engine_spec.mounts.clear();
+        for (index, mount) in spec.mounts.iter().enumerate() {
+            let staged = if mount.writable {
+                self.stage_writable(spec, &mount.src)?
+            } else {
+                let source = nanoclaw_overlay::open_source(&mount.src)
+                    .map_err(|e| BackendError::Invalid(e.to_string()))?;
+                self.stage_one(&source, &mount.src, &index.to_string(), false)?
+            };
+            engine_spec.mounts.push(Mount {
+                src: staged.clone(),
+                dst: mount.dst.clone(),
+                writable: mount.writable,
+            });
             if !mount.writable {
                 continue;
             }
-            let source = crate::config::mount_source(&mount.src)?;
-            let target = self.dir.join(index.to_string());
-            if source.is_dir() {
-                fs::create_dir(&target)
-            } else {
-                fs::write(&target, "")
+            let source = self.writes.as_ref().and_then(|w| w.source_of(&staged));
+            let git = source.map(|s| git_of(s, &mount.src)).transpose()?.flatten();
+            if let Some(git) = git {
+                let path = mount.src.join(".git");
+                engine_spec.mounts.push(Mount {
+                    src: self.stage_one(&git, &path, &format!("{index}.git"), false)?,
+                    dst: mount.dst.join(".git"),
+                    writable: false,
+                });
             }
-            .map_err(|e| refused(format!("create {}: {e}", target.display())))?;
-            self.entries.push(target.clone());
-            let kept = kept_flags(&source).map_err(refused)?;
-            mnt::mount_bind(&source, &target)
-                .and_then(|()| mnt::mount_change(&target, MountPropagationFlags::PRIVATE))
-                .and_then(|()| {
-                    let flags = kept
-                        | MountFlags::BIND
-                        | MountFlags::NOEXEC
-                        | MountFlags::NOSUID
-                        | MountFlags::NODEV;
-                    mnt::mount_remount(&target, flags, "")
-                })
-                .map_err(|e| refused(format!("bind {} noexec: {e}", source.display())))?;
-            mount.src = target;
         }
         Ok(engine_spec)
     }
+
+    /// Stages the writable mount of `src` as an overlay with the run's write budget
+    /// (`nanoclaw_overlay::Writes`); the overlay is already nosuid, nodev and noexec.
+    fn stage_writable(&mut self, spec: &SandboxSpec, src: &Path) -> Result<PathBuf, BackendError> {
+        let unavailable = |e: nanoclaw_overlay::Error| BackendError::LayerUnavailable {
+            layer: "the write budget of writable mounts".into(),
+            reason: e.to_string(),
+        };
+        let writes = match &mut self.writes {
+            Some(writes) => writes,
+            None => {
+                nanoclaw_overlay::reap_stale();
+                let budget = nanoclaw_overlay::Budget {
+                    bytes: spec.limits.write_bytes,
+                    files: spec.limits.write_files,
+                };
+                self.writes
+                    .insert(nanoclaw_overlay::Writes::create(budget).map_err(unavailable)?)
+            }
+        };
+        writes.stage(src).map_err(unavailable)
+    }
+
+    /// Applies the writable mounts' changes to the host, once the container is gone.
+    pub fn finish_writes(&mut self) -> Result<Option<WriteReport>, BackendError> {
+        self.writes
+            .take()
+            .map(|writes| {
+                writes.finish().map_err(|e| BackendError::Io {
+                    what: "apply the writable mounts' changes".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+            .transpose()
+    }
+
+    /// Binds the opened `source` at `name` in the run directory, private, nosuid and nodev,
+    /// and noexec when writable, read-only otherwise, keeping the flags the source's mount
+    /// has (a read-only source stays read-only).
+    fn stage_one(
+        &mut self,
+        source: &OwnedFd,
+        path: &Path,
+        name: &str,
+        writable: bool,
+    ) -> Result<PathBuf, BackendError> {
+        let target = self.dir.join(name);
+        let stat = rustix::fs::fstat(source)
+            .map_err(|e| refused(format!("stat {}: {e}", path.display())))?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory {
+            fs::create_dir(&target)
+        } else {
+            fs::write(&target, "")
+        }
+        .map_err(|e| refused(format!("create {}: {e}", target.display())))?;
+        self.entries.push(target.clone());
+        let kept = kept_flags(source).map_err(refused)?;
+        let mut flags = kept | MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV;
+        if writable {
+            flags |= MountFlags::NOEXEC;
+        } else {
+            flags |= MountFlags::RDONLY;
+        }
+        mnt::mount_bind(fd_path(source), &target)
+            .and_then(|()| mnt::mount_change(&target, MountPropagationFlags::PRIVATE))
+            .and_then(|()| mnt::mount_remount(&target, flags, ""))
+            .map_err(|e| refused(format!("bind {}: {e}", path.display())))?;
+        Ok(target)
+    }
+}
+
+/// The `.git` directly beneath an opened source, if any; one that is a symlink is refused.
+fn git_of(source: &OwnedFd, src: &Path) -> Result<Option<OwnedFd>, BackendError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let path = src.join(".git");
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let git = match rustix::fs::openat(source, ".git", flags, Mode::empty()) {
+        Ok(git) => git,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => {
+            return Err(BackendError::io(
+                format!("open {}", path.display()),
+                e.into(),
+            ))
+        }
+    };
+    let stat = rustix::fs::fstat(&git)
+        .map_err(|e| BackendError::io(format!("open {}", path.display()), e.into()))?;
+    if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+        return Err(BackendError::Invalid(format!(
+            "mount source {} is a symlink; name its target instead",
+            path.display()
+        )));
+    }
+    Ok(Some(git))
 }
 
 /// The flags of the mount `source` is on that its staging copy must keep: a read-only
 /// source stays read-only.
-fn kept_flags(source: &Path) -> Result<MountFlags, String> {
-    let vfs = rustix::fs::statvfs(source).map_err(|e| format!("stat {}: {e}", source.display()))?;
+fn kept_flags(source: &OwnedFd) -> Result<MountFlags, String> {
+    let vfs = rustix::fs::fstatvfs(source).map_err(|e| format!("stat {}: {e}", fd_path(source)))?;
     let mask = MountFlags::RDONLY.bits()
+        | MountFlags::NOSUID.bits()
+        | MountFlags::NODEV.bits()
+        | MountFlags::NOEXEC.bits()
         | MountFlags::NOATIME.bits()
         | MountFlags::NODIRATIME.bits()
         | MountFlags::RELATIME.bits();

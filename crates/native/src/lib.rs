@@ -136,13 +136,16 @@ impl Backend for NativeBackend {
                 "only host root can map uid or gid 0 into a sandbox",
             ));
         }
+        // Writable mounts become overlays on the host whose changes are applied after the
+        // run; the sandbox binds them instead of the sources.
+        let (writes, staged) = stage_writes(spec)?;
         // The cgroup is made while the helper starts (they overlap on a second core); the
         // helper waits for its request, which names the cgroup.
         let mut cgroup = None;
         let report = self.spawn_helper(io, commit, || {
             cgroup = create_cgroup(spec)?;
             Ok(HelperRequest {
-                spec: spec.clone(),
+                spec: staged,
                 io,
                 cgroup_join: cgroup.as_ref().map(join_files).unwrap_or_default(),
                 // Host root maps the sandbox ids to the same unprivileged ids on the host,
@@ -168,6 +171,9 @@ impl Backend for NativeBackend {
                 source: std::io::Error::other(e.to_string()),
             })?;
         }
+        // The sandbox is gone (its PID namespace died with its init): nothing writes the
+        // overlays any more, however the run ended.
+        let writes = writes.map(finish_writes).transpose();
         let finished = match report? {
             HelperReport::Finished(finished) => finished,
             HelperReport::SetupFailed(error) => return Err(BackendError::Setup(error)),
@@ -206,8 +212,43 @@ impl Backend for NativeBackend {
                 gid: spec.user.gid,
                 read_only_root: true,
             },
+            writes: writes?,
         })
     }
+}
+
+/// Stages each writable mount of `spec` as an overlay with the run's write budget and
+/// returns the spec the sandbox is built from: the same, with those sources replaced.
+fn stage_writes(
+    spec: &SandboxSpec,
+) -> Result<(Option<nanoclaw_overlay::Writes>, SandboxSpec), BackendError> {
+    let mut staged = spec.clone();
+    if !spec.mounts.iter().any(|m| m.writable) {
+        return Ok((None, staged));
+    }
+    let unavailable = |e: nanoclaw_overlay::Error| BackendError::LayerUnavailable {
+        layer: "the write budget of writable mounts".into(),
+        reason: e.to_string(),
+    };
+    nanoclaw_overlay::reap_stale();
+    let mut writes = nanoclaw_overlay::Writes::create(nanoclaw_overlay::Budget {
+        bytes: spec.limits.write_bytes,
+        files: spec.limits.write_files,
+    })
+    .map_err(unavailable)?;
+    for mount in staged.mounts.iter_mut().filter(|m| m.writable) {
+        mount.src = writes.stage(&mount.src).map_err(unavailable)?;
+    }
+    Ok((Some(writes), staged))
+}
+
+fn finish_writes(
+    writes: nanoclaw_overlay::Writes,
+) -> Result<nanoclaw_spec::WriteReport, BackendError> {
+    writes.finish().map_err(|e| BackendError::Io {
+        what: "apply the writable mounts' changes".into(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// A fresh cgroup with the spec's limits, or `None` where the host cannot give one and the

@@ -76,28 +76,15 @@ fn fd_path(fd: &impl AsRawFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-/// Opens a host path as a mount source. The path is canonicalised once on the host, and the
-/// canonical form is then opened component by component without following any symlink, so
-/// it cannot be swapped for a link between the two steps. A source that is itself a
-/// symlink is refused.
+/// Opens a host path as a mount source, once, without following a symlink anywhere in it:
+/// the runner made the path canonical, so a link found now was planted (or swapped in by a
+/// concurrent sandbox) and is refused. Everything after uses the descriptor.
 fn open_source(path: &Path) -> Result<OwnedFd, SetupError> {
-    const STEP: &str = "open mount source";
-    let meta = std::fs::symlink_metadata(path).map_err(|e| fail(STEP, path, e))?;
-    if meta.file_type().is_symlink() {
-        return Err(invalid(STEP, path, "is a symlink; name its target instead"));
-    }
-    let canonical = std::fs::canonicalize(path).map_err(|e| fail(STEP, path, e))?;
-    let root = fs::open(
-        "/",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| fail(STEP, "/", e))?;
-    walk(&root, &canonical, None).map_err(|e| match e.errno {
-        Some(libc::ENOTDIR) | Some(libc::ELOOP) => {
-            invalid(STEP, path, "changed into a symlink while being opened")
-        }
-        _ => e,
+    nanoclaw_overlay::open_source(path).map_err(|e| SetupError {
+        step: "open mount source".into(),
+        path: Some(e.path.display().to_string()),
+        errno: e.errno,
+        message: e.message,
     })
 }
 
@@ -478,19 +465,42 @@ pub fn open_sources(spec: &SandboxSpec) -> Result<Sources, SetupError> {
     let mut mounts: Vec<_> = spec.mounts.iter().collect();
     mounts.sort_by_key(|m| m.dst.components().count());
     for mount in mounts {
+        let source = open_source(&mount.src)?;
+        // A writable repository keeps its .git read-only: hooks and config there run later
+        // on the host, outside any sandbox. Opened beneath the source's descriptor, never
+        // by name again.
+        if mount.writable {
+            if let Some(git) = open_git(&source, &mount.src)? {
+                sources.git.push((git, mount.dst.join(".git")));
+            }
+        }
         sources
             .user
-            .push((open_source(&mount.src)?, mount.dst.clone(), mount.writable));
-        // A writable repository keeps its .git read-only: hooks and config there run later
-        // on the host, outside any sandbox.
-        let git = mount.src.join(".git");
-        if mount.writable && std::fs::symlink_metadata(&git).is_ok() {
-            sources
-                .git
-                .push((open_source(&git)?, mount.dst.join(".git")));
-        }
+            .push((source, mount.dst.clone(), mount.writable));
     }
     Ok(sources)
+}
+
+/// The `.git` entry directly beneath an opened writable source, if there is one; a `.git`
+/// that is a symlink is refused (binding it read-only would follow it).
+fn open_git(source: &OwnedFd, src: &Path) -> Result<Option<OwnedFd>, SetupError> {
+    const STEP: &str = "open mount source";
+    let path = src.join(".git");
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let git = match fs::openat(source, ".git", flags, Mode::empty()) {
+        Ok(git) => git,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(fail(STEP, &path, e)),
+    };
+    let stat = fs::fstat(&git).map_err(|e| fail(STEP, &path, e))?;
+    if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+        return Err(invalid(
+            STEP,
+            &path,
+            "is a symlink; name its target instead",
+        ));
+    }
+    Ok(Some(git))
 }
 
 fn passwd(spec: &SandboxSpec) -> (String, String) {

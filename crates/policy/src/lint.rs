@@ -283,6 +283,20 @@ fn over(value: &Resources, ceiling: &Resources) -> Vec<(&'static str, String, St
             units::bytes(ceiling.tmpfs_bytes),
         ));
     }
+    if value.write_bytes > ceiling.write_bytes {
+        out.push((
+            "writes",
+            units::bytes(value.write_bytes),
+            units::bytes(ceiling.write_bytes),
+        ));
+    }
+    if value.write_files > ceiling.write_files {
+        out.push((
+            "write_files",
+            value.write_files.to_string(),
+            ceiling.write_files.to_string(),
+        ));
+    }
     out
 }
 

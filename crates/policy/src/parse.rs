@@ -34,8 +34,25 @@ const MAX_ERRORS: usize = 50;
 
 const ROOT_KEYS: &[&str] = &["defaults", "ceilings", "tools"];
 const DEFAULTS_KEYS: &[&str] = &["backend", "timeout", "limits"];
-const LIMIT_KEYS: &[&str] = &["memory", "cpus", "pids", "output", "tmpfs"];
-const CEILING_KEYS: &[&str] = &["memory", "cpus", "pids", "timeout", "output", "tmpfs"];
+const LIMIT_KEYS: &[&str] = &[
+    "memory",
+    "cpus",
+    "pids",
+    "output",
+    "tmpfs",
+    "writes",
+    "write_files",
+];
+const CEILING_KEYS: &[&str] = &[
+    "memory",
+    "cpus",
+    "pids",
+    "timeout",
+    "output",
+    "tmpfs",
+    "writes",
+    "write_files",
+];
 const TOOL_KEYS: &[&str] = &[
     "description",
     "command",
@@ -413,6 +430,10 @@ impl<'s> Parser<'s> {
                 "memory" => bytes(self, "memory = \"512m\"").map(|v| into.memory_bytes = v),
                 "output" => bytes(self, "output = \"1m\"").map(|v| into.output_bytes = v),
                 "tmpfs" => bytes(self, "tmpfs = \"64m\"").map(|v| into.tmpfs_bytes = v),
+                "writes" => bytes(self, "writes = \"1g\"").map(|v| into.write_bytes = v),
+                "write_files" => self
+                    .count(value, &what, "write_files = 100000")
+                    .map(|v| into.write_files = u64::from(v)),
                 "cpus" => self.cpus(value, &what).map(|v| into.cpu_millis = v),
                 "pids" => self
                     .count(value, &what, "pids = 256")

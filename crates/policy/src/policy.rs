@@ -129,6 +129,9 @@ pub struct Resources {
     pub output_bytes: u64,
     /// Size of the sandbox's `/tmp`.
     pub tmpfs_bytes: u64,
+    /// Write budget of the writable mounts: bytes, and files.
+    pub write_bytes: u64,
+    pub write_files: u64,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -146,6 +149,8 @@ impl Resources {
             timeout: limits.timeout,
             output_bytes: limits.output_bytes,
             tmpfs_bytes: 64 << 20,
+            write_bytes: limits.write_bytes,
+            write_files: limits.write_files,
         }
     }
 
@@ -158,6 +163,8 @@ impl Resources {
             timeout: Duration::from_secs(600),
             output_bytes: 16 << 20,
             tmpfs_bytes: 1 << 30,
+            write_bytes: 16 << 30,
+            write_files: 1_000_000,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use nanoclaw_spec::{Mount, Network, Root, SandboxSpec, Tmpfs};
 
 use crate::lint::{self, Finding, Severity};
-use crate::policy::{BackendKind, ExtraArgs, Policy, Tool, ToolNetwork};
+use crate::policy::{BackendKind, ExtraArgs, HostPath, Policy, Tool, ToolNetwork};
 use crate::units;
 
 /// What one invocation adds to a tool.
@@ -37,6 +37,8 @@ pub struct Narrowing {
     pub pids: Option<u32>,
     pub timeout: Option<Duration>,
     pub output: Option<u64>,
+    pub write_bytes: Option<u64>,
+    pub write_files: Option<u64>,
 }
 
 /// Why a tool cannot be looked up or resolved for an invocation.
@@ -130,11 +132,18 @@ impl Policy {
     /// The spec tool `name` runs in for `invocation`. Refuses anything the policy does not
     /// allow, and any tool the lint refuses.
     pub fn resolve(&self, name: &str, invocation: &Invocation) -> Result<SandboxSpec, Error> {
-        let tool = self.tool(name)?;
-        let workspace = invocation.workspace.as_deref();
-        if let Some(path) = workspace {
+        let tool = &canonical_sources(self.tool(name)?);
+        if let Some(path) = invocation.workspace.as_deref() {
             check_workspace(path)?;
         }
+        // Made canonical once, here: a `${workspace}/x` mount is this joined with the literal
+        // rest, which the lint judges and the backend opens without following a symlink, so
+        // a concurrent sandbox that swaps `x` for a link gets a refusal, never its target.
+        let canonical = invocation
+            .workspace
+            .as_deref()
+            .map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+        let workspace = canonical.as_deref();
         if tool.uses_workspace() && workspace.is_none() {
             return Err(Error::WorkspaceRequired {
                 tool: tool.name.clone(),
@@ -174,7 +183,10 @@ impl Policy {
         let mut spec = SandboxSpec::new(argv);
         spec.root = match (tool.backend, &tool.rootfs, &tool.image) {
             (BackendKind::Docker, _, Some(image)) => Root::Image(image.clone()),
-            (_, Some(rootfs), _) => Root::Rootfs(rootfs.clone()),
+            // Made canonical once; the backend opens it without following a symlink.
+            (_, Some(rootfs), _) => {
+                Root::Rootfs(std::fs::canonicalize(rootfs).unwrap_or_else(|_| rootfs.clone()))
+            }
             (BackendKind::Native, None, None) => Root::Host,
             // The parser refuses a native tool with only an image and a docker tool without one.
             (BackendKind::Native, None, Some(_)) | (BackendKind::Docker, _, None) => {
@@ -194,8 +206,8 @@ impl Policy {
                     tool: tool.name.clone(),
                 });
             };
-            // The lint resolved symlinks to judge the path; the sandbox binds what was judged.
-            let src = std::fs::canonicalize(&src).unwrap_or(src);
+            // Not resolved again: the lint judged this string, and the backend opens it
+            // without following a symlink.
             spec.mounts.push(Mount {
                 src,
                 dst: mount.path.clone(),
@@ -215,6 +227,8 @@ impl Policy {
         spec.limits.pids = limits.pids;
         spec.limits.timeout = limits.timeout;
         spec.limits.output_bytes = limits.output;
+        spec.limits.write_bytes = limits.write_bytes;
+        spec.limits.write_files = limits.write_files;
         spec.network = match &tool.network {
             ToolNetwork::None => Network::None,
             ToolNetwork::Allow(rules) => Network::Egress(rules.clone()),
@@ -227,6 +241,20 @@ impl Policy {
     }
 }
 
+/// `tool` with each absolute mount source made canonical, once, before the lint judges it
+/// and the spec names it.
+fn canonical_sources(tool: &Tool) -> Tool {
+    let mut tool = tool.clone();
+    for mount in &mut tool.mounts {
+        if let HostPath::Absolute(path) = &mount.host {
+            if let Ok(real) = std::fs::canonicalize(path) {
+                mount.host = HostPath::Absolute(real);
+            }
+        }
+    }
+    tool
+}
+
 /// The limits after narrowing, all set.
 struct Narrowed {
     memory: u64,
@@ -234,6 +262,8 @@ struct Narrowed {
     pids: u32,
     timeout: Duration,
     output: u64,
+    write_bytes: u64,
+    write_files: u64,
 }
 
 fn narrowed(tool: &Tool, n: &Narrowing) -> Result<Narrowed, Error> {
@@ -251,5 +281,15 @@ fn narrowed(tool: &Tool, n: &Narrowing) -> Result<Narrowed, Error> {
             r.output_bytes,
             units::bytes,
         )?,
+        write_bytes: narrow(
+            name,
+            "--write-limit",
+            n.write_bytes,
+            r.write_bytes,
+            units::bytes,
+        )?,
+        write_files: narrow(name, "--write-files", n.write_files, r.write_files, |f| {
+            f.to_string()
+        })?,
     })
 }

@@ -42,6 +42,9 @@ pub struct Inspection {
     /// Names only, never values.
     pub env_names: Vec<String>,
     pub writes: Vec<Attempt>,
+    /// Writes past the write budget in each writable mount (`probe write-budget`, run by
+    /// the caller after `inspect`): `ok` when they failed with ENOSPC or EDQUOT.
+    pub write_budgets: Vec<Attempt>,
     pub connects: Vec<Attempt>,
     pub hostname: Option<String>,
     /// Whether the sandbox's init waits on its lifeline and deadline (SIGCHLD blocked).
@@ -145,6 +148,11 @@ pub enum Claim {
     /// The sandbox's init watches its lifeline to the runner and the deadline, so the
     /// sandbox dies with its runner.
     DiesWithRunner,
+    /// Writes past `bytes` in the writable mount `path` fail with ENOSPC.
+    WriteBudget {
+        path: PathBuf,
+        bytes: u64,
+    },
 }
 
 /// One claim checked.
@@ -248,7 +256,18 @@ pub fn claims(tool: &Tool, spec: &SandboxSpec) -> Vec<Claim> {
     allowed.dedup();
     out.push(Claim::EnvNames { allowed });
     out.push(Claim::DiesWithRunner);
+    for mount in spec.mounts.iter().filter(|m| m.writable) {
+        out.push(Claim::WriteBudget {
+            path: mount.dst.clone(),
+            bytes: spec.limits.write_bytes,
+        });
+    }
     out
+}
+
+/// The mebibytes `probe write-budget` writes to prove a budget of `bytes`: past it.
+pub fn past_write_budget_mib(bytes: u64) -> u64 {
+    (bytes >> 20) + 8
 }
 
 /// Checks each claim against what was observed inside the sandbox and what the backend
@@ -536,6 +555,18 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
             },
             seen.init_watches == Some(true),
         ),
+        Claim::WriteBudget { path, bytes } => {
+            let attempt = seen
+                .write_budgets
+                .iter()
+                .find(|w| Path::new(&w.target) == path);
+            result(
+                format!("write budget in {}", path.display()),
+                format!("ENOSPC past {}", units::bytes(*bytes)),
+                attempt.map_or("not tried".into(), |w| w.detail.clone()),
+                attempt.is_some_and(|w| w.ok),
+            )
+        }
         Claim::EnvNames { allowed } => {
             let allowed: BTreeSet<&str> = allowed.iter().map(String::as_str).collect();
             let extra: Vec<String> = seen

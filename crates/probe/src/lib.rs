@@ -41,6 +41,7 @@ mod processes;
 mod resources;
 mod sockets;
 mod terminal;
+mod writes;
 
 /// What one probe found.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -288,6 +289,13 @@ static PROBES: &[Probe] = &[
                 limit stops it (ENOSPC, EFBIG, EDQUOT)",
         args: "PATH MIB",
         run: resources::disk_fill,
+    },
+    Probe {
+        name: "write-budget",
+        about: "writes MIB mebibytes in files of 64 MiB under DIR, then deletes them; blocked \
+                when the space runs out (ENOSPC, EDQUOT), never by the file size limit",
+        args: "DIR MIB",
+        run: writes::write_budget,
     },
     Probe {
         name: "tcp-connect",

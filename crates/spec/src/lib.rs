@@ -16,10 +16,13 @@ mod spec;
 mod units;
 
 pub use env::{check_env, is_env_name, loader_variable, LOADER_VARIABLES};
-pub use outcome::{Capture, Captured, Enforced, LandlockStatus, Outcome, Usage};
+pub use outcome::{
+    AppliedChange, Capture, Captured, Enforced, LandlockStatus, Outcome, RefusedChange, Usage,
+    WriteReport,
+};
 pub use spec::{
     check_sandbox_path, Backend, BackendError, EgressProxy, EgressRule, IoMode, Limits, Mount,
-    Network, Root, SandboxSpec, SetupError, Syscalls, Tmpfs, User, DEFAULT_PATH, SANDBOX_GID,
-    SANDBOX_UID,
+    Network, Root, SandboxSpec, SetupError, Syscalls, Tmpfs, User, DEFAULT_PATH,
+    DEFAULT_WRITE_BYTES, DEFAULT_WRITE_FILES, SANDBOX_GID, SANDBOX_UID,
 };
 pub use units::{parse_bytes, parse_cpus, parse_duration, UnitError};

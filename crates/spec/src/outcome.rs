@@ -15,6 +15,49 @@ pub struct Outcome {
     pub stderr: Captured,
     pub usage: Usage,
     pub enforced: Enforced,
+    /// What the writable mounts' changes did to the host; `None` without writable mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes: Option<WriteReport>,
+}
+
+/// The changes a run made to its writable mounts, applied to the host after it ended.
+/// Lists are cut at `WriteReport::LISTED` entries; the counts are complete.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteReport {
+    /// Entries written to the host (files, directories, links, deletions).
+    pub applied: Vec<AppliedChange>,
+    pub applied_count: u64,
+    /// Entries not written to the host, with the reason.
+    pub refused: Vec<RefusedChange>,
+    pub refused_count: u64,
+    /// What the changes took of the budget.
+    pub bytes_used: u64,
+    pub files_used: u64,
+    pub budget_bytes: u64,
+    pub budget_files: u64,
+    /// The budget ran out during the run: writes past it failed with ENOSPC.
+    pub budget_reached: bool,
+}
+
+impl WriteReport {
+    /// The most entries each list holds.
+    pub const LISTED: usize = 1000;
+}
+
+/// One change written to the host: `path` on the host, `kind` one of "file", "dir",
+/// "symlink", "deleted"; `bytes` a file's size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedChange {
+    pub path: String,
+    pub kind: String,
+    pub bytes: u64,
+}
+
+/// One change not written to the host, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedChange {
+    pub path: String,
+    pub reason: String,
 }
 
 impl Outcome {

@@ -111,6 +111,26 @@ pub struct Limits {
     pub file_size_bytes: u64,
     /// RLIMIT_NOFILE.
     pub open_files: u64,
+    /// Write budget of the run's writable mounts together: the bytes their changes may take
+    /// (`--write-limit`, policy `limits.writes`).
+    #[serde(default = "default_write_bytes")]
+    pub write_bytes: u64,
+    /// The files (inodes) their changes may create (`--write-files`, `limits.write_files`).
+    #[serde(default = "default_write_files")]
+    pub write_files: u64,
+}
+
+/// The default write budget: 1 GiB.
+pub const DEFAULT_WRITE_BYTES: u64 = 1 << 30;
+/// The default write budget in files.
+pub const DEFAULT_WRITE_FILES: u64 = 100_000;
+
+fn default_write_bytes() -> u64 {
+    DEFAULT_WRITE_BYTES
+}
+
+fn default_write_files() -> u64 {
+    DEFAULT_WRITE_FILES
 }
 
 impl Default for Limits {
@@ -124,6 +144,8 @@ impl Default for Limits {
             output_bytes: 1 << 20,
             file_size_bytes: 1 << 30,
             open_files: 1024,
+            write_bytes: DEFAULT_WRITE_BYTES,
+            write_files: DEFAULT_WRITE_FILES,
         }
     }
 }

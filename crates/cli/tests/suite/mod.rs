@@ -15,3 +15,4 @@ mod egress;
 mod egress_flood;
 mod lifeline;
 mod policy;
+mod writes;

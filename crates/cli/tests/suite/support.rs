@@ -707,6 +707,10 @@ const FOREIGN_MOUNTS: &[&str] = &[
 ];
 
 /// Shared directories where a runner could leave files, besides its `TMPDIR`.
+/// Mounts nanoclaw makes once per boot on purpose: the writable mounts' staging root, bound
+/// over itself to be a private mount (what is mounted below it per run is still checked).
+const PERSISTENT_MOUNTS: &[&str] = &["/run/nanoclaw/writes"];
+
 const SHARED_TEMP_DIRS: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
 
 impl HostState {
@@ -717,6 +721,7 @@ impl HostState {
             .filter(|line| {
                 let mount_point = line.split(' ').nth(4).unwrap_or("");
                 !FOREIGN_MOUNTS.iter().any(|f| mount_point.starts_with(f))
+                    && !PERSISTENT_MOUNTS.contains(&mount_point)
             })
             .map(str::to_owned)
             .collect();

@@ -125,6 +125,8 @@ fn exercise(text: &str, workspace: &Path) {
         pids: Some(2),
         timeout: Some(Duration::from_secs(1)),
         output: Some(1),
+        write_bytes: Some(1 << 20),
+        write_files: Some(10),
     };
     for tool in policy.tools() {
         for invocation in [

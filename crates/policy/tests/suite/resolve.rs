@@ -131,10 +131,14 @@ fn narrowing_lowers_limits() {
             pids: Some(64),
             timeout: Some(Duration::from_secs(5)),
             output: Some(1024),
+            write_bytes: Some(64 << 20),
+            write_files: Some(1000),
         },
         ..with_workspace(&dir)
     };
     let spec = policy(FMT).resolve("fmt", &invocation).unwrap();
+    assert_eq!(spec.limits.write_bytes, 64 << 20);
+    assert_eq!(spec.limits.write_files, 1000);
     assert_eq!(spec.limits.memory_bytes, 128 << 20);
     assert_eq!(spec.limits.cpu_millis, 250);
     assert_eq!(spec.limits.pids, 64);

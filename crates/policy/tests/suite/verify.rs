@@ -53,6 +53,9 @@ const GOOD: &str = r#"{
     {"target": "/work/.git", "ok": false, "detail": "Read-only file system (os error 30)"},
     {"target": "/share", "ok": false, "detail": "Read-only file system (os error 30)"}
   ],
+  "write_budgets": [
+    {"target": "/work", "ok": true, "detail": "wrote 1024 of 1032 MiB in /work, then: No space left on device (os error 28)"}
+  ],
   "connects": [
     {"target": "1.1.1.1:443", "ok": false, "detail": "Network is unreachable (os error 101)"},
     {"target": "127.0.0.1:9", "ok": false, "detail": "Connection refused (os error 111)"}
@@ -149,6 +152,10 @@ fn each_departure_fails_its_claim() {
             Box::new(|v| v["capabilities"]["bounding"] = 1.into()),
         ),
         ("no_new_privs", Box::new(|v| v["no_new_privs"] = 0.into())),
+        (
+            "write budget in /work",
+            Box::new(|v| v["write_budgets"][0]["ok"] = false.into()),
+        ),
         ("seccomp", Box::new(|v| v["seccomp"] = 0.into())),
         (
             "network interfaces",

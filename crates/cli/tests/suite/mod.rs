@@ -10,4 +10,5 @@ mod cli;
 mod conformance;
 mod docker;
 mod egress;
+mod hardening;
 mod policy;

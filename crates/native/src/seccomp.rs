@@ -276,16 +276,22 @@ mod x86_64 {
 
     // Grouped by purpose, several to a line, so the table reads in one sitting.
     /// Docker's (moby) unconditional allowlist for x86_64, minus `denied_names()` and calls no
-    /// tool needs (get/set_thread_area, memfd_secret, listmount, statmount). Left out until
+    /// tool needs (get/set_thread_area, memfd_secret, listmount, statmount, fanotify_mark,
+    /// remap_file_pages). Each group says why it stays: a family that a shell, python3,
+    /// node, curl, git or a compiler needs, whose harm the other layers (namespaces,
+    /// capabilities, Landlock, cgroups) already bound. Left out until
     /// libc has their x86_64 numbers: cachestat, map_shadow_stack, futex_wake/wait/requeue,
     /// {get,set,list,remove}xattrat, io_pgetevents.
     #[rustfmt::skip]
     pub(super) static ALLOWED: &[Syscall] = &syscalls![
-        // File descriptors: I/O.
+        // File descriptors: I/O. Every program needs them; splice/tee/vmsplice stay (pipes,
+        // `cat`, `cp` use them; Dirty Pipe, CVE-2022-0847, was a page-cache bug, not a reason
+        // to refuse the calls on a patched kernel).
         SYS_read, SYS_write, SYS_readv, SYS_writev, SYS_pread64, SYS_pwrite64, SYS_preadv,
         SYS_preadv2, SYS_pwritev, SYS_pwritev2, SYS_lseek, SYS_sendfile, SYS_splice, SYS_tee,
         SYS_vmsplice, SYS_copy_file_range, SYS_readahead, SYS_fadvise64,
-        // File descriptors: lifetime and state.
+        // File descriptors: lifetime and state. sync/syncfs stay (package managers and
+        // editors call them); they cost host I/O, not isolation.
         SYS_close, SYS_close_range, SYS_dup, SYS_dup2, SYS_dup3, SYS_fcntl, SYS_flock,
         SYS_pipe, SYS_pipe2, SYS_fsync, SYS_fdatasync, SYS_sync, SYS_syncfs,
         SYS_sync_file_range, SYS_ftruncate, SYS_fallocate,
@@ -294,24 +300,30 @@ mod x86_64 {
         SYS_faccessat2, SYS_stat, SYS_lstat, SYS_fstat, SYS_newfstatat, SYS_statx, SYS_statfs,
         SYS_fstatfs, SYS_getcwd, SYS_chdir, SYS_fchdir, SYS_getdents, SYS_getdents64,
         SYS_readlink, SYS_readlinkat, SYS_umask,
-        // Paths: change (Landlock and the mount layout decide where).
+        // Paths: change (Landlock and the mount layout decide where). mknod makes only FIFOs
+        // and sockets without CAP_MKNOD; chown only within the sandbox's own ids.
         SYS_mkdir, SYS_mkdirat, SYS_mknod, SYS_mknodat, SYS_rmdir, SYS_rename, SYS_renameat,
         SYS_renameat2, SYS_link, SYS_linkat, SYS_symlink, SYS_symlinkat, SYS_unlink,
         SYS_unlinkat, SYS_truncate, SYS_chmod, SYS_fchmod, SYS_fchmodat, SYS_fchmodat2,
         SYS_chown, SYS_fchown, SYS_fchownat, SYS_lchown, SYS_utime, SYS_utimes, SYS_utimensat,
         SYS_futimesat,
-        // Extended attributes.
+        // Extended attributes: user.* on the sandbox's own files; security.* and trusted.*
+        // need capabilities. cp -a, tar and pip read and write them.
         SYS_getxattr, SYS_lgetxattr, SYS_fgetxattr, SYS_setxattr, SYS_lsetxattr,
         SYS_fsetxattr, SYS_listxattr, SYS_llistxattr, SYS_flistxattr, SYS_removexattr,
         SYS_lremovexattr, SYS_fremovexattr,
-        // Waiting for events.
+        // Waiting for events: every event loop (python asyncio, node, curl) needs them.
         SYS_poll, SYS_ppoll, SYS_select, SYS_pselect6, SYS_epoll_create, SYS_epoll_create1,
         SYS_epoll_ctl, SYS_epoll_wait, SYS_epoll_pwait, SYS_epoll_pwait2, SYS_eventfd,
         SYS_eventfd2, SYS_inotify_init, SYS_inotify_init1, SYS_inotify_add_watch,
         SYS_inotify_rm_watch,
-        // Linux AIO (not io_uring).
+        // Linux AIO (not io_uring): its requests are ordinary reads and writes the filter has
+        // already allowed; databases and some build tools use it.
         SYS_io_setup, SYS_io_destroy, SYS_io_submit, SYS_io_cancel, SYS_io_getevents,
-        // Sockets (socket and socketpair are checked by address family).
+        // Sockets (socket is checked by family and protocol, socketpair by family): what a
+        // socket may do is then decided by the network namespace and the egress proxy.
+        // setsockopt stays (every client sets timeouts and buffers); its risky options
+        // (netfilter, packet rings) need CAP_NET_ADMIN or a family that is refused.
         SYS_accept, SYS_accept4, SYS_bind, SYS_connect, SYS_listen, SYS_shutdown,
         SYS_getsockname, SYS_getpeername, SYS_getsockopt, SYS_setsockopt, SYS_sendto,
         SYS_sendmsg, SYS_sendmmsg, SYS_recvfrom, SYS_recvmsg, SYS_recvmmsg,
@@ -331,7 +343,8 @@ mod x86_64 {
         SYS_rt_sigpending, SYS_rt_sigqueueinfo, SYS_rt_tgsigqueueinfo, SYS_rt_sigreturn,
         SYS_rt_sigsuspend, SYS_rt_sigtimedwait, SYS_sigaltstack, SYS_signalfd, SYS_signalfd4,
         SYS_pause,
-        // Identity and credentials (changing them needs capabilities the sandbox lacks).
+        // Identity and credentials (changing them needs capabilities the sandbox lacks; a
+        // program that drops privileges calls them and must not fail).
         SYS_getpid, SYS_getppid, SYS_gettid, SYS_getpgid, SYS_getpgrp, SYS_getsid,
         SYS_setpgid, SYS_setsid, SYS_getuid, SYS_geteuid, SYS_getgid, SYS_getegid,
         SYS_getresuid, SYS_getresgid, SYS_getgroups, SYS_setuid, SYS_setgid, SYS_setreuid,
@@ -340,7 +353,8 @@ mod x86_64 {
         // Self-restriction: a tool may always narrow itself further.
         SYS_seccomp, SYS_landlock_create_ruleset, SYS_landlock_add_rule,
         SYS_landlock_restrict_self,
-        // Limits, scheduling, accounting.
+        // Limits, scheduling, accounting. Raising a limit or a real-time priority needs
+        // capabilities; the cgroup bounds what the rest can take.
         SYS_getrlimit, SYS_setrlimit, SYS_prlimit64, SYS_getrusage, SYS_times,
         SYS_getpriority, SYS_setpriority, SYS_ioprio_get, SYS_ioprio_set,
         SYS_sched_yield, SYS_sched_getaffinity, SYS_sched_setaffinity, SYS_sched_getattr,
@@ -352,7 +366,7 @@ mod x86_64 {
         SYS_gettimeofday, SYS_time, SYS_alarm, SYS_getitimer, SYS_setitimer, SYS_timer_create,
         SYS_timer_delete, SYS_timer_getoverrun, SYS_timer_gettime, SYS_timer_settime,
         SYS_timerfd_create, SYS_timerfd_gettime, SYS_timerfd_settime,
-        // System information.
+        // System information (uname, sysinfo: what any /proc shows too; getrandom).
         SYS_uname, SYS_sysinfo, SYS_getrandom, SYS_getcpu,
         // SysV and POSIX IPC (the IPC namespace removes them with the sandbox).
         SYS_msgget, SYS_msgsnd, SYS_msgrcv, SYS_msgctl, SYS_semget, SYS_semop,

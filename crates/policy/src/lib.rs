@@ -8,8 +8,8 @@
 //! would widen a tool's scope is an [`Error`] naming the option and the tool.
 //!
 //! Part of the trusted core: no async, no network, no process spawning. It reads the
-//! policy file and, for the lint, file metadata and directory names on the host; it must
-//! never write anything.
+//! policy file and, for the lint, file metadata and directory names on the host and the
+//! host's /etc/passwd and /etc/group; it must never write anything.
 //!
 //! # The policy file
 //!
@@ -27,12 +27,13 @@
 //! command = ["grep", "-rn"]              # argv prefix, required, non-empty
 //! args = "append"                        # "none" (default): invocations add no arguments
 //! workdir = "/work"                      # absolute, default "/"
-//! env = { LANG = "C.UTF-8" }             # fixed values only
+//! env = { LANG = "C.UTF-8" }             # fixed values only; LD_PRELOAD & co. are `loader-env`
 //! timeout = "30s"
 //! backend = "native"                     # default: [defaults].backend
 //! rootfs = "${policy_dir}/rootfs"        # native: an unpacked image directory (default: host /usr)
 //! image = "debian@sha256:<64 hex>"       # docker: pinned by digest
-//! user = "10001:10001"                   # default; uid or gid 0 is `root-user`
+//! user = "10001:10001"                   # default; uid or gid 0 is `root-user`, a host
+//!                                        #   account's or a mount owner's is `host-user`
 //! network = "none"                       # default; or { allow = ["api.github.com:443", "*.pypi.org:443"] }
 //! secrets = [{ name = "GITHUB_TOKEN", ttl = "5m" }]   # names only
 //! syscalls = { profile = "default", allow = [] }      # extra allowances are `extra-syscalls`
@@ -59,7 +60,8 @@
 //!
 //! Errors a `[tools.NAME.unsafe]` table may acknowledge: `sensitive-mount`, `writable-git`,
 //! `root-user`, `capabilities`, `extra-syscalls`, `unpinned-image`, `broad-egress`,
-//! `above-ceiling`, `secret-without-ttl`, `visible-credentials`. Errors nothing acknowledges: `symlink-mount`,
+//! `above-ceiling`, `secret-without-ttl`, `visible-credentials`, `host-user`, `loader-env`.
+//! Errors nothing acknowledges: `symlink-mount`,
 //! `host-network`. Warnings: `no-description`, `writable-workspace`, `writable-repo`,
 //! `credentials-inside`, `missing-path`, `plain-http`, `internal-egress`, `shell-append`,
 //! `raised-ceiling`, `unused-acknowledgement`. See [`Rule`].

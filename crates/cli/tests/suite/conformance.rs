@@ -149,15 +149,15 @@ fn exec_from_memfd_is_blocked(backend: Backend) {
     blocked(backend, "memfd-exec", &[]);
 }
 
+/// Every entry of the one list both backends mask (`nanoclaw_spec::proc_masks`).
 fn masked_proc_files_read_empty(backend: Backend) {
+    use nanoclaw_spec::proc_masks;
     // Checked whether or not the host has them: a sandbox must not show one either way.
-    for file in [
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/timer_list",
-        "/proc/sched_debug",
-    ] {
-        blocked(backend, "read-file", &[file]);
+    for file in proc_masks::absolute(proc_masks::MASKED_FILES) {
+        blocked(backend, "read-file", &[&file]);
+    }
+    for dir in proc_masks::absolute(proc_masks::MASKED_DIRS) {
+        blocked(backend, "list-dir", &[&dir]);
     }
 }
 

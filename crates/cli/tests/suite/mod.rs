@@ -14,5 +14,6 @@ mod docker;
 mod egress;
 mod egress_flood;
 mod lifeline;
+mod hardening;
 mod policy;
 mod writes;

@@ -265,7 +265,7 @@ fn a_socket_directory_a_killed_runner_left_is_removed_by_the_next_run() {
     let runtime = runtime_dir(&mut sandbox);
     sandbox.options(["--allow", "api.example.com:443"]);
     let mut child = sandbox
-        .command(false, &["sleep", "30"])
+        .command(false, &["sleep", "5"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -330,3 +330,63 @@ impl Egress {
         recorded.context("record egress decisions")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn base() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
+    /// What a runner killed mid-run leaves: its directory, its lock file, no lock held.
+    fn left_by_a_killed_runner(base: &Path, nonce: &str) -> PathBuf {
+        let dir = base.join(format!("{DIR_PREFIX}{nonce}"));
+        fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        fs::write(dir.join(LOCK_NAME), "").unwrap();
+        dir
+    }
+
+    fn age_past_the_lock_grace() {
+        std::thread::sleep(LOCK_GRACE + Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_live_runners_directory_is_kept_and_a_dead_ones_removed() {
+        let base = base();
+        let live = SocketDir::create(base.path()).unwrap();
+        let dead = left_by_a_killed_runner(base.path(), &"0".repeat(NONCE_LEN));
+        age_past_the_lock_grace();
+        reap_stale(base.path());
+        assert!(live.path.exists());
+        assert!(!dead.exists());
+    }
+
+    #[test]
+    fn a_fresh_unlocked_directory_is_kept_a_moment() {
+        let base = base();
+        let fresh = left_by_a_killed_runner(base.path(), &"1".repeat(NONCE_LEN));
+        reap_stale(base.path());
+        assert!(fresh.exists());
+    }
+
+    #[test]
+    fn links_and_foreign_names_are_never_removed() {
+        let base = base();
+        let target = tempfile::tempdir().unwrap();
+        fs::write(target.path().join(LOCK_NAME), "").unwrap();
+        let link = base
+            .path()
+            .join(format!("{DIR_PREFIX}{}", "a".repeat(NONCE_LEN)));
+        std::os::unix::fs::symlink(target.path(), &link).unwrap();
+        let other = left_by_a_killed_runner(base.path(), "not-hex");
+        age_past_the_lock_grace();
+        reap_stale(base.path());
+        assert!(link.symlink_metadata().is_ok());
+        assert!(target.path().join(LOCK_NAME).exists());
+        assert!(other.exists());
+    }
+}

@@ -5,8 +5,10 @@
 //! The decision is, in this order: the request must match a rule of *this* sandbox's
 //! policy (no lookup happens before that); a name must not be a metadata name; the name is
 //! resolved once; every address is screened (`nanoclaw_spec::address`, then `local`: not
-//! one of this host's own) unless the rule is the request's exact IP literal; the proxy connects to the first address that passed, trying the next
-//! passed address only if that connect fails. This module must never connect to an address
+//! one of this host's own) unless the rule is the request's exact IP literal; the proxy
+//! connects to the first address that passed, trying the next passed address only if that
+//! connect fails. Refusals go to the sandbox's `Ledger` without waiting; an allowed
+//! connection's records wait for room there. This module must never connect to an address
 //! it did not screen, never resolve a name twice, and never let anything but the request
 //! target choose the upstream.
 

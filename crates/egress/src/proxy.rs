@@ -324,7 +324,7 @@ async fn accept(
     finished: Finished,
 ) {
     let config = Arc::clone(&sandbox.config);
-    let max = config.max_connections_per_sandbox;
+    let max = config.max_connections_per_sandbox.max(1);
     let mut rate = AcceptRate::new(config.accepts_per_second, config.accept_burst);
     let mut connections = JoinSet::new();
     let flusher = tokio::spawn(flush_every(Arc::clone(&sandbox), cancel.clone()));

@@ -20,7 +20,10 @@
 //! `nanoclaw_native::container`), not the engine's docker-init: it applies the same Landlock
 //! rules as a native sandbox, gives the command exactly the spec's environment (the engine
 //! adds `HOSTNAME` and the image's `ENV`), runs the egress bridge, reaps orphans, and reports
-//! its Landlock status on the first line of stderr, which the runner takes off.
+//! on a named pipe the command cannot open (`channel`), never on the command's streams. It
+//! watches a second pipe whose write end only the runner holds: when the runner dies
+//! (however it dies) the init exits, and every process of the container with it; it also
+//! ends the command at its deadline should the runner be unable to.
 //!
 //! Where the engine cannot give what the native backend gives, the outcome says so rather
 //! than claiming it: `memfd_create` is refused outright (no `vm.memfd_noexec` from outside),
@@ -220,7 +223,8 @@ impl DockerBackend {
             .block_on(image::resolve(&self.docker, reference, self.pull))
     }
 
-    /// Removes every nanoclaw container past its deadline, of any nanoclaw process, and
+    /// Removes every container this host's nanoclaw (of this user) sealed that nothing
+    /// tracks any more (past its deadline, or stopped with its nanoclaw gone), and
     /// returns their ids. Every run does this too.
     pub fn reap_stale(&self) -> Result<Vec<String>, BackendError> {
         self.runtime.block_on(reap::stale(&self.docker))

@@ -106,14 +106,23 @@ impl SealKey {
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| f.read_exact(&mut random))
             .map_err(failed)?;
-        let created = std::fs::OpenOptions::new()
+        // Written whole under a name of this process, then linked into place, which fails
+        // if another process was first: a reader never sees a half-written key.
+        let draft = dir.join(format!("{KEY_FILE}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&draft);
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .and_then(|mut file| std::io::Write::write_all(&mut file, &random));
-        match created {
+            .open(&draft)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, &random)?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::hard_link(&draft, &path));
+        let _ = std::fs::remove_file(&draft);
+        match written {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(failed(e)),

@@ -383,7 +383,10 @@ impl NativeBackend {
         // closes now, which withdraws the request.
         let _lifeline = match (&sent, &committed) {
             (Ok(()), Ok(())) => Some(request_file),
-            _ => None,
+            _ => {
+                drop(request_file);
+                None
+            }
         };
 
         let mut report = Vec::new();

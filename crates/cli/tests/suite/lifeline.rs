@@ -141,8 +141,23 @@ fn heavy_a_sandbox_dies_within_a_second_of_its_runners_sigkill(backend: Backend)
         backend.name()
     );
     if backend == Backend::Docker {
-        let running = containers_of(&sandbox, true);
-        assert!(running.is_empty(), "containers still run: {running:?}");
+        // The engine notices the init's exit a moment after the kernel.
+        loop {
+            let running = containers_of(&sandbox, true);
+            if running.is_empty() {
+                break;
+            }
+            assert!(
+                killed.elapsed() < WITH_THE_RUNNER + Duration::from_millis(500),
+                "containers still ran {:?} after their runner: {running:?}",
+                killed.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "docker: the container stopped {:?} after its runner",
+            killed.elapsed()
+        );
         // The dead runner cannot remove its container; the next run removes it, without
         // waiting for its deadline, as its runner is verifiably gone.
         let next = Sandbox::new(backend).output(&["true"]);
@@ -328,9 +343,15 @@ fn docker(args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-/// Containers that carry nanoclaw's labels from an image's `LABEL` (an unreadable deadline;
-/// a past deadline and a dead instance with a made-up seal) are not this host's nanoclaw's,
-/// and a run leaves them alone.
+/// Containers that carry nanoclaw's labels from an image's `LABEL` with a seal this host's
+/// key did not make are not this host's nanoclaw's, and a run leaves them alone: one whose
+/// instance is gone and which never ran (what the new early reaping would take if its seal
+/// verified), and one whose deadline cannot be read.
+///
+/// The issue's own case (the instance label and an unreadable deadline, no seal) is not
+/// here: on an engine shared with nanoclaws of before the seal, any of their runs removes
+/// such a container within seconds, so the test could not tell who did. `reap`'s unit
+/// tests hold it.
 #[test]
 fn containers_with_nanoclaws_labels_from_elsewhere_survive_a_run() {
     use nanoclaw_docker::{LABEL_DEADLINE, LABEL_INSTANCE, LABEL_SEAL};
@@ -338,13 +359,29 @@ fn containers_with_nanoclaws_labels_from_elsewhere_survive_a_run() {
     let base = super::support::test_image_id();
     let mut made = Made::default();
     let mut ids = Vec::new();
-    for (what, deadline) in [("unreadable", "soon"), ("past", "1")] {
+    let future = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600)
+        .to_string();
+    let forged_seal = "0".repeat(64);
+    let cases = [
+        (
+            "dead-instance",
+            format!(
+                "{LABEL_INSTANCE}=999999999-0 {LABEL_DEADLINE}={future} \
+                 {LABEL_SEAL}={forged_seal}"
+            ),
+        ),
+        (
+            "unreadable-deadline",
+            format!("{LABEL_DEADLINE}=soon {LABEL_SEAL}={forged_seal}"),
+        ),
+    ];
+    for (what, labels) in cases {
         let tag = format!("nanoclaw-test-foreign:{what}-{token}");
-        let dockerfile = format!(
-            "FROM {base}\nLABEL {LABEL_INSTANCE}=999999999-0 {LABEL_DEADLINE}={deadline} \
-             {LABEL_SEAL}={} {LABEL_INVOCATION}={token}\n",
-            "0".repeat(64)
-        );
+        let dockerfile = format!("FROM {base}\nLABEL {labels} {LABEL_INVOCATION}={token}\n");
         docker(&["build", "--quiet", "--tag", &tag, "-"], Some(&dockerfile));
         made.images.push(tag.clone());
         let id = docker(&["create", &tag, "true"], None);

@@ -72,6 +72,16 @@ pub const CREDENTIALS: &[Credential] = &[
         "credentials.json",
         "Google service-account and OAuth client keys",
     ),
+    name(
+        "*.tfstate",
+        "Terraform state: every secret it manages, in plain text",
+    ),
+    name(
+        "*.tfstate.backup",
+        "Terraform state: every secret it manages, in plain text",
+    ),
+    name(".bash_history", "commands typed with tokens in them"),
+    name(".zsh_history", "commands typed with tokens in them"),
     // Whole credential stores.
     name(".ssh", "SSH private keys and agent config"),
     name(".gnupg", "GnuPG private keys"),
@@ -190,6 +200,8 @@ mod tests {
             "tls/server.pem",
             "x/.cargo/credentials.toml",
             "_netrc",
+            "infra/terraform.tfstate",
+            "infra/terraform.tfstate.backup",
         ] {
             assert!(hidden(path), "{path}");
         }

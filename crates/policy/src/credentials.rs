@@ -132,10 +132,8 @@ impl Scan {
             .collect();
         self.src_names = self.names.len();
         // The source itself, or a directory it lies in, is a credential: hide it whole.
-        let whole = (1..=self.names.len()).any(|end| {
-            let names: Vec<&OsStr> = self.names[..end].iter().map(OsString::as_os_str).collect();
-            credential_at_end(&names).is_some()
-        });
+        let whole =
+            (1..=self.names.len()).any(|end| credential_at_end(&self.names[..end]).is_some());
         if whole {
             return self.hide(Path::new(""), src);
         }
@@ -209,6 +207,8 @@ impl Scan {
         Ok(())
     }
 
+    /// One entry, whose name is the last of `names`. Paths are built only for what is
+    /// hidden, descended into or refused: most entries of a tree are none of these.
     fn entry(
         &mut self,
         dir: &OwnedFd,
@@ -216,25 +216,23 @@ impl Scan {
         parent: &Path,
         depth: usize,
     ) -> Result<(), ScanError> {
-        let rel = self.rel();
-        let shown = parent.join(rel.file_name().unwrap_or_default());
-        if self.covered.contains(&rel) {
+        let name = self.names[self.names.len() - 1].clone();
+        let shown = || parent.join(&name);
+        if !self.covered.is_empty() && self.covered.contains(&self.rel()) {
             return Ok(());
         }
-        let name = self.names.last().cloned().unwrap_or_default();
         let kind = match kind {
             FileType::Unknown => fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
                 .map(|st| FileType::from_raw_mode(st.st_mode))
-                .map_err(|e| refuse(&shown, format!("cannot stat it: {e}")))?,
+                .map_err(|e| refuse(&shown(), format!("cannot stat it: {e}")))?,
             known => known,
         };
-        let names: Vec<&OsStr> = self.names.iter().map(OsString::as_os_str).collect();
-        if let Some(credential) = credential_at_end(&names) {
+        if let Some(credential) = credential_at_end(&self.names) {
             if kind == FileType::Symlink {
-                return self.symlink(dir, &name, &rel, &shown);
+                return self.symlink(dir, &name, &self.rel(), &shown());
             }
             if !credential.private_key_only || private_key(dir, &name, kind, credential) {
-                return self.hide(&rel, &shown);
+                return self.hide(&self.rel(), &shown());
             }
         }
         if kind != FileType::Directory {
@@ -242,7 +240,7 @@ impl Scan {
         }
         if depth + 1 >= self.limits.depth {
             return Err(refuse(
-                &shown,
+                &shown(),
                 format!(
                     "deeper than {} levels, too deep to scan for credential files; {NARROWER}",
                     self.limits.depth
@@ -255,7 +253,7 @@ impl Scan {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
-            Ok(sub) => self.dir(&sub, &shown, depth + 1),
+            Ok(sub) => self.dir(&sub, &shown(), depth + 1),
             // Nobody without the right to search it reaches anything inside.
             Err(Errno::ACCESS)
                 if fs::accessat(dir, &name, Access::EXEC_OK, AtFlags::empty()).is_err() =>
@@ -263,7 +261,7 @@ impl Scan {
                 Ok(())
             }
             Err(e) => Err(refuse(
-                &shown,
+                &shown(),
                 format!("cannot open it, so cannot tell which credentials it holds: {e}"),
             )),
         }

@@ -72,6 +72,16 @@ pub const CREDENTIALS: &[Credential] = &[
         "credentials.json",
         "Google service-account and OAuth client keys",
     ),
+    name(
+        "*.tfstate",
+        "Terraform state: every secret it manages, in plain text",
+    ),
+    name(
+        "*.tfstate.backup",
+        "Terraform state: every secret it manages, in plain text",
+    ),
+    name(".bash_history", "commands typed with tokens in them"),
+    name(".zsh_history", "commands typed with tokens in them"),
     // Whole credential stores.
     name(".ssh", "SSH private keys and agent config"),
     name(".gnupg", "GnuPG private keys"),
@@ -142,19 +152,18 @@ fn component_matches(component: &OsStr, pattern: &str) -> bool {
 }
 
 /// The credential that `components` end with, if any. Templates (`NOT_CREDENTIALS`) are
-/// not credentials.
-pub fn credential_at_end(components: &[&OsStr]) -> Option<&'static Credential> {
-    let last = components.last()?;
-    if NOT_CREDENTIALS.iter().any(|n| OsStr::new(n) == *last) {
+/// not credentials. Allocates nothing: the scan calls it for every entry of a tree.
+pub fn credential_at_end<S: AsRef<OsStr>>(components: &[S]) -> Option<&'static Credential> {
+    let last = components.last()?.as_ref();
+    if NOT_CREDENTIALS.iter().any(|n| OsStr::new(n) == last) {
         return None;
     }
     CREDENTIALS.iter().find(|credential| {
-        let wanted: Vec<&str> = credential.pattern.split('/').collect();
-        components.len() >= wanted.len()
-            && components[components.len() - wanted.len()..]
-                .iter()
-                .zip(&wanted)
-                .all(|(component, want)| component_matches(component, want))
+        let mut have = components.iter().rev();
+        credential.pattern.rsplit('/').all(|want| {
+            have.next()
+                .is_some_and(|component| component_matches(component.as_ref(), want))
+        })
     })
 }
 
@@ -191,6 +200,8 @@ mod tests {
             "tls/server.pem",
             "x/.cargo/credentials.toml",
             "_netrc",
+            "infra/terraform.tfstate",
+            "infra/terraform.tfstate.backup",
         ] {
             assert!(hidden(path), "{path}");
         }

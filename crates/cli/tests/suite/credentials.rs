@@ -217,7 +217,47 @@ fn a_policy_shows_credentials_only_with_an_acknowledged_reason(backend: Backend)
     assert!(hidden_in(&last["data"]["hidden"]).is_empty(), "{last}");
 }
 
+/// `verify` claims that the credential files in a tool's mounts read empty, on the given
+/// workspace, and on its own scratch workspace (where it plants a decoy).
+fn verify_claims_the_credentials_read_empty(backend: Backend) {
+    let token = unique_token("credential");
+    let dir = scratch_dir();
+    let workspace = dir.path().join("workspace");
+    fs::create_dir(&workspace).unwrap();
+    plant(&workspace, &token);
+    let policy = dir.path().join("tools.toml");
+    fs::write(&policy, reader_policy(backend, "", "")).unwrap();
+    for given in [true, false] {
+        let mut command = nanoclaw(dir.path());
+        command.arg("verify").arg(&policy).arg("--json");
+        if given {
+            command.arg("--workspace").arg(&workspace);
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let context = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(output.status.code(), Some(0), "{context}");
+        assert!(!stdout.contains(&token), "{context}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let claim = report["tools"][0]["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["claim"] == "credential files")
+            .cloned()
+            .unwrap_or_else(|| panic!("no credential claim\n{context}"));
+        let hidden = if given { HIDDEN.len() } else { 1 };
+        assert_eq!(claim["pass"], true, "{claim}");
+        assert_eq!(
+            claim["observed"],
+            format!("{hidden} hidden, all read empty"),
+            "{claim}"
+        );
+    }
+}
+
 backend_tests!(
+    verify_claims_the_credentials_read_empty,
     credentials_at_any_depth_read_empty,
     each_hidden_path_reads_empty_to_the_probe,
     a_policy_shows_credentials_only_with_an_acknowledged_reason,

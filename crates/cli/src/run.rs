@@ -427,6 +427,32 @@ fn error_exit(json: bool, status: i32, message: &str) -> ExitCode {
 /// What the user should hear about an outcome besides the command's own output.
 fn notices(outcome: &Outcome, spec: &SandboxSpec) -> Vec<String> {
     let mut notes = Vec::new();
+    if let Some(writes) = &outcome.writes {
+        if writes.budget_reached {
+            notes.push(format!(
+                "the write budget ({} bytes, {} files) was reached: writes past it failed with ENOSPC",
+                writes.budget_bytes, writes.budget_files
+            ));
+        }
+        if writes.refused_count > 0 {
+            let shown: Vec<String> = writes
+                .refused
+                .iter()
+                .take(5)
+                .map(|r| format!("{} ({})", r.path, r.reason))
+                .collect();
+            notes.push(format!(
+                "{} change(s) were not applied to the host: {}{}",
+                writes.refused_count,
+                shown.join("; "),
+                if writes.refused_count > 5 {
+                    "; …"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
     if outcome.timed_out {
         notes.push(format!(
             "command timed out after {:?} and was killed",

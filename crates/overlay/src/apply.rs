@@ -2,10 +2,11 @@
 //! the host later.
 //!
 //! Refused, never written: any path with a `.git` component (compared without case: a
-//! case-insensitive file system has no other name for it) or a file named `HEAD` (with
-//! `objects/` and `refs/` beside it any directory is a repository to git), a symlink that
-//! is absolute or leads out of the mount, device nodes, fifos and sockets, and files with a
-//! set-id bit. Deletions keep any `.git` they would remove.
+//! case-insensitive file system has no other name for it), a file named `HEAD` (with
+//! `objects/` and `refs/` beside it any directory is a repository to git), any change
+//! inside a directory that already is one (a bare repository), a symlink that is absolute
+//! or leads out of the mount, device nodes, fifos and sockets, and files with a set-id bit.
+//! Deletions keep any `.git` they would remove.
 //!
 //! This module must never follow a symlink, on either side: the upper layer is walked and
 //! the host opened one component at a time with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
@@ -154,6 +155,13 @@ pub fn apply(upper: &Path, source: &OwnedFd, source_path: &Path, report: &mut Wr
                 continue;
             }
         };
+        if is_git_dir(&host_dir) || is_git_dir(&upper_dir) {
+            out.refused(
+                &rel,
+                "inside a git directory (HEAD, objects, refs): git on the host would run its hooks and config",
+            );
+            continue;
+        }
         let names = match list(&upper_dir) {
             Ok(names) => names,
             Err(e) => {
@@ -174,6 +182,14 @@ pub fn apply(upper: &Path, source: &OwnedFd, source_path: &Path, report: &mut Wr
             }
         }
     }
+}
+
+/// Whether `dir` is a repository to git by itself (a bare one, or a `.git` by another
+/// name): it holds `HEAD`, `objects` and `refs`.
+fn is_git_dir(dir: &OwnedFd) -> bool {
+    ["HEAD", "objects", "refs"]
+        .iter()
+        .all(|name| rustix::fs::statat(dir, *name, AtFlags::SYMLINK_NOFOLLOW).is_ok())
 }
 
 /// The names in a directory, without `.` and `..`.

@@ -134,9 +134,12 @@ fn planted_and_nested_git_entries_never_reach_the_host(backend: Backend) {
     let work = repo.join("work");
     fs::create_dir_all(work.join("nested")).unwrap();
     git(&work.join("nested"), &["init", "-q"]);
+    git(&work, &["init", "-q", "--bare", "existing.git"]);
     let nested_config = fs::read(work.join("nested/.git/config")).unwrap();
+    let bare_config = fs::read(work.join("existing.git/config")).unwrap();
     give_to_sandbox_user(&work);
     let marker = sandbox.scratch().join("fsmonitor-ran");
+    let marker_text = marker.display().to_string();
     let config = format!("[core]\n\tfsmonitor = touch {}\n", marker.display());
     let script = format!(
         "set -e; cd /work; \
@@ -147,6 +150,8 @@ fn planted_and_nested_git_entries_never_reach_the_host(backend: Backend) {
          printf '{config}' > bare/config; \
          mkdir -p linked; echo 'gitdir: ../bare' > linked/.git; \
          printf '{config}' >> nested/.git/config; \
+         printf '{config}' >> existing.git/config; \
+         echo 'touch {marker_text}' > existing.git/hooks/pre-receive; \
          echo done"
     );
     let run = sandbox.mount_rw(&work, "/work").run(&["sh", "-c", &script]);
@@ -160,7 +165,14 @@ fn planted_and_nested_git_entries_never_reach_the_host(backend: Backend) {
         "{}",
         run.context()
     );
-    for dir in ["planted", "linked", "bare", "nested", "."] {
+    assert_eq!(
+        fs::read(work.join("existing.git/config")).unwrap(),
+        bare_config,
+        "{}",
+        run.context()
+    );
+    assert!(!work.join("existing.git/hooks/pre-receive").exists());
+    for dir in ["planted", "linked", "bare", "nested", "existing.git", "."] {
         assert!(
             !host_git_runs_planted_code(&work.join(dir), &marker),
             "git status in {dir} ran what the sandbox wrote\n{}",
@@ -168,7 +180,13 @@ fn planted_and_nested_git_entries_never_reach_the_host(backend: Backend) {
         );
     }
     let refused = run.json["writes"]["refused"].to_string();
-    for path in ["planted/.git", "linked/.git", "bare/HEAD", "nested/.git"] {
+    for path in [
+        "planted/.git",
+        "linked/.git",
+        "work/bare\"",
+        "nested/.git",
+        "existing.git",
+    ] {
         assert!(refused.contains(path), "{path} not reported: {refused}");
     }
 }

@@ -13,7 +13,7 @@ mod credentials;
 mod docker;
 mod egress;
 mod egress_flood;
-mod lifeline;
 mod hardening;
+mod lifeline;
 mod policy;
 mod writes;

@@ -34,7 +34,18 @@ pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
 /// host's sysfs (the engine would show it read-only, with the host's devices, network
 /// interfaces, cgroup tree and kernel state; masked, `/sys` is an empty read-only tmpfs, as
 /// a native sandbox has no `/sys`) and the writable POSIX message-queue file system.
-pub const MASKED_OUTSIDE_PROC: [&str; 2] = ["/sys", "/dev/mqueue"];
+///
+/// The engine masks in this order. The mounts the engine makes below `/sys` (the cgroup
+/// tree, writable on some engines) are masked first, so that the mount table shows nothing
+/// writable under `/sys` even where the `/sys` mask covers it: a mount hidden by another is
+/// unreachable by path, but still listed, and `verify` judges the list.
+pub const MASKED_OUTSIDE_PROC: [&str; 5] = [
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/sys/fs/cgroup",
+    "/sys",
+    "/dev/mqueue",
+];
 
 /// `HostConfig.MaskedPaths`: an empty file system over each path (runc binds `/dev/null`
 /// over a file, an empty read-only tmpfs over a directory, after the mounts, and skips a

@@ -5,8 +5,9 @@
 //! A refusal of a new kind (protocol, host, port, reason) in an interval is recorded at
 //! once; its repeats in that interval are only counted, and `flush` (every interval, and
 //! at the end) turns the count into one record with `count`. At most `MAX_KINDS` kinds are
-//! tracked per interval and at most `RefusalBudget` refusal records are written per run;
-//! everything beyond is counted into one `Suppressed` record at the end.
+//! tracked per interval and at most the budget (`ProxyConfig::max_refusal_records`) of
+//! refusal records are written per sandbox; everything beyond is counted into one
+//! `Suppressed` record at the end.
 //!
 //! This module must never let a sandbox grow the proxy's memory or the audit log without
 //! bound, never make a refusal wait (the accept loop and the refused connection go on),

@@ -5,8 +5,9 @@
 //! socket the proxy speaks HTTP CONNECT, absolute-form HTTP and SOCKS5 (told apart by the
 //! first byte), allows a request only when its host and port match the sandbox's
 //! `Policy`, resolves names itself, once, and connects only to an address it screened
-//! (`nanoclaw_spec::address`, and never this host's own addresses): never loopback, private, link-local, metadata and the like unless the rule
-//! is that exact IP literal. Every decision, and the close of every allowed connection,
+//! (`nanoclaw_spec::address`, then `local`): never loopback, private, link-local,
+//! metadata, any address of this host and the like unless the rule is that exact IP
+//! literal. Every decision, and the close of every allowed connection,
 //! is sent as a `Decision` on the sandbox's bounded channel, refusals aggregated (`ledger`).
 //! What one sandbox can cost is bounded: its open connections, its accept rate, the
 //! records it causes and the memory behind them.
@@ -22,12 +23,19 @@
 //!
 //! let proxy = Proxy::start(ProxyConfig::default())?;
 //! let policy = Policy::new(&[EgressRule { host: "api.github.com".into(), port: 443 }])?;
+//! // Bounded: while it is full, allowed connections wait and refusals are only counted.
 //! let (events, records) = std::sync::mpsc::sync_channel(64);
 //! let dir = std::path::Path::new("/run/nanoclaw/sandbox-1"); // 0711, made by the runner
 //! let endpoint = proxy.add_sandbox(dir, policy, events)?;
-//! // mount endpoint.socket() into the sandbox; run it; write `records` to the audit log
+//! // Write each record as it comes (to the audit log); the channel ends after removal.
+//! let writer = std::thread::spawn(move || {
+//!     for record in records {
+//!         println!("{} x{}", record.reason, record.count);
+//!     }
+//! });
+//! // mount endpoint.socket() into the sandbox and run it, then:
 //! proxy.remove_sandbox(endpoint)?;
-//! for record in records.try_iter() { println!("{}", record.reason); }
+//! let _ = writer.join();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -2,6 +2,7 @@
 //! `nanoclaw verify` (each tool's claims proved on a live sandbox), plus loading a policy
 //! for `run --tool`.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -172,8 +173,13 @@ struct ScratchWorkspace(PathBuf);
 
 impl ScratchWorkspace {
     fn create(uid: u32, gid: u32) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("nanoclaw-verify-{}", std::process::id()));
-        std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+        // A random name, made fresh: another user cannot predict it to take it first.
+        let nonce = nanoclaw_audit::invocation_id().map_err(|e| anyhow!("{e}"))?;
+        let dir = std::env::temp_dir().join(format!("nanoclaw-verify-{}", &nonce[..16]));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("create {}", dir.display()))?;
         let scratch = ScratchWorkspace(dir);
         if rustix::process::geteuid().is_root() {
             std::os::unix::fs::chown(&scratch.0, Some(uid), Some(gid))

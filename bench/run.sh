@@ -8,6 +8,7 @@
 #
 #   bash bench/run.sh            # needs root (cgroups), hyperfine and bwrap (apt-get install hyperfine bubblewrap)
 #   RUNS=500 THROUGHPUT_N=1000 bash bench/run.sh
+#   BEFORE=/path/to/older/nanoclaw bash bench/run.sh   # also time an older build, side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,8 +37,12 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 # Every run is audited (as by default); the records go to a scratch log, not the user's.
 export NANOCLAW_AUDIT=$OUT/audit.jsonl
+BEFORE_ARGS=()
+if [ -n "${BEFORE:-}" ]; then
+  BEFORE_ARGS=(-n nanoclaw-before "$BEFORE run -- /bin/true")
+fi
 hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$OUT/latency.json" \
-  -n nanoclaw "$NC" -n bubblewrap "$BWRAP"
+  -n nanoclaw "$NC" -n bubblewrap "$BWRAP" "${BEFORE_ARGS[@]}"
 
 # Throughput: THROUGHPUT_N sandboxes, 2 at a time.
 throughput() {
@@ -58,5 +63,9 @@ nc_rate, bw_rate = float(sys.argv[2]), float(sys.argv[3])
 print()
 print(f"median start-to-exit  nanoclaw {nc['median']*1000:.2f} ms   bubblewrap {bw['median']*1000:.2f} ms")
 print(f"ratio (nanoclaw / bubblewrap, median): {nc['median']/bw['median']:.2f}x   (target <= 0.60x)")
+if "nanoclaw-before" in results:
+    before = results["nanoclaw-before"]
+    print(f"before (BEFORE={before['command'].split()[0]}): median {before['median']*1000:.2f} ms; "
+          f"now / before: {nc['median']/before['median']:.2f}x")
 print(f"throughput, 2 workers  nanoclaw {nc_rate:.0f}/s   bubblewrap {bw_rate:.0f}/s   ratio {nc_rate/bw_rate:.2f}x   (target >= 1.5x)")
 PY

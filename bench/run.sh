@@ -65,7 +65,7 @@ print(f"median start-to-exit  nanoclaw {nc['median']*1000:.2f} ms   bubblewrap {
 print(f"ratio (nanoclaw / bubblewrap, median): {nc['median']/bw['median']:.2f}x   (target <= 0.60x)")
 if "nanoclaw-before" in results:
     before = results["nanoclaw-before"]
-    print(f"before (BEFORE={before['command'].split()[0]}): median {before['median']*1000:.2f} ms; "
+    print(f"median of the BEFORE build {before['median']*1000:.2f} ms   "
           f"now / before: {nc['median']/before['median']:.2f}x")
 print(f"throughput, 2 workers  nanoclaw {nc_rate:.0f}/s   bubblewrap {bw_rate:.0f}/s   ratio {nc_rate/bw_rate:.2f}x   (target >= 1.5x)")
 PY

@@ -329,7 +329,11 @@ impl DockerBackend {
             .state
             .unwrap_or_default();
         let heard = conclude(id, code, killed, ready, messages)?;
-        let oom_killed = state.oom_killed == Some(true) && !heard.timed_out;
+        let oom_killed = Outcome::killed_for_memory(
+            state.oom_killed == Some(true),
+            heard.signal,
+            heard.timed_out,
+        );
         let outcome = Outcome {
             exit_code: heard.exit_code,
             signal: heard.signal,

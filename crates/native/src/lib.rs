@@ -190,7 +190,7 @@ impl Backend for NativeBackend {
             exit_code: finished.exit_code,
             signal: finished.signal,
             timed_out: finished.timed_out,
-            oom_killed: oom_killed && !finished.timed_out,
+            oom_killed: Outcome::killed_for_memory(oom_killed, finished.signal, finished.timed_out),
             duration_ms: finished.duration_ms,
             stdout: finished.stdout,
             stderr: finished.stderr,

@@ -8,8 +8,8 @@
 //! This crate must never do I/O: it is types and pure functions only.
 
 pub mod address;
-mod env;
 pub mod credentials;
+mod env;
 mod outcome;
 pub mod proc_masks;
 mod spec;

@@ -61,6 +61,16 @@ pub struct RefusedChange {
 }
 
 impl Outcome {
+    /// Whether the command itself was killed for memory: its sandbox saw an OOM kill
+    /// (`sandbox_oom_kill`) and the command died of SIGKILL, not of its timeout. Another
+    /// process of the sandbox killed for memory (a child the command can sacrifice on
+    /// purpose) does not end the command: its own exit status stands, and the outcome must
+    /// not let it pass for "killed: out of memory". Every backend classifies through this.
+    pub fn killed_for_memory(sandbox_oom_kill: bool, signal: Option<i32>, timed_out: bool) -> bool {
+        const SIGKILL: i32 = 9;
+        sandbox_oom_kill && !timed_out && signal == Some(SIGKILL)
+    }
+
     /// The exit status `nanoclaw run` exits with: the command's own, 124 on timeout,
     /// 137 when killed for memory, 128+N for a signal.
     pub fn exit_status(&self) -> i32 {
@@ -176,6 +186,23 @@ pub struct LandlockStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_commands_own_death_by_sigkill_is_killed_for_memory() {
+        assert!(Outcome::killed_for_memory(true, Some(9), false));
+        assert!(
+            !Outcome::killed_for_memory(true, None, false),
+            "a child was killed"
+        );
+        assert!(
+            !Outcome::killed_for_memory(true, Some(9), true),
+            "the timeout killed it"
+        );
+        assert!(
+            !Outcome::killed_for_memory(false, Some(9), false),
+            "no OOM kill"
+        );
+    }
 
     #[test]
     fn a_capture_keeps_the_first_bytes_and_counts_the_rest() {

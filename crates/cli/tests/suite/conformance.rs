@@ -64,6 +64,7 @@ backend_tests!(
     tioclinux_is_blocked,
     // Limits
     heavy_memory_beyond_the_limit_is_oom_killed,
+    heavy_a_child_killed_for_memory_does_not_pass_for_the_command,
     heavy_a_fork_bomb_hits_the_pids_limit,
     heavy_a_command_past_its_timeout_is_killed,
     heavy_cpu_use_is_held_to_the_quota,
@@ -383,6 +384,27 @@ fn heavy_memory_beyond_the_limit_is_oom_killed(backend: Backend) {
         "the OOM kill took {:?}",
         run.exited.wall
     );
+}
+
+/// The command sacrifices a child to the OOM killer and exits 0: the outcome is the
+/// command's own (0), never "killed: out of memory", which the command could otherwise
+/// make its result say at will.
+fn heavy_a_child_killed_for_memory_does_not_pass_for_the_command(backend: Backend) {
+    let _heavy = serialise_heavy();
+    let mut sandbox = Sandbox::new(backend);
+    sandbox.options(["--memory", "64m"]).with_probe();
+    let hog = format!(
+        "{} probe memory-hog 512 >/dev/null; echo survived",
+        sandbox.probe_path()
+    );
+    let run = sandbox.run(&["sh", "-c", &hog]);
+    assert!(run.outcome.stdout.contains("survived"), "{}", run.context());
+    assert!(
+        !run.outcome.oom_killed,
+        "a child's OOM kill passed for the command's\n{}",
+        run.context()
+    );
+    assert_eq!(run.code(), 0, "{}", run.context());
 }
 
 fn heavy_a_fork_bomb_hits_the_pids_limit(backend: Backend) {

@@ -18,6 +18,7 @@
 //! the lifeline open: end of file on it means the runner is gone, and the init exits,
 //! which kills everything in the container. The init also ends the command at its deadline
 //! (`lifeline`) should the runner be unable to.
+//!
 //! It runs with the command's uid, capabilities, seccomp filter and no_new_privs (the
 //! engine applied them), so it can only add restrictions, never lift one.
 

@@ -36,9 +36,14 @@ pub enum Ended {
     WaitFailed,
 }
 
-/// The deadline of a command allowed to start now with `timeout`.
+/// The deadline of a command allowed to start now with `timeout` (a timeout too long to
+/// count to is a year: the runner's own bound is the spec's).
 pub fn deadline(timeout: Duration) -> Instant {
-    Instant::now() + timeout + GRACE
+    const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout.saturating_add(GRACE))
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
 }
 
 /// Reaps every child as it ends until `command` does, `lifeline` reads end of file, or

@@ -119,7 +119,14 @@ impl DockerBackend {
         let name = reap::next_invocation();
         let invocation_id = invocation.id.clone().unwrap_or_else(|| name.clone());
         let key = reap::SealKey::get()?;
-        let labels = reap::labels(key, &invocation.tool, &invocation_id, spec.limits.timeout);
+        let container_name = format!("nanoclaw-{name}");
+        let labels = reap::labels(
+            key,
+            &invocation.tool,
+            &invocation_id,
+            &container_name,
+            spec.limits.timeout,
+        );
         // Writable mounts reach the engine as noexec copies on the host, kept (with the usage
         // report) until the container is gone.
         staging::reap_stale();
@@ -136,7 +143,7 @@ impl DockerBackend {
         )?;
         let entrypoint = body.entrypoint.clone().unwrap_or_default();
         let options = CreateContainerOptions {
-            name: Some(format!("nanoclaw-{name}")),
+            name: Some(container_name),
             ..Default::default()
         };
         // Not interruptible: once the engine may have made the container we need its id to

@@ -33,6 +33,9 @@ pub const LABEL_INSTANCE: &str = "io.nanoclaw.instance";
 pub const LABEL_DEADLINE: &str = "io.nanoclaw.deadline";
 /// The HMAC of the labels above (`seal`).
 pub const LABEL_SEAL: &str = "io.nanoclaw.seal";
+/// The container's own name, under the seal: a seal copied onto another container (its
+/// labels set from an image or by hand) names a container that is not this one.
+pub const LABEL_CONTAINER: &str = "io.nanoclaw.container";
 
 /// Where root's nanoclaw keeps its sealing key; other users keep theirs in their state
 /// directory.
@@ -173,7 +176,13 @@ impl SealKey {
     /// unambiguous encoding (each value's length precedes it).
     fn seal(&self, labels: &HashMap<String, String>) -> String {
         let mut message = b"nanoclaw docker container v1".to_vec();
-        for key in [LABEL_TOOL, LABEL_INVOCATION, LABEL_INSTANCE, LABEL_DEADLINE] {
+        for key in [
+            LABEL_TOOL,
+            LABEL_INVOCATION,
+            LABEL_INSTANCE,
+            LABEL_DEADLINE,
+            LABEL_CONTAINER,
+        ] {
             let value = labels.get(key).map(String::as_bytes).unwrap_or_default();
             message.extend_from_slice(&(value.len() as u64).to_be_bytes());
             message.extend_from_slice(value);
@@ -224,12 +233,13 @@ fn key_dir() -> PathBuf {
     state.join("nanoclaw")
 }
 
-/// The labels of a container for `tool`'s `invocation` that must be gone by `timeout` from
-/// now, plus the grace, sealed with `key`.
+/// The labels of the container named `container` for `tool`'s `invocation` that must be
+/// gone by `timeout` from now, plus the grace, sealed with `key`.
 pub fn labels(
     key: &SealKey,
     tool: &str,
     invocation: &str,
+    container: &str,
     timeout: Duration,
 ) -> HashMap<String, String> {
     let deadline = unix_now() + timeout.as_secs() + 1 + GRACE.as_secs();
@@ -238,10 +248,23 @@ pub fn labels(
         (LABEL_INVOCATION.to_string(), invocation.to_string()),
         (LABEL_INSTANCE.to_string(), instance().to_string()),
         (LABEL_DEADLINE.to_string(), deadline.to_string()),
+        (LABEL_CONTAINER.to_string(), container.to_string()),
     ]);
     let seal = key.seal(&labels);
     labels.insert(LABEL_SEAL.to_string(), seal);
     labels
+}
+
+/// Whether the container's sealed name label is its own name (the engine lists names with
+/// a leading `/`): a seal copied onto another container never makes that one stale.
+fn names_itself(labels: &HashMap<String, String>, names: Option<&[String]>) -> bool {
+    let Some(sealed) = labels.get(LABEL_CONTAINER) else {
+        return false;
+    };
+    names
+        .unwrap_or_default()
+        .iter()
+        .any(|name| name.strip_prefix('/') == Some(sealed.as_str()))
 }
 
 /// Whether a container with these labels, `running` or not, is one this host's nanoclaw
@@ -338,7 +361,7 @@ pub async fn stale(docker: &Docker) -> Result<Vec<String>, BackendError> {
                     | Some(ContainerSummaryStateEnum::DEAD)
             );
             let labels = c.labels.clone().unwrap_or_default();
-            is_stale(key, &labels, running, now)
+            is_stale(key, &labels, running, now) && names_itself(&labels, c.names.as_deref())
         })
         .filter_map(|c| c.id)
         .collect();
@@ -362,7 +385,7 @@ mod tests {
     #[test]
     fn a_container_is_stale_only_after_its_deadline_or_its_runner() {
         let now = unix_now();
-        let fresh = labels(&key(), "t", "i", Duration::from_secs(60));
+        let fresh = labels(&key(), "t", "i", "nanoclaw-i", Duration::from_secs(60));
         // This process made it and lives: only the deadline makes it stale.
         assert!(!is_stale(&key(), &fresh, false, now));
         assert!(!is_stale(&key(), &fresh, true, now + 60 + GRACE.as_secs()));
@@ -372,7 +395,7 @@ mod tests {
     #[test]
     fn only_a_seal_of_this_key_over_these_labels_verifies() {
         let now = unix_now();
-        let sealed = labels(&key(), "t", "i", Duration::from_secs(0));
+        let sealed = labels(&key(), "t", "i", "nanoclaw-i", Duration::from_secs(0));
         let later = now + 100 + GRACE.as_secs();
         assert!(is_stale(&key(), &sealed, true, later));
         assert!(
@@ -392,6 +415,22 @@ mod tests {
         assert!(
             !is_stale(&key(), &unreadable, false, u64::MAX),
             "no deadline"
+        );
+    }
+
+    #[test]
+    fn a_seal_copied_onto_another_container_does_not_name_it() {
+        let sealed = labels(&key(), "t", "i", "nanoclaw-i", Duration::from_secs(0));
+        let own = ["/nanoclaw-i".to_string()];
+        let other = ["/someone-elses".to_string()];
+        assert!(names_itself(&sealed, Some(&own)));
+        assert!(!names_itself(&sealed, Some(&other)));
+        assert!(!names_itself(&sealed, None));
+        let mut renamed = sealed.clone();
+        renamed.insert(LABEL_CONTAINER.into(), "someone-elses".into());
+        assert!(
+            !is_stale(&key(), &renamed, true, u64::MAX),
+            "the name is sealed"
         );
     }
 

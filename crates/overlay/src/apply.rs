@@ -238,15 +238,24 @@ fn apply_entry(
             }
             let opaque = is_opaque(upper_dir, name);
             match host {
-                Some(_) if host_is_dir => {
+                Some(host) if host_is_dir => {
                     let dir = open_dir(host_dir, Path::new(name))?;
                     if opaque {
-                        // Deleted and made again: what the host had in it goes.
+                        // Deleted and made again: what the host had in it goes (but a .git).
                         for child in list(&dir)? {
-                            remove(&dir, &child, &rel.join(&child), out)?;
+                            let child_rel = rel.join(&child);
+                            if let Err(e) = remove(&dir, &child, &child_rel, out) {
+                                out.refused(&child_rel, format!("could not be deleted: {e}"));
+                            }
                         }
                     }
-                    rustix::fs::fchmod(&dir, Mode::from_raw_mode(stat.st_mode & 0o777))?;
+                    // The permission bits as the tool left them; the host's own set-id and
+                    // sticky bits stay (a copied-up directory shows them, the tool cannot
+                    // add them).
+                    if (host.st_mode ^ stat.st_mode) & 0o777 != 0 {
+                        let mode = (host.st_mode & 0o7000) | (stat.st_mode & 0o777);
+                        rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode))?;
+                    }
                 }
                 _ => {
                     rustix::fs::mkdirat(host_dir, name, Mode::from_raw_mode(0o700))?;

@@ -50,7 +50,9 @@ pub struct Scanned {
 
 /// Why a mount could not be scanned; the run is refused.
 #[derive(Debug, thiserror::Error)]
-#[error("credential scan of {}: {message}", path.display())]
+// The path is quoted and escaped: a name planted in the tree must not reach the terminal as
+// an escape sequence.
+#[error("credential scan of {path:?}: {message}")]
 pub struct ScanError {
     pub path: PathBuf,
     pub message: String,

@@ -7,6 +7,7 @@
 #
 #   bash bench/credentials.sh            # needs root (cgroups) and hyperfine
 #   FILES=300000 RUNS=20 bash bench/credentials.sh
+#   NANOCLAW=path/to/nanoclaw bash bench/credentials.sh   # measure that binary, build nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,7 @@ command -v hyperfine >/dev/null || { echo "bench: hyperfine is missing (apt-get 
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-build_nanoclaw
+[ -n "${NANOCLAW:-}" ] || build_nanoclaw
 
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT

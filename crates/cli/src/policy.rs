@@ -187,9 +187,7 @@ impl ScratchWorkspace {
         }
         Ok(scratch)
     }
-}
 
-impl ScratchWorkspace {
     /// A credential file with a token no sandbox may read, so that `verify` proves the
     /// masking on a workspace that would otherwise hold none.
     fn plant_decoy(&self) -> Result<()> {

@@ -470,7 +470,9 @@ fn notices(outcome: &Outcome, spec: &SandboxSpec) -> Vec<String> {
             .hidden
             .iter()
             .take(5)
-            .map(|p| p.display().to_string())
+            // Quoted and escaped: a name planted in the tree must not reach the terminal as
+            // an escape sequence.
+            .map(|p| format!("{p:?}"))
             .collect();
         if spec.hidden.len() > shown.len() {
             shown.push(format!("and {} more", spec.hidden.len() - shown.len()));

@@ -7,6 +7,7 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// One kind of credential file or directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,38 +134,65 @@ pub fn holds_private_key(head: &[u8]) -> bool {
     contains(b"PRIVATE KEY-----") || contains(b"openssh-key-v1")
 }
 
-fn component_matches(component: &OsStr, pattern: &str) -> bool {
-    let Some(component) = component.to_str() else {
-        return false;
-    };
+fn component_matches(component: &str, pattern: &str) -> bool {
     if let Some(ext) = pattern.strip_prefix("*.") {
         return component
             .strip_suffix(ext)
             .is_some_and(|stem| stem.len() > 1 && stem.ends_with('.'));
     }
     if let Some(stem) = pattern.strip_suffix(".*") {
-        return component == stem
-            || component
-                .strip_prefix(stem)
-                .is_some_and(|rest| rest.starts_with('.') && rest.len() > 1);
+        return component
+            .strip_prefix(stem)
+            .is_some_and(|rest| rest.is_empty() || (rest.starts_with('.') && rest.len() > 1));
     }
     component == pattern
+}
+
+/// A pattern split once: its last component, and the ones before it, last first.
+struct Split {
+    last: &'static str,
+    parents: Vec<&'static str>,
+    credential: &'static Credential,
+}
+
+fn split_patterns() -> &'static [Split] {
+    static SPLIT: OnceLock<Vec<Split>> = OnceLock::new();
+    SPLIT.get_or_init(|| {
+        CREDENTIALS
+            .iter()
+            .map(|credential| {
+                let mut parts = credential.pattern.rsplit('/');
+                Split {
+                    last: parts.next().unwrap_or_default(),
+                    parents: parts.collect(),
+                    credential,
+                }
+            })
+            .collect()
+    })
 }
 
 /// The credential that `components` end with, if any. Templates (`NOT_CREDENTIALS`) are
 /// not credentials. Allocates nothing: the scan calls it for every entry of a tree.
 pub fn credential_at_end<S: AsRef<OsStr>>(components: &[S]) -> Option<&'static Credential> {
-    let last = components.last()?.as_ref();
-    if NOT_CREDENTIALS.iter().any(|n| OsStr::new(n) == last) {
+    // Every pattern is ASCII: a name that is not UTF-8 matches none.
+    let last = components.last()?.as_ref().to_str()?;
+    if NOT_CREDENTIALS.contains(&last) {
         return None;
     }
-    CREDENTIALS.iter().find(|credential| {
-        let mut have = components.iter().rev();
-        credential.pattern.rsplit('/').all(|want| {
-            have.next()
-                .is_some_and(|component| component_matches(component.as_ref(), want))
+    split_patterns()
+        .iter()
+        .find(|split| {
+            component_matches(last, split.last) && {
+                let mut have = components.iter().rev().skip(1);
+                split.parents.iter().all(|want| {
+                    have.next()
+                        .and_then(|component| component.as_ref().to_str())
+                        .is_some_and(|component| component_matches(component, want))
+                })
+            }
         })
-    })
+        .map(|split| split.credential)
 }
 
 /// The credential that `path` is or lies inside, judged by name alone (a

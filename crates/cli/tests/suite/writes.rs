@@ -21,6 +21,7 @@ backend_tests!(
     a_mount_source_swapped_for_a_symlink_is_never_mounted,
     planted_and_nested_git_entries_never_reach_the_host,
     writes_past_the_budget_fail_with_enospc,
+    sparse_files_and_hard_links_reach_the_host_only_within_the_budget,
     ordinary_writes_reach_the_host_and_escapes_do_not,
 );
 
@@ -214,6 +215,60 @@ fn writes_past_the_budget_fail_with_enospc(backend: Backend) {
         "{size} bytes reached the host\n{}",
         run.context()
     );
+}
+
+/// Sparse files and hard links take almost nothing in the area, but the apply writes every
+/// file at its full size and every link as its own file: the host gets the budget, no more.
+fn sparse_files_and_hard_links_reach_the_host_only_within_the_budget(backend: Backend) {
+    let mut sandbox = Sandbox::new(backend);
+    let work = sandbox.writable_host_dir("work");
+    let run = sandbox
+        .mount_rw(&work, "/work")
+        .options(["--write-limit", "16m"])
+        .run(&[
+            "sh",
+            "-c",
+            "set -e; cd /work; for i in $(seq 12); do truncate -s 100M sparse$i; done; \
+             dd if=/dev/zero of=real bs=1M count=8 2>/dev/null; \
+             for i in $(seq 120); do ln real link$i; done; echo done",
+        ]);
+    assert_eq!(run.code(), 0, "{}", run.context());
+    let (mut bytes, mut blocks) = (0, 0);
+    for entry in fs::read_dir(&work).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        bytes += meta.len();
+        blocks += meta.blocks() * 512;
+    }
+    let limit = (16 << 20) + (64 << 10);
+    assert!(
+        bytes <= limit,
+        "{bytes} bytes reached the host\n{}",
+        run.context()
+    );
+    assert!(
+        blocks <= limit,
+        "{blocks} bytes of blocks on the host\n{}",
+        run.context()
+    );
+    let writes = &run.json["writes"];
+    assert_eq!(writes["budget_reached"], true, "{}", run.context());
+    assert!(
+        writes["refused_count"].as_u64().unwrap_or(0) >= 12 + 120 - 1,
+        "{}",
+        run.context()
+    );
+    let refused = writes["refused"].as_array().unwrap();
+    assert!(refused.iter().all(|r| r["reason"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("over the write budget when applied")));
+    for name in ["sparse1", "link120"] {
+        let path = work.join(name);
+        let listed = refused
+            .iter()
+            .any(|r| r["path"] == path.display().to_string());
+        assert!(listed || path.exists(), "{name}: {}", run.context());
+    }
 }
 
 fn ordinary_writes_reach_the_host_and_escapes_do_not(backend: Backend) {

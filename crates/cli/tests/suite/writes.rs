@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ backend_tests!(
     planted_and_nested_git_entries_never_reach_the_host,
     writes_past_the_budget_fail_with_enospc,
     sparse_files_and_hard_links_reach_the_host_only_within_the_budget,
+    a_runner_killed_mid_apply_leaves_no_partial_file,
     ordinary_writes_reach_the_host_and_escapes_do_not,
 );
 
@@ -268,6 +269,70 @@ fn sparse_files_and_hard_links_reach_the_host_only_within_the_budget(backend: Ba
             .iter()
             .any(|r| r["path"] == path.display().to_string());
         assert!(listed || path.exists(), "{name}: {}", run.context());
+    }
+}
+
+/// Whether process `pid` holds a file below `dir` open (as the apply does the file it
+/// writes, and only then).
+fn holds_file_below(pid: u32, dir: &Path) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(dir) && target != dir)
+    })
+}
+
+/// SIGKILL of the runner while it writes a file to the host leaves no partial file there:
+/// the file has no name until it is complete.
+fn a_runner_killed_mid_apply_leaves_no_partial_file(backend: Backend) {
+    let mut sandbox = Sandbox::new(backend);
+    let work = sandbox.writable_host_dir("work");
+    let mut runner = sandbox
+        .mount_rw(&work, "/work")
+        .options(["--write-limit", "512m"])
+        .command(
+            true,
+            &[
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/work/big bs=1M count=384 2>/dev/null",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let caught = loop {
+        if holds_file_below(runner.id(), &work) {
+            break true;
+        }
+        if runner.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let _ = runner.kill();
+    let _ = runner.wait();
+    let left: Vec<(String, u64)> = fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, e.metadata().map(|m| m.len()).unwrap_or(0))
+        })
+        .collect();
+    // The next run with a writable mount removes what the killed one staged.
+    let later = sandbox.writable_host_dir("later");
+    let mut next = Sandbox::new(backend);
+    next.mount_rw(&later, "/later").run(&["true"]);
+    assert!(caught, "the runner never wrote below {}", work.display());
+    for (name, len) in &left {
+        assert!(
+            name == "big" && *len == 384 << 20,
+            "the killed apply left {name} ({len} bytes) in the host source"
+        );
     }
 }
 

@@ -29,13 +29,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nanoclaw_spec::{AppliedChange, RefusedChange, WriteReport};
-
-use crate::source::fd_path;
-use crate::Budget;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
-/// The prefix of the temporary names files are written under before they take their place.
+use crate::source::fd_path;
+use crate::Budget;
+
+/// The prefix of the temporary names a symlink, or a complete file replacing another (or
+/// any file, where the host has no `O_TMPFILE`), has for a moment before taking its place.
 const TEMPORARY: &str = ".nanoclaw-apply-";
 
 fn open_beneath(dir: &OwnedFd, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {

@@ -430,7 +430,7 @@ fn notices(outcome: &Outcome, spec: &SandboxSpec) -> Vec<String> {
     if let Some(writes) = &outcome.writes {
         if writes.budget_reached {
             notes.push(format!(
-                "the write budget ({} bytes, {} files) was reached: writes past it failed with ENOSPC",
+                "the write budget ({} bytes, {} files) was reached: writes past it failed with ENOSPC or were not applied",
                 writes.budget_bytes, writes.budget_files
             ));
         }

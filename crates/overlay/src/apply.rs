@@ -8,10 +8,20 @@
 //! or leads out of the mount, device nodes, fifos and sockets, and files with a set-id bit.
 //! Deletions keep any `.git` they would remove.
 //!
+//! What reaches the host is bounded by the run's write budget as the apply writes it, not
+//! as the area held it: every regular file counts its full size (a sparse file takes its
+//! holes on the host) and each hard link name counts as its own file, and every entry
+//! written counts one file. Entries past the budget are refused, in walk order.
+//!
+//! A file takes its place whole: it is written unnamed (`O_TMPFILE`) in its directory and
+//! linked in once complete, so a runner killed mid-apply leaves no partial file (on a file
+//! system without `O_TMPFILE`, a named temporary is the fallback).
+//!
 //! This module must never follow a symlink, on either side: the upper layer is walked and
 //! the host opened one component at a time with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 //! RESOLVE_NO_XDEV` from the source's descriptor, so a link or a mount found in the source
-//! (say, made by a concurrent run) stops the change instead of redirecting it.
+//! (say, made by a concurrent run) stops the change instead of redirecting it. Every `*at()`
+//! call on the host names one component beneath a descriptor so opened.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
@@ -22,7 +32,11 @@ use nanoclaw_spec::{AppliedChange, RefusedChange, WriteReport};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
-/// The prefix of the temporary names files are written under before they take their place.
+use crate::source::fd_path;
+use crate::Budget;
+
+/// The prefix of the temporary names a symlink, or a complete file replacing another (or
+/// any file, where the host has no `O_TMPFILE`), has for a moment before taking its place.
 const TEMPORARY: &str = ".nanoclaw-apply-";
 
 fn open_beneath(dir: &OwnedFd, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
@@ -97,13 +111,48 @@ fn refusal_of_link(rel: &Path, target: &Path) -> Option<&'static str> {
     None
 }
 
-/// Collects the report, keeping at most `WriteReport::LISTED` entries of each list.
+/// What the apply may still write to the host, over all of a run's writable mounts.
+#[derive(Debug)]
+pub struct Allowance {
+    bytes: u64,
+    files: u64,
+}
+
+impl Allowance {
+    pub fn new(budget: &Budget) -> Allowance {
+        Allowance {
+            bytes: budget.bytes,
+            files: budget.files,
+        }
+    }
+}
+
+/// The reason an entry past the budget is refused.
+const OVER_BUDGET: &str =
+    "over the write budget when applied: a file counts its full size, each hard link its own";
+
+/// Collects the report, keeping at most `WriteReport::LISTED` entries of each list, and
+/// spends the allowance.
 struct Reporter<'a> {
     report: &'a mut WriteReport,
     root: &'a Path,
+    allowance: &'a mut Allowance,
 }
 
 impl Reporter<'_> {
+    /// Takes one entry of `bytes` from the allowance, or refuses `rel` if it does not fit.
+    fn afford(&mut self, rel: &Path, bytes: u64) -> bool {
+        let allowance = &mut *self.allowance;
+        if allowance.files == 0 || bytes > allowance.bytes {
+            self.report.budget_reached = true;
+            self.refused(rel, OVER_BUDGET);
+            return false;
+        }
+        allowance.files -= 1;
+        allowance.bytes -= bytes;
+        true
+    }
+
     fn applied(&mut self, rel: &Path, kind: &str, bytes: u64) {
         self.report.applied_count += 1;
         if self.report.applied.len() < WriteReport::LISTED {
@@ -126,11 +175,19 @@ impl Reporter<'_> {
     }
 }
 
-/// Applies the upper layer at `upper` to the host source `source` (at `source_path`).
-pub fn apply(upper: &Path, source: &OwnedFd, source_path: &Path, report: &mut WriteReport) {
+/// Applies the upper layer at `upper` to the host source `source` (at `source_path`),
+/// within what is left of `allowance`.
+pub fn apply(
+    upper: &Path,
+    source: &OwnedFd,
+    source_path: &Path,
+    allowance: &mut Allowance,
+    report: &mut WriteReport,
+) {
     let mut out = Reporter {
         report,
         root: source_path,
+        allowance,
     };
     let upper = match rustix::fs::open(
         upper,
@@ -226,13 +283,17 @@ fn apply_entry(
     match FileType::from_raw_mode(stat.st_mode) {
         FileType::CharacterDevice if stat.st_rdev == 0 => {
             // A whiteout: the tool deleted this.
-            if host.is_some() {
+            if host.is_some() && out.afford(rel, 0) {
                 remove(host_dir, name, rel, out)?;
                 out.applied(rel, "deleted", 0);
             }
             Ok(None)
         }
         FileType::Directory => {
+            // A new directory is an entry; what it holds goes with it if it does not fit.
+            if !host_is_dir && !out.afford(rel, 0) {
+                return Ok(None);
+            }
             if host.is_some() && !host_is_dir {
                 remove(host_dir, name, rel, out)?;
             }
@@ -271,10 +332,14 @@ fn apply_entry(
                 out.refused(rel, "a set-id bit");
                 return Ok(None);
             }
+            let size = u64::try_from(stat.st_size).unwrap_or(u64::MAX);
+            if !out.afford(rel, size) {
+                return Ok(None);
+            }
             if host_is_dir {
                 remove(host_dir, name, rel, out)?;
             }
-            let bytes = copy_file(upper_dir, host_dir, name, &stat)?;
+            let bytes = copy_file(upper_dir, host_dir, name, &stat, size)?;
             out.applied(rel, "file", bytes);
             Ok(None)
         }
@@ -283,6 +348,9 @@ fn apply_entry(
             let target = Path::new(OsStr::from_bytes(target.as_bytes()));
             if let Some(reason) = refusal_of_link(rel, target) {
                 out.refused(rel, reason);
+                return Ok(None);
+            }
+            if !out.afford(rel, target.as_os_str().len() as u64) {
                 return Ok(None);
             }
             if host_is_dir {
@@ -339,13 +407,14 @@ fn temporary_name() -> OsString {
     OsString::from(format!("{TEMPORARY}{}-{n}", std::process::id()))
 }
 
-/// Writes the upper file `name` to the host under a temporary name, with its owner, mode
-/// and times, then renames it into place. Returns its size.
+/// Writes the first `size` bytes of the upper file `name` to the host, with its owner, mode
+/// and times, and only then gives it its name. Returns the bytes written.
 fn copy_file(
     upper_dir: &OwnedFd,
     host_dir: &OwnedFd,
     name: &OsStr,
     stat: &Stat,
+    size: u64,
 ) -> Result<u64, Errno> {
     let from = rustix::fs::openat(
         upper_dir,
@@ -353,17 +422,15 @@ fn copy_file(
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let temporary = temporary_name();
-    let to = rustix::fs::openat(
-        host_dir,
-        &temporary,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )?;
+    let (to, temporary) = create_unnamed(host_dir)?;
     let written = (|| {
-        let (mut from, mut to) = (std::fs::File::from(from), std::fs::File::from(to));
-        let bytes = std::io::copy(&mut from, &mut to)
-            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+        let mut to = std::fs::File::from(to);
+        // Never past the size the allowance was charged, whatever the file says now.
+        let bytes = std::io::copy(
+            &mut std::io::Read::take(std::fs::File::from(from), size),
+            &mut to,
+        )
+        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
         let to = OwnedFd::from(to);
         own(&to, stat)?;
         let times = rustix::fs::Timestamps {
@@ -371,13 +438,74 @@ fn copy_file(
             last_modification: stat_time(stat.st_mtime, stat.st_mtime_nsec),
         };
         rustix::fs::futimens(&to, &times)?;
-        rustix::fs::renameat(host_dir, &temporary, host_dir, name)?;
+        place(host_dir, &to, temporary.as_deref(), name)?;
         Ok(bytes)
     })();
-    if written.is_err() {
-        let _ = rustix::fs::unlinkat(host_dir, &temporary, AtFlags::empty());
+    if let (Err(_), Some(temporary)) = (&written, &temporary) {
+        let _ = rustix::fs::unlinkat(host_dir, temporary, AtFlags::empty());
     }
     written
+}
+
+/// A new file in `dir` to write to: unnamed (`O_TMPFILE`), so that nothing partial is ever
+/// seen or left behind; or, where the file system has no unnamed files, under a temporary
+/// name (returned) that a killed runner leaves behind.
+fn create_unnamed(dir: &OwnedFd) -> Result<(OwnedFd, Option<OsString>), Errno> {
+    match rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(fd) => return Ok((fd, None)),
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {}
+        Err(e) => return Err(e),
+    }
+    let temporary = temporary_name();
+    let fd = rustix::fs::openat(
+        dir,
+        &temporary,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    Ok((fd, Some(temporary)))
+}
+
+/// Gives the complete file `fd` (from `create_unnamed`) the name `name` in `dir`, replacing
+/// what is there. An unnamed file is linked in directly where the name is free; over an
+/// existing name it is linked under a temporary name and renamed over it (a runner killed
+/// between the two leaves that complete copy under the temporary name).
+fn place(
+    dir: &OwnedFd,
+    fd: &OwnedFd,
+    temporary: Option<&OsStr>,
+    name: &OsStr,
+) -> Result<(), Errno> {
+    if let Some(temporary) = temporary {
+        return rustix::fs::renameat(dir, temporary, dir, name);
+    }
+    // The /proc link of the descriptor, followed: linking an unnamed file needs no
+    // capability this way (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
+    let link = |to: &OsStr| {
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            fd_path(fd),
+            dir,
+            to,
+            AtFlags::SYMLINK_FOLLOW,
+        )
+    };
+    match link(name) {
+        Err(Errno::EXIST) => {}
+        placed => return placed,
+    }
+    let temporary = temporary_name();
+    link(&temporary)?;
+    let renamed = rustix::fs::renameat(dir, &temporary, dir, name);
+    if renamed.is_err() {
+        let _ = rustix::fs::unlinkat(dir, &temporary, AtFlags::empty());
+    }
+    renamed
 }
 
 fn stat_time(seconds: i64, nanos: impl TryInto<i64>) -> rustix::fs::Timespec {
@@ -404,7 +532,13 @@ fn remove(dir: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Reporter<'_>) -> Re
     let mut kept = false;
     while let Some((path, listed)) = stack.pop() {
         if listed {
-            match rustix::fs::unlinkat(dir, &path, AtFlags::REMOVEDIR) {
+            // One level at a time: the parent opened without following a symlink, then
+            // its one name removed, so a link swapped in on the way redirects nothing.
+            let (Some(parent), Some(last)) = (path.parent(), path.file_name()) else {
+                return Err(Errno::INVAL);
+            };
+            let parent = open_dir(dir, parent)?;
+            match rustix::fs::unlinkat(&parent, last, AtFlags::REMOVEDIR) {
                 Ok(()) => {}
                 Err(Errno::NOTEMPTY) if kept => {}
                 Err(e) => return Err(e),
@@ -437,6 +571,137 @@ fn remove(dir: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Reporter<'_>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Applies the upper `upper` to `host` within `budget`.
+    fn apply_to(upper: &Path, host: &Path, budget: Budget) -> WriteReport {
+        let source = crate::open_source(&std::fs::canonicalize(host).unwrap()).unwrap();
+        let mut report = WriteReport::default();
+        apply(
+            upper,
+            &source,
+            host,
+            &mut Allowance::new(&budget),
+            &mut report,
+        );
+        report
+    }
+
+    /// The blocks the files below `dir` take, and the names there.
+    fn used(dir: &Path) -> (u64, Vec<String>) {
+        let mut blocks = 0;
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            blocks += entry.metadata().unwrap().blocks() * 512;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        (blocks, names)
+    }
+
+    #[test]
+    fn sparse_files_and_hard_links_are_applied_within_the_budget() {
+        let (upper, host) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for i in 0..12 {
+            let file = std::fs::File::create(upper.path().join(format!("sparse{i}"))).unwrap();
+            file.set_len(100 << 20).unwrap();
+        }
+        std::fs::write(upper.path().join("real"), vec![7u8; 1 << 20]).unwrap();
+        for i in 0..40 {
+            std::fs::hard_link(
+                upper.path().join("real"),
+                upper.path().join(format!("link{i}")),
+            )
+            .unwrap();
+        }
+        let budget = Budget {
+            bytes: 16 << 20,
+            files: 1000,
+        };
+        let report = apply_to(upper.path(), host.path(), budget);
+        let (bytes, names) = used(host.path());
+        assert!(
+            bytes <= budget.bytes + (64 << 10),
+            "{bytes} bytes: {report:?}"
+        );
+        assert!(report.budget_reached, "{report:?}");
+        assert!(report.refused_count >= 12 + 40 - 16, "{report:?}");
+        assert!(report
+            .refused
+            .iter()
+            .all(|r| r.reason.starts_with("over the write budget when applied")));
+        assert!(!names.iter().any(|n| n.starts_with(TEMPORARY)), "{names:?}");
+    }
+
+    #[test]
+    fn a_file_takes_its_place_whole_and_leaves_no_temporary() {
+        let (upper, host) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(host.path().join("old"), "old").unwrap();
+        std::fs::write(upper.path().join("old"), "new").unwrap();
+        std::fs::write(upper.path().join("new"), "made").unwrap();
+        let report = apply_to(
+            upper.path(),
+            host.path(),
+            Budget {
+                bytes: 1 << 20,
+                files: 10,
+            },
+        );
+        assert_eq!(report.applied_count, 2, "{report:?}");
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("old")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("new")).unwrap(),
+            "made"
+        );
+        let mut names = used(host.path()).1;
+        names.sort();
+        assert_eq!(names, ["new", "old"]);
+    }
+
+    #[test]
+    fn no_more_entries_than_the_files_budget_are_applied() {
+        let (upper, host) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for i in 0..50 {
+            std::fs::create_dir(upper.path().join(format!("d{i}"))).unwrap();
+        }
+        let budget = Budget {
+            bytes: 16 << 20,
+            files: 10,
+        };
+        let report = apply_to(upper.path(), host.path(), budget);
+        assert_eq!(report.applied_count, 10, "{report:?}");
+        assert_eq!(report.refused_count, 40, "{report:?}");
+        assert_eq!(used(host.path()).1.len(), 10);
+    }
+
+    #[test]
+    fn a_deleted_tree_is_removed_one_level_at_a_time() {
+        let (upper, host) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::create_dir_all(host.path().join("t/a/b/c")).unwrap();
+        std::fs::write(host.path().join("t/a/b/c/f"), "").unwrap();
+        std::fs::create_dir_all(host.path().join("t/x/.git")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.path().join("t"),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0),
+            0,
+        )
+        .unwrap();
+        let report = apply_to(
+            upper.path(),
+            host.path(),
+            Budget {
+                bytes: 1 << 20,
+                files: 10,
+            },
+        );
+        assert!(!host.path().join("t/a").exists(), "{report:?}");
+        assert!(host.path().join("t/x/.git").is_dir(), "{report:?}");
+    }
 
     #[test]
     fn git_entries_and_links_out_are_refused_by_name() {

@@ -185,11 +185,14 @@ impl Writes {
                 || usage.files >= self.budget.files,
             ..Default::default()
         };
+        // One allowance over all the mounts, as the area is one budget over all of them.
+        let mut allowance = apply::Allowance::new(&self.budget);
         for staged in &self.mounts {
             apply::apply(
                 &staged.upper,
                 &staged.source,
                 &staged.source_path,
+                &mut allowance,
                 &mut report,
             );
         }

@@ -35,7 +35,9 @@ pub struct WriteReport {
     pub files_used: u64,
     pub budget_bytes: u64,
     pub budget_files: u64,
-    /// The budget ran out during the run: writes past it failed with ENOSPC.
+    /// The budget ran out: during the run (writes past it failed with ENOSPC), or during the
+    /// apply, where every file counts its full size and each hard link its own (the entries
+    /// past it are refused, "over the write budget when applied").
     pub budget_reached: bool,
 }
 

@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,8 @@ backend_tests!(
     a_mount_source_swapped_for_a_symlink_is_never_mounted,
     planted_and_nested_git_entries_never_reach_the_host,
     writes_past_the_budget_fail_with_enospc,
+    sparse_files_and_hard_links_reach_the_host_only_within_the_budget,
+    a_runner_killed_mid_apply_leaves_no_partial_file,
     ordinary_writes_reach_the_host_and_escapes_do_not,
 );
 
@@ -214,6 +216,124 @@ fn writes_past_the_budget_fail_with_enospc(backend: Backend) {
         "{size} bytes reached the host\n{}",
         run.context()
     );
+}
+
+/// Sparse files and hard links take almost nothing in the area, but the apply writes every
+/// file at its full size and every link as its own file: the host gets the budget, no more.
+fn sparse_files_and_hard_links_reach_the_host_only_within_the_budget(backend: Backend) {
+    let mut sandbox = Sandbox::new(backend);
+    let work = sandbox.writable_host_dir("work");
+    let run = sandbox
+        .mount_rw(&work, "/work")
+        .options(["--write-limit", "16m"])
+        .run(&[
+            "sh",
+            "-c",
+            "set -e; cd /work; for i in $(seq 12); do truncate -s 100M sparse$i; done; \
+             dd if=/dev/zero of=real bs=1M count=8 2>/dev/null; \
+             for i in $(seq 120); do ln real link$i; done; echo done",
+        ]);
+    assert_eq!(run.code(), 0, "{}", run.context());
+    let (mut bytes, mut blocks) = (0, 0);
+    for entry in fs::read_dir(&work).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        bytes += meta.len();
+        blocks += meta.blocks() * 512;
+    }
+    let limit = (16 << 20) + (64 << 10);
+    assert!(
+        bytes <= limit,
+        "{bytes} bytes reached the host\n{}",
+        run.context()
+    );
+    assert!(
+        blocks <= limit,
+        "{blocks} bytes of blocks on the host\n{}",
+        run.context()
+    );
+    let writes = &run.json["writes"];
+    assert_eq!(writes["budget_reached"], true, "{}", run.context());
+    assert!(
+        writes["refused_count"].as_u64().unwrap_or(0) >= 12 + 120 - 1,
+        "{}",
+        run.context()
+    );
+    let refused = writes["refused"].as_array().unwrap();
+    assert!(refused.iter().all(|r| r["reason"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("over the write budget when applied")));
+    for name in ["sparse1", "link120"] {
+        let path = work.join(name);
+        let listed = refused
+            .iter()
+            .any(|r| r["path"] == path.display().to_string());
+        assert!(listed || path.exists(), "{name}: {}", run.context());
+    }
+}
+
+/// Whether process `pid` holds a file below `dir` open (as the apply does the file it
+/// writes, and only then).
+fn holds_file_below(pid: u32, dir: &Path) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(dir) && target != dir)
+    })
+}
+
+/// SIGKILL of the runner while it writes a file to the host leaves no partial file there:
+/// the file has no name until it is complete.
+fn a_runner_killed_mid_apply_leaves_no_partial_file(backend: Backend) {
+    let mut sandbox = Sandbox::new(backend);
+    let work = sandbox.writable_host_dir("work");
+    let mut runner = sandbox
+        .mount_rw(&work, "/work")
+        .options(["--write-limit", "512m"])
+        .command(
+            true,
+            &[
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/work/big bs=1M count=384 2>/dev/null",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let caught = loop {
+        if holds_file_below(runner.id(), &work) {
+            break true;
+        }
+        if runner.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let _ = runner.kill();
+    let _ = runner.wait();
+    let left: Vec<(String, u64)> = fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, e.metadata().map(|m| m.len()).unwrap_or(0))
+        })
+        .collect();
+    // The next run with a writable mount removes what the killed one staged.
+    let later = sandbox.writable_host_dir("later");
+    let mut next = Sandbox::new(backend);
+    next.mount_rw(&later, "/later").run(&["true"]);
+    assert!(caught, "the runner never wrote below {}", work.display());
+    for (name, len) in &left {
+        assert!(
+            name == "big" && *len == 384 << 20,
+            "the killed apply left {name} ({len} bytes) in the host source"
+        );
+    }
 }
 
 fn ordinary_writes_reach_the_host_and_escapes_do_not(backend: Backend) {

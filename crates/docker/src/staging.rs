@@ -31,13 +31,68 @@ use rustix::mount::{self as mnt, MountFlags, MountPropagationFlags, UnmountFlags
 /// Where root's runs keep their files, one directory per invocation.
 pub const STAGING_ROOT: &str = "/run/nanoclaw/docker";
 
-/// The directory of every run of this user: `STAGING_ROOT` for root, a private directory
-/// in the temporary directory otherwise.
-fn runs_root() -> PathBuf {
-    match rustix::process::geteuid().as_raw() {
-        0 => PathBuf::from(STAGING_ROOT),
-        uid => std::env::temp_dir().join(format!("nanoclaw-docker-{uid}")),
+/// The name every run directory of `uid` starts with in the temporary directory (not root).
+fn user_prefix(uid: u32) -> String {
+    format!("nanoclaw-docker-{uid}")
+}
+
+/// Whether `path` is a directory of this user that nobody else can enter.
+fn is_private_dir(path: &Path) -> bool {
+    let me = rustix::process::geteuid().as_raw();
+    fs::symlink_metadata(path)
+        .is_ok_and(|meta| meta.is_dir() && meta.uid() == me && meta.mode() & 0o077 == 0)
+}
+
+/// The directory of this user's runs: `STAGING_ROOT` for root; otherwise
+/// `nanoclaw-docker-UID` in the temporary directory, or, when another user took that name
+/// first (to block our runs), a fresh one with a random suffix only we can enter.
+fn runs_root() -> Result<PathBuf, BackendError> {
+    let uid = rustix::process::geteuid().as_raw();
+    if uid == 0 {
+        return Ok(PathBuf::from(STAGING_ROOT));
     }
+    let usual = std::env::temp_dir().join(user_prefix(uid));
+    let _ = fs::DirBuilder::new().mode(0o700).create(&usual);
+    if is_private_dir(&usual) {
+        return Ok(usual);
+    }
+    let mut nonce = [0u8; 8];
+    std::io::Read::read_exact(
+        &mut fs::File::open("/dev/urandom").map_err(io_error("read /dev/urandom".into()))?,
+        &mut nonce,
+    )
+    .map_err(io_error("read /dev/urandom".into()))?;
+    let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let fresh = std::env::temp_dir().join(format!("{}-{suffix}", user_prefix(uid)));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&fresh)
+        .map_err(io_error(format!("create {}", fresh.display())))?;
+    Ok(fresh)
+}
+
+/// Every directory that may hold runs of this user (see `runs_root`).
+fn runs_roots() -> Vec<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    if uid == 0 {
+        return vec![PathBuf::from(STAGING_ROOT)];
+    }
+    let prefix = user_prefix(uid);
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name == prefix
+                || name
+                    .strip_prefix(&prefix)
+                    .is_some_and(|rest| rest.starts_with('-'))
+        })
+        .map(|e| e.path())
+        .filter(|path| is_private_dir(path))
+        .collect()
 }
 
 /// One run's directory; dropping it detaches its mounts and removes its files.
@@ -69,7 +124,7 @@ fn refused(error: impl std::fmt::Display) -> BackendError {
 impl RunDir {
     /// Creates the directory of `invocation` (named `PID-...` after its process).
     pub fn create(invocation: &str) -> Result<RunDir, BackendError> {
-        let root = runs_root();
+        let root = runs_root()?;
         // 0700 throughout: a staged source must not become reachable to users who could not
         // get to it through its own parent directories, and nobody else may plant a file.
         let created = fs::DirBuilder::new()
@@ -275,7 +330,23 @@ impl Drop for RunDir {
 
 /// Removes the run directories of this user's nanoclaw processes that are gone.
 pub fn reap_stale() {
-    let Ok(runs) = fs::read_dir(runs_root()) else {
+    let usual = std::env::temp_dir().join(user_prefix(rustix::process::geteuid().as_raw()));
+    for root in runs_roots() {
+        reap_stale_in(&root);
+        // A fallback root (random suffix) goes once empty and a minute old: a younger one
+        // may be a run's that has yet to make its directory in it.
+        let old = fs::symlink_metadata(&root)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 60));
+        if root != usual && root != Path::new(STAGING_ROOT) && old {
+            let _ = fs::remove_dir(&root);
+        }
+    }
+}
+
+/// Removes the run directories in `root` whose runner is gone.
+fn reap_stale_in(root: &Path) {
+    let Ok(runs) = fs::read_dir(root) else {
         return;
     };
     for run in runs.flatten() {

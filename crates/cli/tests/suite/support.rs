@@ -713,6 +713,21 @@ const PERSISTENT_MOUNTS: &[&str] = &["/run/nanoclaw/writes"];
 
 const SHARED_TEMP_DIRS: &[&str] = &["/tmp", "/var/tmp", "/dev/shm", "/run"];
 
+/// Per-run staging directories, named `PID-...` after the runner that made them.
+const RUN_STAGING: &[&str] = &["/run/nanoclaw/docker/", "/run/nanoclaw/writes/"];
+
+/// Whether `path` lies in the staging directory of a runner that still lives: another
+/// test's run in flight (the runs a test checks have all returned by then, so what they
+/// left there still counts).
+fn of_a_live_runner(path: &str) -> bool {
+    RUN_STAGING.iter().any(|root| {
+        path.strip_prefix(root)
+            .and_then(|rest| rest.split(['-', '/']).next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
+    })
+}
+
 impl HostState {
     pub fn snapshot() -> HostState {
         let mounts = fs::read_to_string("/proc/self/mountinfo")
@@ -742,6 +757,7 @@ impl HostState {
         let mounts = self
             .mounts
             .difference(&before.mounts)
+            .filter(|m| !of_a_live_runner(m.split(' ').nth(4).unwrap_or("")))
             .map(|m| format!("mount: {m}"));
         let files = self
             .temp_entries

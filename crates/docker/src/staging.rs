@@ -346,21 +346,7 @@ pub fn reap_stale() {
 
 /// Removes the run directories in `root` whose runner is gone.
 fn reap_stale_in(root: &Path) {
-    let Ok(runs) = fs::read_dir(root) else {
-        return;
-    };
-    for run in runs.flatten() {
-        let name = run.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.split('-').next().filter(|p| p.parse::<u32>().is_ok()) else {
-            continue;
-        };
-        if Path::new("/proc").join(pid).exists() {
-            continue;
-        }
-        let dir = run.path();
-        let entries = fs::read_dir(&dir)
-            .map(|e| e.flatten().map(|e| e.path()).collect::<Vec<_>>())
-            .unwrap_or_default();
+    for (dir, entries) in nanoclaw_overlay::dead_runs(root) {
         remove(&dir, entries.into_iter());
     }
 }

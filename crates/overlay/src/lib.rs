@@ -16,7 +16,7 @@ mod sys;
 mod writes;
 
 pub use source::{open as open_source, SourceError};
-pub use writes::{reap_stale, Writes, STAGING_ROOT};
+pub use writes::{dead_runs, reap_stale, Writes, STAGING_ROOT};
 
 /// A run's write budget over all its writable mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -265,24 +265,34 @@ fn is_mount_point(path: &Path) -> bool {
         .any(|point| point == wanted)
 }
 
+/// The run directories in `root` (named `PID-...` after their runner) whose runner is gone,
+/// each with its entries: what a later run removes. Both backends' staging uses this.
+pub fn dead_runs(root: &Path) -> Vec<(PathBuf, Vec<PathBuf>)> {
+    let Ok(runs) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    runs.flatten()
+        .filter(|run| {
+            let name = run.file_name().to_string_lossy().into_owned();
+            name.split('-')
+                .next()
+                .filter(|p| p.parse::<u32>().is_ok())
+                .is_some_and(|pid| !Path::new("/proc").join(pid).exists())
+        })
+        .map(|run| {
+            let dir = run.path();
+            let entries = std::fs::read_dir(&dir)
+                .map(|e| e.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            (dir, entries)
+        })
+        .collect()
+}
+
 /// Removes the run directories of nanoclaw processes that are gone: their overlays and
 /// areas are detached (the changes in them are discarded) and the empty directories removed.
 pub fn reap_stale() {
-    let Ok(runs) = std::fs::read_dir(STAGING_ROOT) else {
-        return;
-    };
-    for run in runs.flatten() {
-        let name = run.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.split('-').next().filter(|p| p.parse::<u32>().is_ok()) else {
-            continue;
-        };
-        if Path::new("/proc").join(pid).exists() {
-            continue;
-        }
-        let dir = run.path();
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|e| e.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+    for (dir, mut entries) in dead_runs(Path::new(STAGING_ROOT)) {
         // The overlays before the area they write to.
         entries.sort_by_key(|p| p.file_name().is_some_and(|n| n == AREA));
         for entry in entries {

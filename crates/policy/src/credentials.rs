@@ -15,8 +15,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use nanoclaw_spec::credentials::{
-    could_start_a_key, credential_at_end, holds_private_key, sniff, Sniff, KEY_START_BYTES,
-    PRIVATE_KEY_HEAD_BYTES,
+    could_start_a_key, credential_at_end, holds_private_key, sniff, unmaskable, Sniff,
+    KEY_START_BYTES, PRIVATE_KEY_HEAD_BYTES,
 };
 use nanoclaw_spec::SandboxSpec;
 use rustix::fs::{self, Access, AtFlags, FileType, Mode, OFlags};
@@ -198,6 +198,9 @@ impl Scan {
     fn hide_at(&mut self, inside: PathBuf, shown: &Path) -> Result<(), ScanError> {
         if self.links_pass && self.found.contains(&inside) {
             return Ok(());
+        }
+        if let Some(refusal) = unmaskable(&inside) {
+            return Err(refuse(shown, refusal));
         }
         if self.found.len() >= self.limits.hidden {
             return Err(refuse(
@@ -555,7 +558,6 @@ mod tests {
             ),
         )
         .unwrap();
-        stdfs::write(sub.join(OsStr::from_bytes(b"k\xff.pem")), pem).unwrap();
         stdfs::hard_link(dir.path().join(".env"), sub.join("hardlink.txt")).unwrap();
         stdfs::hard_link(sub.join("deploy"), dir.path().join("copy.txt")).unwrap();
         let hidden = scan(dir.path(), ScanLimits::default()).unwrap();
@@ -572,11 +574,35 @@ mod tests {
                 "/work/sub/deploy",
                 "/work/sub/deploy_key",
                 "/work/sub/hardlink.txt",
-                "/work/sub/k\u{fffd}.pem",
                 "/work/sub/sa-key.json",
                 "/work/sub/server.KEY",
             ]
         );
+    }
+
+    #[test]
+    fn a_credential_whose_name_is_not_utf8_is_found_and_refused() {
+        let dir = tree(&[]);
+        stdfs::create_dir(dir.path().join("sub")).unwrap();
+        stdfs::write(
+            dir.path().join("sub").join(OsStr::from_bytes(b"k\xff.pem")),
+            "-----BEGIN PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let error = scan(dir.path(), ScanLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(r#""/work/sub/k\xFF.pem" must be hidden but its name is not UTF-8"#),
+            "{error}"
+        );
+        stdfs::remove_file(dir.path().join("sub").join(OsStr::from_bytes(b"k\xff.pem"))).unwrap();
+        stdfs::write(
+            dir.path().join("sub").join(OsStr::from_bytes(b"\xff.KEY")),
+            "",
+        )
+        .unwrap();
+        assert!(scan(dir.path(), ScanLimits::default()).is_err());
     }
 
     #[test]

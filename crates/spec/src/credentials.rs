@@ -119,6 +119,18 @@ pub const CREDENTIALS: &[Credential] = &[
     },
 ];
 
+/// Why `hidden`, a credential path inside the sandbox, cannot be hidden, if it cannot: its
+/// name is not UTF-8, which no backend can name to the kernel or the engine faithfully. The
+/// run is then refused rather than show the file.
+pub fn unmaskable(hidden: &Path) -> Option<String> {
+    hidden.to_str().is_none().then(|| {
+        format!(
+            "credential file {hidden:?} must be hidden but its name is not UTF-8, which cannot \
+             be masked; rename it or mount a directory that does not hold it"
+        )
+    })
+}
+
 /// The template names of `.env` (`.env.example`, `.env-sample`, ...; any case): they match
 /// `.env.*` but are committed with placeholders so that people know which variables to
 /// set, and tools (test suites) read them.

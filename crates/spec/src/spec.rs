@@ -310,13 +310,8 @@ impl SandboxSpec {
     /// sandbox path, or not inside a mount (a mask never covers anything else).
     fn check_hidden(&self) -> Result<(), BackendError> {
         for path in &self.hidden {
-            // No backend can name such a path to the kernel or the engine faithfully, so the
-            // file cannot be hidden, and the run is refused rather than show it.
-            if path.to_str().is_none() {
-                return Err(BackendError::Invalid(format!(
-                    "credential file {path:?} must be hidden but its name is not UTF-8, which \
-                     cannot be masked; rename it or mount a directory that does not hold it"
-                )));
+            if let Some(refusal) = crate::credentials::unmaskable(path) {
+                return Err(BackendError::Invalid(refusal));
             }
             check_sandbox_path("hidden credential path", path)?;
             if !self.mounts.iter().any(|m| path.starts_with(&m.dst)) {

@@ -428,6 +428,12 @@ fn private_key(dir: &OwnedFd, name: &OsStr, kind: FileType, how: Sniff) -> bool 
     ) else {
         return true;
     };
+    // The entry may have been replaced since it was listed: a device is never read (opening
+    // one was harmless with these flags, reading one need not be).
+    match fs::fstat(&file) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+        _ => return true,
+    }
     let mut start = [0u8; KEY_START_BYTES];
     let Ok(filled) = fill(&file, &mut start) else {
         return true;

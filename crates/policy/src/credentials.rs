@@ -5,7 +5,12 @@
 //! The walk goes through directory descriptors and never follows a symlink, so a link in
 //! the tree can neither lead it outside the source nor hide a directory from it. It is
 //! bounded (entries, depth, hidden paths): a tree too large is refused, never half-scanned.
-//! This module must never write anything, and never let a directory it could not read pass
+//! Besides names it reads content, bounded: files whose name could be a key's
+//! (`nanoclaw_spec::credentials::sniff`) are opened and their first bytes (64, then at most
+//! 64 KiB) checked for a private key; a file it cannot read so is hidden. When a hidden
+//! regular file has more than one name, a second walk hides its other names (hard links).
+//! This module must never write anything, never read anything but a regular file nor more
+//! than `PRIVATE_KEY_HEAD_BYTES` of one, and never let a directory it could not read pass
 //! as empty when the sandbox could still reach into it.
 
 use std::ffi::{OsStr, OsString};

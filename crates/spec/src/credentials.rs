@@ -1,20 +1,24 @@
 //! The well-known credential files: one table, used by the lint (a mount source that is or
 //! lies inside one) and by the runner's scan (every one below a mount is hidden).
 //!
-//! Matching is on names only, plus one content test for `*.pem` (a bundle of public
-//! certificates is common in a repository, a private key in one is not). This module must
-//! never do I/O: the scan reads, this table decides.
+//! Matching is on names, compared as bytes without ASCII case (a name that is not UTF-8 is
+//! matched like any other, never skipped), plus content tests: `*.pem` is hidden only when
+//! it holds a private key (a bundle of public certificates is common in a repository, a
+//! private key in one is not), and files whose name could be a key's (`sniff`) are hidden
+//! when their first bytes hold one. This module must never do I/O: the scan reads, this
+//! table decides.
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
 /// One kind of credential file or directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Credential {
-    /// The trailing path components that name it, separated by `/`. A component is a
-    /// literal name, `NAME.*` (`NAME` itself or `NAME.` followed by anything), or `*.EXT`
-    /// (any name ending in `.EXT`).
+    /// The trailing path components that name it, separated by `/`, matched without ASCII
+    /// case. A component is a literal name, `NAME.*` (`NAME` itself, or `NAME` followed by
+    /// `.`, `-` or `_` and anything), or `*.EXT` (any name ending in `.EXT`).
     pub pattern: &'static str,
     /// Hidden only when its first bytes hold a private key (see `holds_private_key`).
     pub private_key_only: bool,
@@ -33,7 +37,8 @@ const fn name(pattern: &'static str, why: &'static str) -> Credential {
 /// The list. Directories are hidden whole: a tool never needs a credential store, and a new
 /// file kind inside one (a cached token) is then covered before anyone names it.
 pub const CREDENTIALS: &[Credential] = &[
-    // Environment files: `.env`, `.env.local`, `.env.production`. Templates are exempt
+    // Environment files: `.env`, `.env.local`, `.env-prod`, `.env_staging`, `.ENV`. Templates
+    // are exempt
     // (`NOT_CREDENTIALS`). `.envrc` (direnv) is a shell script run on `cd`, and exporting
     // tokens from it is its most common use.
     name(
@@ -114,38 +119,131 @@ pub const CREDENTIALS: &[Credential] = &[
     },
 ];
 
-/// Names that match a pattern above but are templates, committed with placeholders so
-/// that people know which variables to set; tools (test suites) read them.
-pub const NOT_CREDENTIALS: &[&str] = &[
-    ".env.example",
-    ".env.sample",
-    ".env.template",
-    ".env.dist",
-    ".env.defaults",
-];
-
-/// How many bytes of a `private_key_only` file the scan reads to decide.
-pub const PRIVATE_KEY_HEAD_BYTES: usize = 64 * 1024;
-
-/// Whether `head` (the first bytes of a file) holds a private key: a PEM block whose label
-/// ends in `PRIVATE KEY` (PKCS#1, PKCS#8, EC, encrypted, OpenSSH), or an OpenSSH key.
-pub fn holds_private_key(head: &[u8]) -> bool {
-    let contains = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
-    contains(b"PRIVATE KEY-----") || contains(b"openssh-key-v1")
+/// Why `hidden`, a credential path inside the sandbox, cannot be hidden, if it cannot: its
+/// name is not UTF-8, which no backend can name to the kernel or the engine faithfully. The
+/// run is then refused rather than show the file.
+pub fn unmaskable(hidden: &Path) -> Option<String> {
+    hidden.to_str().is_none().then(|| {
+        format!(
+            "credential file {hidden:?} must be hidden but its name is not UTF-8, which cannot \
+             be masked; rename it or mount a directory that does not hold it"
+        )
+    })
 }
 
-fn component_matches(component: &str, pattern: &str) -> bool {
-    if let Some(ext) = pattern.strip_prefix("*.") {
-        return component
-            .strip_suffix(ext)
-            .is_some_and(|stem| stem.len() > 1 && stem.ends_with('.'));
+/// The template names of `.env` (`.env.example`, `.env-sample`, ...; any case): they match
+/// `.env.*` but are committed with placeholders so that people know which variables to
+/// set, and tools (test suites) read them.
+pub const NOT_CREDENTIALS: &[&str] = &["example", "sample", "template", "dist", "defaults"];
+
+/// Whether `name` is a template of `.env` (`NOT_CREDENTIALS`).
+fn is_template(name: &[u8]) -> bool {
+    strip_prefix_nocase(name, b".env")
+        .and_then(|rest| rest.split_first())
+        .is_some_and(|(sep, word)| {
+            ENV_SEPARATORS.contains(sep)
+                && NOT_CREDENTIALS
+                    .iter()
+                    .any(|t| word.eq_ignore_ascii_case(t.as_bytes()))
+        })
+}
+
+/// What may follow the stem of a `NAME.*` pattern.
+const ENV_SEPARATORS: &[u8] = b".-_";
+
+/// How many bytes of a file the scan reads at most to tell whether it holds a private key.
+pub const PRIVATE_KEY_HEAD_BYTES: usize = 64 * 1024;
+
+/// How many bytes of a file with a `Sniff::Head` name the scan reads first: only when they
+/// could start a key (`could_start_a_key`) does it read on, up to `PRIVATE_KEY_HEAD_BYTES`.
+pub const KEY_START_BYTES: usize = 64;
+
+/// Whether `head` (the first bytes of a file) holds a private key: a PEM block whose label
+/// ends in `PRIVATE KEY` (PKCS#1, PKCS#8, EC, encrypted, OpenSSH), a PGP private key block,
+/// a PuTTY key, or an OpenSSH key in its binary form.
+pub fn holds_private_key(head: &[u8]) -> bool {
+    let contains = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+    contains(b"PRIVATE KEY-----")
+        || contains(b"PRIVATE KEY BLOCK-----")
+        || contains(b"PuTTY-User-Key-File-")
+        || contains(b"openssh-key-v1")
+}
+
+/// Whether `start` (the first `KEY_START_BYTES` of a file, or all of a shorter one) could
+/// be the start of a key file: after blank space, a PEM armour line or a PuTTY header.
+pub fn could_start_a_key(start: &[u8]) -> bool {
+    let text = start.trim_ascii_start();
+    text.starts_with(b"-----BEGIN ")
+        || text.starts_with(b"PuTTY-User-Key-File-")
+        || text.starts_with(b"openssh-key-v1")
+}
+
+/// How much of a regular file that no pattern names the scan reads for a private key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniff {
+    /// Nothing: its name is not one a key file is given (`main.rs`, `notes.txt`).
+    Nothing,
+    /// `KEY_START_BYTES`, and on only when they could start a key: a name without an
+    /// extension (`deploy`, `LICENSE`), which keys often have and most files of a tree do
+    /// not.
+    Head,
+    /// Up to `PRIVATE_KEY_HEAD_BYTES`, for a key anywhere in them: a name that says key
+    /// (`deploy_key`, `signing-key.json`, `id_work`, `*.crt`, `*.asc`). Such names are few.
+    Whole,
+}
+
+/// Extensions (any case) of files that hold a key next to other things, or certificates
+/// with their key appended.
+const KEY_EXTENSIONS: &[&str] = &["crt", "cer", "der", "asc", "priv", "private", "sec", "p8"];
+
+/// How much of the regular file `name` the scan reads for a private key.
+pub fn sniff(name: &OsStr) -> Sniff {
+    let name = name.as_bytes();
+    let contains_nocase = |needle: &[u8]| {
+        name.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    // The extension: what follows the last dot that is not the first byte.
+    let extension = name
+        .iter()
+        .skip(1)
+        .rposition(|&b| b == b'.')
+        .map(|i| &name[i + 2..]);
+    if contains_nocase(b"key")
+        || strip_prefix_nocase(name, b"id_").is_some()
+        || extension.is_some_and(|ext| {
+            KEY_EXTENSIONS
+                .iter()
+                .any(|k| ext.eq_ignore_ascii_case(k.as_bytes()))
+        })
+    {
+        Sniff::Whole
+    } else if extension.is_none() {
+        Sniff::Head
+    } else {
+        Sniff::Nothing
     }
-    if let Some(stem) = pattern.strip_suffix(".*") {
-        return component
-            .strip_prefix(stem)
-            .is_some_and(|rest| rest.is_empty() || (rest.starts_with('.') && rest.len() > 1));
+}
+
+fn strip_prefix_nocase<'a>(name: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &name[prefix.len()..])
+}
+
+fn component_matches(component: &[u8], pattern: &str) -> bool {
+    let pattern = pattern.as_bytes();
+    if let Some(ext) = pattern.strip_prefix(b"*.") {
+        // At least one byte, then a dot, then the extension.
+        return component.len() > ext.len() + 1
+            && component[component.len() - ext.len()..].eq_ignore_ascii_case(ext)
+            && component[component.len() - ext.len() - 1] == b'.';
     }
-    component == pattern
+    if let Some(stem) = pattern.strip_suffix(b".*") {
+        return strip_prefix_nocase(component, stem).is_some_and(|rest| {
+            rest.is_empty() || (rest.len() > 1 && ENV_SEPARATORS.contains(&rest[0]))
+        });
+    }
+    component.eq_ignore_ascii_case(pattern)
 }
 
 /// A pattern split once: its last component, and the ones before it, last first.
@@ -175,9 +273,8 @@ fn split_patterns() -> &'static [Split] {
 /// The credential that `components` end with, if any. Templates (`NOT_CREDENTIALS`) are
 /// not credentials. Allocates nothing: the scan calls it for every entry of a tree.
 pub fn credential_at_end<S: AsRef<OsStr>>(components: &[S]) -> Option<&'static Credential> {
-    // Every pattern is ASCII: a name that is not UTF-8 matches none.
-    let last = components.last()?.as_ref().to_str()?;
-    if NOT_CREDENTIALS.contains(&last) {
+    let last = components.last()?.as_ref().as_bytes();
+    if is_template(last) {
         return None;
     }
     split_patterns()
@@ -186,9 +283,9 @@ pub fn credential_at_end<S: AsRef<OsStr>>(components: &[S]) -> Option<&'static C
             component_matches(last, split.last) && {
                 let mut have = components.iter().rev().skip(1);
                 split.parents.iter().all(|want| {
-                    have.next()
-                        .and_then(|component| component.as_ref().to_str())
-                        .is_some_and(|component| component_matches(component, want))
+                    have.next().is_some_and(|component| {
+                        component_matches(component.as_ref().as_bytes(), want)
+                    })
                 })
             }
         })
@@ -266,5 +363,71 @@ mod tests {
         ));
         assert!(!holds_private_key(b"-----BEGIN CERTIFICATE-----\nMIIB"));
         assert!(!credential_in(Path::new("a.key")).unwrap().private_key_only);
+        assert!(holds_private_key(b"-----BEGIN PGP PRIVATE KEY BLOCK-----"));
+        assert!(holds_private_key(b"PuTTY-User-Key-File-3: ssh-ed25519"));
+    }
+
+    #[test]
+    fn names_match_without_case_and_as_bytes() {
+        for path in [
+            "sub/.ENV",
+            ".Env.Local",
+            "sub/.env-prod",
+            "sub/.env_staging",
+            "sub/Credentials",
+            "server.KEY",
+            "x/.SSH/config",
+            "ID_RSA",
+            "a/.Config/GH/hosts.yml",
+        ] {
+            assert!(hidden(path), "{path}");
+        }
+        let raw = |bytes: &[u8]| credential_in(Path::new(OsStr::from_bytes(bytes)));
+        assert!(raw(b"k\xff.pem").is_some_and(|c| c.private_key_only));
+        assert!(raw(b"\xfe\xff.KEY").is_some());
+        assert!(raw(b"\xff/.env").is_some());
+        assert!(raw(b".env\xff").is_none());
+        for path in [
+            ".ENV.EXAMPLE",
+            ".env-sample",
+            ".env_Template",
+            ".env-",
+            ".env_",
+            ".envy",
+            ".KEY",
+        ] {
+            assert!(!hidden(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn key_like_names_are_sniffed_and_others_are_not() {
+        let of = |name: &str| sniff(OsStr::new(name));
+        for name in [
+            "deploy_key",
+            "server.KEY.bak",
+            "id_work",
+            "ID_RSA.old",
+            "sa-key.json",
+            "tls.crt",
+            "secret.ASC",
+            "\u{e9}key",
+        ] {
+            assert_eq!(of(name), Sniff::Whole, "{name}");
+        }
+        for name in ["deploy", "LICENSE", ".hidden", "k\u{e9}y"] {
+            assert_eq!(of(name), Sniff::Head, "{name}");
+        }
+        for name in ["main.rs", "notes.txt", "f1.txt", "Cargo.lock", "a.tar.gz"] {
+            assert_eq!(of(name), Sniff::Nothing, "{name}");
+        }
+        assert_eq!(sniff(OsStr::from_bytes(b"k\xff")), Sniff::Head);
+        assert!(could_start_a_key(
+            b"\n  -----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl"
+        ));
+        assert!(could_start_a_key(b"-----BEGIN CERTIFICATE-----"));
+        assert!(could_start_a_key(b"PuTTY-User-Key-File-2: ssh-rsa"));
+        assert!(!could_start_a_key(b"#!/bin/sh\n-----BEGIN "));
+        assert!(!could_start_a_key(b"-----BEG"));
     }
 }

@@ -310,6 +310,9 @@ impl SandboxSpec {
     /// sandbox path, or not inside a mount (a mask never covers anything else).
     fn check_hidden(&self) -> Result<(), BackendError> {
         for path in &self.hidden {
+            if let Some(refusal) = crate::credentials::unmaskable(path) {
+                return Err(BackendError::Invalid(refusal));
+            }
             check_sandbox_path("hidden credential path", path)?;
             if !self.mounts.iter().any(|m| path.starts_with(&m.dst)) {
                 return Err(BackendError::Invalid(format!(
@@ -482,6 +485,25 @@ mod millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_with_a_name_that_is_not_utf8_refuses_the_run_clearly() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut spec = SandboxSpec::new(vec!["true".into()]);
+        spec.mounts.push(Mount {
+            src: "/srv/ws".into(),
+            dst: "/w".into(),
+            writable: false,
+        });
+        spec.hidden.push(PathBuf::from(std::ffi::OsStr::from_bytes(
+            b"/w/sub/k\xff.pem",
+        )));
+        let error = spec.check_mounts().unwrap_err().to_string();
+        assert!(
+            error.contains(r#""/w/sub/k\xFF.pem" must be hidden but its name is not UTF-8"#),
+            "{error}"
+        );
+    }
 
     #[test]
     fn defaults_match_the_reference_invocation() {

@@ -261,6 +261,8 @@ backend_tests!(
     credentials_at_any_depth_read_empty,
     each_hidden_path_reads_empty_to_the_probe,
     a_policy_shows_credentials_only_with_an_acknowledged_reason,
+    variants_keys_and_hard_links_read_empty,
+    a_key_with_a_name_that_is_not_utf8_refuses_the_run,
 );
 
 #[test]
@@ -277,6 +279,90 @@ fn a_tree_too_deep_to_scan_is_refused_before_anything_runs() {
         exited
             .stderr
             .contains("too deep to scan for credential files"),
+        "{}",
+        exited.context()
+    );
+}
+
+/// A PEM private key whose body is `token`.
+fn pem_key(label: &str, token: &str) -> String {
+    format!("-----BEGIN {label}PRIVATE KEY-----\n{token}\n-----END {label}PRIVATE KEY-----\n")
+}
+
+/// The variants an outside report found visible: names in another case or with another
+/// separator, private keys by content under names no pattern lists, and a hard link to
+/// `.env` under an innocent name. Every one reads empty; ordinary files stay readable.
+fn variants_keys_and_hard_links_read_empty(backend: Backend) {
+    let token = unique_token("credential");
+    let mut sandbox = Sandbox::new(backend);
+    let workspace = sandbox.host_dir("workspace");
+    let sub = workspace.join("sub");
+    fs::create_dir(&sub).unwrap();
+    fs::write(workspace.join(".env"), format!("{token}\n")).unwrap();
+    for name in [".ENV", ".env-prod", ".env_ci", "Credentials"] {
+        fs::write(sub.join(name), format!("{token}\n")).unwrap();
+    }
+    fs::write(sub.join("server.KEY"), pem_key("RSA ", &token)).unwrap();
+    fs::write(sub.join("deploy_key"), pem_key("OPENSSH ", &token)).unwrap();
+    fs::write(sub.join("signing"), pem_key("", &token)).unwrap();
+    fs::hard_link(workspace.join(".env"), sub.join("hardlink.txt")).unwrap();
+    fs::write(sub.join(".env.Example"), "API_KEY=\n").unwrap();
+    fs::write(sub.join("LICENSE"), "MIT\n").unwrap();
+    fs::write(workspace.join("src.rs"), "fn main() {}\n").unwrap();
+    give_to_sandbox_user(&workspace);
+    sandbox.mount(&workspace, "/work");
+    let run = sandbox.run(&[
+        "sh",
+        "-c",
+        "/bin/busybox head -c 200 /work/sub/* /work/sub/.[!.]* /work/.env; /bin/busybox cat /work/src.rs",
+    ]);
+    let context = run.context();
+    assert!(
+        !run.outcome.stdout.contains(&token) && !run.outcome.stderr.contains(&token),
+        "the sandbox read a credential\n{context}"
+    );
+    for visible in ["fn main() {}", "API_KEY=", "MIT"] {
+        assert!(
+            run.outcome.stdout.contains(visible),
+            "ordinary files stay readable: {visible}\n{context}"
+        );
+    }
+    assert_eq!(
+        hidden_in(&run.json["hidden"]),
+        [
+            "/work/.env",
+            "/work/sub/.ENV",
+            "/work/sub/.env-prod",
+            "/work/sub/.env_ci",
+            "/work/sub/Credentials",
+            "/work/sub/deploy_key",
+            "/work/sub/hardlink.txt",
+            "/work/sub/server.KEY",
+            "/work/sub/signing",
+        ],
+        "{context}"
+    );
+}
+
+/// A private key whose name is not UTF-8 is found (the scan matches bytes), and since no
+/// backend can mask such a path the run is refused, saying why, before anything runs.
+fn a_key_with_a_name_that_is_not_utf8_refuses_the_run(backend: Backend) {
+    use std::os::unix::ffi::OsStrExt;
+    let token = unique_token("credential");
+    let mut sandbox = Sandbox::new(backend);
+    let workspace = sandbox.host_dir("workspace");
+    fs::create_dir(workspace.join("sub")).unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"k\xff.pem");
+    fs::write(workspace.join("sub").join(name), pem_key("", &token)).unwrap();
+    give_to_sandbox_user(&workspace);
+    sandbox.mount(&workspace, "/work");
+    let exited = sandbox.output(&["sh", "-c", "/bin/busybox cat /work/sub/*"]);
+    assert_eq!(exited.code(), RUNNER_ERROR, "{}", exited.context());
+    assert!(!exited.stdout.contains(&token), "{}", exited.context());
+    assert!(
+        exited.stderr.contains(
+            r#"credential file "/work/sub/k\xFF.pem" must be hidden but its name is not UTF-8"#
+        ),
         "{}",
         exited.context()
     );

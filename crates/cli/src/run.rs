@@ -212,6 +212,14 @@ fn parse_env(value: &str) -> Result<(String, String)> {
     Ok((key.to_string(), val))
 }
 
+/// `--write-files`: at least one file, as `limits.write_files` in a policy.
+fn write_files(value: u64) -> Result<u64> {
+    if value == 0 {
+        bail!("--write-files: must be a whole number from 1 (0 would refuse every write)");
+    }
+    Ok(value)
+}
+
 fn parse_tmpfs(value: &str) -> Result<Tmpfs> {
     let (path, options) = value.split_once(':').unwrap_or((value, ""));
     let mut size_bytes = 64 << 20;
@@ -320,7 +328,7 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
         limits.write_bytes = parse_bytes(v).context("--write-limit")?;
     }
     if let Some(v) = args.write_files {
-        limits.write_files = v;
+        limits.write_files = write_files(v)?;
     }
     if let Some(v) = &args.output_limit {
         limits.output_bytes = parse_bytes(v).context("--output-limit")?;
@@ -366,7 +374,7 @@ fn narrowing(args: &RunArgs) -> Result<Narrowing> {
             .map(parse_bytes)
             .transpose()
             .context("--write-limit")?,
-        write_files: args.write_files,
+        write_files: args.write_files.map(write_files).transpose()?,
     })
 }
 

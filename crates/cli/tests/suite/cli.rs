@@ -265,6 +265,13 @@ fn a_malformed_memory_limit_is_refused() {
 }
 
 #[test]
+fn a_malformed_or_empty_write_budget_is_refused() {
+    refused(&["--write-limit", "lots"], &["--write-limit", "lots"]);
+    refused(&["--write-limit", "0"], &["--write-limit"]);
+    refused(&["--write-files", "0"], &["--write-files"]);
+}
+
+#[test]
 fn a_malformed_timeout_is_refused() {
     refused(&["--timeout", "5 years"], &["--timeout", "5 years"]);
 }

@@ -252,6 +252,17 @@ fn params_json_is_the_same_call() {
         .refused_naming("--params-json must be one JSON object, not an array");
     s.run("show", &["--params-json", "{"], b"")
         .refused_naming("--params-json is not valid JSON");
+    // `-`: the object on standard input, which no single argument could hold.
+    let (y, z) = ("y".repeat(80_000), "z".repeat(80_000));
+    let big = format!(r#"{{"files": ["{y}", "{z}"]}}"#);
+    s.run("show", &["--params-json", "-"], big.as_bytes())
+        .succeeds_with(&format!("<first>\n<{y}>\n<{z}>\n"));
+    s.run("count", &["--params-json", "-"], br#"{"stdin": "four"}"#)
+        .succeeds_with("4\n");
+    s.run("count", &["--params-json", "-"], b"not json")
+        .refused_naming("--params-json is not valid JSON");
+    s.run("show", &["--params-json", "-", "-i"], b"{}")
+        .refused_naming("-i/--stdin cannot be combined with --params-json -");
     let mixed = s.run("show", &["--params-json", "{}", "--param", "text=x"], b"");
     assert_eq!(mixed.code(), RUNNER_ERROR, "{}", mixed.explain());
     assert!(

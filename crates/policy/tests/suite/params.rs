@@ -260,6 +260,27 @@ fn wrong_values_are_refused_naming_the_parameter() {
 }
 
 #[test]
+fn a_value_too_long_for_one_argument_is_refused_but_stdin_is_not() {
+    let big = "x".repeat(200_000);
+    let mut shell = tool("shell");
+    shell.params[0].max_length = None;
+    let err = shell
+        .bind(&input(json!({ "command": big })))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "parameter `command` is too long for one argument: 200000 bytes, at most 131071"
+    );
+    let err = bind("grep", json!({ "pattern": "a", "files": ["f", big] })).unwrap_err();
+    assert!(err.starts_with("parameter `files` is too long"), "{err}");
+    let err = bind("grep", json!({ "pattern": "a", "args": [big] })).unwrap_err();
+    assert!(err.starts_with("parameter `args` is too long"), "{err}");
+    let bound = bind("cat", json!({ "stdin": big })).unwrap();
+    assert_eq!(bound.stdin.map(|s| s.len()), Some(200_000));
+}
+
+#[test]
 fn max_length_counts_characters() {
     assert!(bind("shell", json!({ "command": "é".repeat(20) })).is_ok());
     assert!(bind("shell", json!({ "command": "é".repeat(21) })).is_err());

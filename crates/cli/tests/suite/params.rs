@@ -407,3 +407,20 @@ fn policy_check_points_at_a_broken_placeholder() {
     );
     assert!(!Path::new(&path).with_file_name("audit.jsonl").exists());
 }
+
+#[test]
+fn verify_runs_a_tool_with_parameters_without_values() {
+    let s = Scratch::new();
+    let out = nanoclaw(s.dir.path())
+        .args(["verify", &s.policy(), "--tool", "shell"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("every claim holds"), "{stdout}");
+}

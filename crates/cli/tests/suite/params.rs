@@ -10,7 +10,7 @@ use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
-use crate::suite::support::{nanoclaw, scratch_dir, RUNNER_ERROR};
+use crate::suite::support::{nanoclaw, scratch_dir, test_image_id, RUNNER_ERROR};
 
 const POLICY: &str = r#"
 [tools.show]
@@ -423,4 +423,38 @@ fn verify_runs_a_tool_with_parameters_without_values() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("every claim holds"), "{stdout}");
+}
+
+/// The docker backend reads nanoclaw's standard input as the native one does: a stdin
+/// parameter and argv values reach a container the same way.
+#[test]
+fn parameters_reach_a_docker_sandbox_the_same_way() {
+    let s = Scratch::new();
+    let docker = format!(
+        "[tools.dcount]\ndescription = \"count\"\nbackend = \"docker\"\nimage = \"{}\"\n\
+         command = [\"sh\", \"-c\", \"printf '<%s>' \\\"$1\\\"; wc -c\", \"sh\", \"{{text}}\"]\n\
+         [tools.dcount.params.text]\ntype = \"string\"\nrequired = true\n\
+         [tools.dcount.params.stdin]\ntype = \"string\"\n",
+        test_image_id()
+    );
+    fs::write(
+        s.dir.path().join("tools.toml"),
+        format!("{POLICY}\n{docker}"),
+    )
+    .unwrap();
+    let big = format!(
+        r#"{{"text": "a b; 'c", "stdin": "{}"}}"#,
+        "x".repeat(100_000)
+    );
+    let ran = s.run("dcount", &["--params-json", "-"], big.as_bytes());
+    assert_eq!(ran.code(), 0, "{}", ran.explain());
+    assert_eq!(
+        ran.stdout().replace(' ', ""),
+        "<ab;'c>100000\n",
+        "{}",
+        ran.explain()
+    );
+    let ran = s.run("dcount", &["--param", "text=t"], b"from the host");
+    assert_eq!(ran.code(), 0, "{}", ran.explain());
+    assert_eq!(ran.stdout().replace(' ', ""), "<t>0\n", "{}", ran.explain());
 }

@@ -193,7 +193,7 @@ pub(crate) fn piece(element: &str) -> Result<Piece<'_>, String> {
                     format!("unmatched `{{` in {element:?}")
                 });
             }
-            _ if c == '}' => return Err(format!("unmatched `}}` in {element:?}")),
+            '}' => return Err(format!("unmatched `}}` in {element:?}")),
             _ => literal.push(c),
         }
     }

@@ -1,0 +1,77 @@
+//! Where in the sandbox a host directory is: the agent's shell keeps a working directory
+//! between calls, and the sandboxed command must start in the directory that matches it.
+//!
+//! A host directory maps through the tool's mounts only (the longest mount source that
+//! contains it wins); a directory no mount contains has no place in the sandbox and is
+//! refused, never mapped to the tool's default workdir. Paths are compared canonical, as
+//! the policy resolves the workspace, so a symlinked path cannot land outside it.
+
+use std::path::{Path, PathBuf};
+
+use nanoclaw_policy::Tool;
+
+/// Canonical `path`, naming what it is in the error.
+pub fn canonical(what: &str, path: &Path) -> Result<PathBuf, String> {
+    if !path.is_absolute() {
+        return Err(format!("{what} {} is not an absolute path", path.display()));
+    }
+    let path =
+        std::fs::canonicalize(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    // It goes into JSON and shell text, which carry only UTF-8 without loss.
+    if path.to_str().is_none() {
+        return Err(format!("{what} {} is not valid UTF-8", path.display()));
+    }
+    Ok(path)
+}
+
+/// The directory inside tool's sandbox that host directory `host_dir` (canonical) is,
+/// with `workspace` (canonical) standing for `${workspace}`.
+pub fn sandbox_dir(
+    tool: &Tool,
+    workspace: Option<&Path>,
+    host_dir: &Path,
+) -> Result<PathBuf, String> {
+    let mut best: Option<(usize, PathBuf)> = None;
+    for mount in &tool.mounts {
+        let Some(source) = mount.host.resolve(workspace) else {
+            continue;
+        };
+        let Ok(source) = std::fs::canonicalize(&source) else {
+            continue;
+        };
+        let Ok(rest) = host_dir.strip_prefix(&source) else {
+            continue;
+        };
+        let depth = source.components().count();
+        if best.as_ref().is_none_or(|(d, _)| depth > *d) {
+            best = Some((depth, mount.path.join(rest)));
+        }
+    }
+    match best {
+        Some((_, dir)) => Ok(dir),
+        None => Err(format!(
+            "the shell's working directory {} is outside every directory tool `{}` mounts ({}); \
+             cd back into the workspace{}",
+            host_dir.display(),
+            tool.name,
+            mounted(tool, workspace),
+            workspace
+                .map(|w| format!(" {}", w.display()))
+                .unwrap_or_default(),
+        )),
+    }
+}
+
+fn mounted(tool: &Tool, workspace: Option<&Path>) -> String {
+    let sources: Vec<String> = tool
+        .mounts
+        .iter()
+        .filter_map(|m| m.host.resolve(workspace))
+        .map(|p| p.display().to_string())
+        .collect();
+    if sources.is_empty() {
+        "it mounts none".into()
+    } else {
+        sources.join(", ")
+    }
+}

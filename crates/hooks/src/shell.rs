@@ -46,7 +46,8 @@ impl Separator {
 pub struct Split<'a> {
     /// Each directory (the word's value, quotes removed) and what follows it.
     pub cds: Vec<(String, Separator)>,
-    /// The rest of the command, verbatim (may be empty after `cd DIR;`).
+    /// The rest of the command, verbatim but for leading blanks (may be empty after
+    /// `cd DIR;`).
     pub rest: &'a str,
 }
 
@@ -118,7 +119,7 @@ fn leading_cd(command: &str) -> Option<(String, Separator, &str)> {
     } else {
         return None; // `cd x | y`, `cd x > f`, `cd x &`, `cd a b`, ...
     };
-    Some((dir, sep, rest))
+    Some((dir, sep, rest.trim_start_matches(|c| is_blank(c) || c == '\n')))
 }
 
 /// A word whose value the shell takes literally: plain characters, or `'...'`, or `"..."`
@@ -185,11 +186,11 @@ mod tests {
     fn plain_leading_cds_are_split_off() {
         assert_eq!(
             cds("cd sub && make"),
-            (dirs(&[("sub", Separator::And)]), " make")
+            (dirs(&[("sub", Separator::And)]), "make")
         );
         assert_eq!(
             cds("cd sub; ls"),
-            (dirs(&[("sub", Separator::Then)]), " ls")
+            (dirs(&[("sub", Separator::Then)]), "ls")
         );
         assert_eq!(cds("cd sub\nls"), (dirs(&[("sub", Separator::Then)]), "ls"));
         assert_eq!(cds("cd sub"), (dirs(&[("sub", Separator::Then)]), ""));
@@ -197,12 +198,12 @@ mod tests {
             cds("  cd 'a b' && cd \"c\" && x"),
             (
                 dirs(&[("a b", Separator::And), ("c", Separator::And)]),
-                " x"
+                "x"
             )
         );
         assert_eq!(
             cds("cd /abs/p-1.2_x && y"),
-            (dirs(&[("/abs/p-1.2_x", Separator::And)]), " y")
+            (dirs(&[("/abs/p-1.2_x", Separator::And)]), "y")
         );
     }
 

@@ -119,7 +119,11 @@ fn leading_cd(command: &str) -> Option<(String, Separator, &str)> {
     } else {
         return None; // `cd x | y`, `cd x > f`, `cd x &`, `cd a b`, ...
     };
-    Some((dir, sep, rest.trim_start_matches(|c| is_blank(c) || c == '\n')))
+    Some((
+        dir,
+        sep,
+        rest.trim_start_matches(|c| is_blank(c) || c == '\n'),
+    ))
 }
 
 /// A word whose value the shell takes literally: plain characters, or `'...'`, or `"..."`
@@ -188,18 +192,12 @@ mod tests {
             cds("cd sub && make"),
             (dirs(&[("sub", Separator::And)]), "make")
         );
-        assert_eq!(
-            cds("cd sub; ls"),
-            (dirs(&[("sub", Separator::Then)]), "ls")
-        );
+        assert_eq!(cds("cd sub; ls"), (dirs(&[("sub", Separator::Then)]), "ls"));
         assert_eq!(cds("cd sub\nls"), (dirs(&[("sub", Separator::Then)]), "ls"));
         assert_eq!(cds("cd sub"), (dirs(&[("sub", Separator::Then)]), ""));
         assert_eq!(
             cds("  cd 'a b' && cd \"c\" && x"),
-            (
-                dirs(&[("a b", Separator::And), ("c", Separator::And)]),
-                "x"
-            )
+            (dirs(&[("a b", Separator::And), ("c", Separator::And)]), "x")
         );
         assert_eq!(
             cds("cd /abs/p-1.2_x && y"),

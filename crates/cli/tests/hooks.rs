@@ -328,7 +328,7 @@ fn the_command_reaches_the_sandbox_verbatim() {
 #[test]
 fn writes_in_the_workspace_reach_it() {
     let setup = Setup::new(&shell_policy("rw", ""));
-    std::os::unix::fs::chown(&setup.workspace.join("sub"), Some(10001), Some(10001)).unwrap();
+    std::os::unix::fs::chown(setup.workspace.join("sub"), Some(10001), Some(10001)).unwrap();
     let sub = setup.workspace.join("sub");
     let rewritten = setup.rewrite(&sub, "echo made > new.txt && id -u");
     let out = agent_shell(&sub, &rewritten);
@@ -546,7 +546,7 @@ fn decisions_and_results_are_audited_without_the_text() {
     assert_eq!(records[1]["data"]["decision"], "deny");
     let post = &records[4]["data"];
     assert_eq!(post["tool_name"], "Bash");
-    assert_eq!(post["stdout"]["bytes"], 15);
+    assert_eq!(post["stdout"]["bytes"], "HUNTER-OUTPUT\n".len());
     assert_eq!(post["interrupted"], false);
     let verify = Command::new(BIN)
         .args(["audit", "verify", "--audit"])

@@ -97,8 +97,7 @@ fn try_decide(setup: &Setup, event: &Event) -> Result<Decision, String> {
     } else {
         let dir = sandbox_dir(tool, Some(&workspace), &start)?;
         let script = sandbox_script(tool, &dir, rest);
-        check_call(tool, &script)?;
-        check_resolves(&policy, tool, &workspace)?;
+        check_resolves(&policy, tool, &workspace, &script)?;
         format!(
             "{prefix}{exe} hook exec --policy {policy} --tool {tool} --workspace {workspace} \
              --audit {audit} -- {rest}",
@@ -196,16 +195,19 @@ fn check_shell_tool(tool: &Tool) -> Result<(), String> {
     }
 }
 
-/// The script against the tool's declared parameters, as `nanoclaw run` will check it.
-fn check_call(tool: &Tool, script: &str) -> Result<(), String> {
-    let _ = (tool, script);
-    Ok(())
-}
-
-/// The tool resolves for this workspace (the policy check passes, the workspace is valid).
-fn check_resolves(policy: &Policy, tool: &Tool, workspace: &Path) -> Result<(), String> {
+/// The call resolves as `nanoclaw run` will resolve it: the script fits the tool's
+/// parameters (`max_length`, `pattern`), the policy check passes, the workspace is valid.
+fn check_resolves(
+    policy: &Policy,
+    tool: &Tool,
+    workspace: &Path,
+    script: &str,
+) -> Result<(), String> {
+    let mut params = Map::new();
+    params.insert(SHELL_PARAM.into(), Value::String(script.into()));
     let invocation = Invocation {
         workspace: Some(workspace.to_path_buf()),
+        params,
         ..Invocation::default()
     };
     policy

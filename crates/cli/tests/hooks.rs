@@ -383,6 +383,9 @@ fn what_the_policy_forbids_is_denied() {
     let setup = Setup::shell();
     let reason = denied(&setup.pre(&setup.workspace, &"x".repeat(200_000)));
     assert!(reason.contains("too long"), "{reason}");
+    // Short enough as text, too long once JSON-escaped for `nanoclaw run`.
+    let reason = denied(&setup.pre(&setup.workspace, &"\x01".repeat(30_000)));
+    assert!(reason.contains("too long"), "{reason}");
 }
 
 #[test]
@@ -554,4 +557,36 @@ fn decisions_and_results_are_audited_without_the_text() {
         .output()
         .unwrap();
     assert!(verify.status.success(), "{verify:?}");
+}
+
+#[test]
+fn without_workspace_it_is_claude_codes_project_dir_or_the_session_cwd() {
+    let setup = Setup::shell();
+    let sub = setup.workspace.join("sub");
+    let payload = claude_bash(&sub, "pwd").to_string();
+    let hook = |project_dir: Option<&Path>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["hook", "claude-code", "--policy"])
+            .arg(&setup.policy)
+            .arg("--audit")
+            .arg(&setup.audit)
+            .env_remove("CLAUDE_PROJECT_DIR");
+        if let Some(dir) = project_dir {
+            command.env("CLAUDE_PROJECT_DIR", dir);
+        }
+        let reply = answer(&feed(&mut command, payload.as_bytes()));
+        reply["hookSpecificOutput"]["updatedInput"]["command"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let rewritten = hook(Some(&setup.workspace));
+    let quoted = format!("--workspace '{}' ", setup.workspace.display());
+    assert!(rewritten.contains(&quoted), "{rewritten}");
+    assert_eq!(text(&agent_shell(&sub, &rewritten).stdout), "/work/sub\n");
+    let rewritten = hook(None);
+    let quoted = format!("--workspace '{}' ", sub.display());
+    assert!(rewritten.contains(&quoted), "{rewritten}");
+    assert_eq!(text(&agent_shell(&sub, &rewritten).stdout), "/work\n");
 }

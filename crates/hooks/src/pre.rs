@@ -97,6 +97,10 @@ fn try_decide(setup: &Setup, event: &Event) -> Result<Decision, String> {
     } else {
         let dir = sandbox_dir(tool, Some(&workspace), &start)?;
         let script = sandbox_script(tool, &dir, rest);
+        let params_len = serde_json::json!({ SHELL_PARAM: script }).to_string().len();
+        if params_len > MAX_ARG {
+            return Err(too_long(params_len));
+        }
         check_resolves(&policy, tool, &workspace, &script)?;
         format!(
             "{prefix}{exe} hook exec --policy {policy} --tool {tool} --workspace {workspace} \
@@ -110,10 +114,7 @@ fn try_decide(setup: &Setup, event: &Event) -> Result<Decision, String> {
         )
     };
     if rewritten.len() > MAX_ARG {
-        return Err(format!(
-            "the command is too long to run sandboxed ({} bytes once quoted; at most {MAX_ARG})",
-            rewritten.len()
-        ));
+        return Err(too_long(rewritten.len()));
     }
     let mut input: Map<String, Value> = tool_input.clone();
     input.insert(SHELL_PARAM.into(), Value::String(rewritten));
@@ -125,6 +126,13 @@ fn try_decide(setup: &Setup, event: &Event) -> Result<Decision, String> {
             setup.policy.display()
         ),
     })
+}
+
+fn too_long(len: usize) -> String {
+    format!(
+        "the command is too long to run sandboxed ({len} bytes once quoted; at most {MAX_ARG}): \
+         write it to a script file in the workspace and run that"
+    )
 }
 
 /// The workspace: `--workspace`, else Claude Code's project directory, else the session's

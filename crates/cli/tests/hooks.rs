@@ -590,3 +590,29 @@ fn without_workspace_it_is_claude_codes_project_dir_or_the_session_cwd() {
     assert!(rewritten.contains(&quoted), "{rewritten}");
     assert_eq!(text(&agent_shell(&sub, &rewritten).stdout), "/work\n");
 }
+
+#[test]
+fn a_policy_or_log_the_sandbox_could_write_is_refused() {
+    let mut setup = Setup::new(&shell_policy("rw", ""));
+    let inside = setup.workspace.join("tools.toml");
+    std::fs::copy(&setup.policy, &inside).unwrap();
+    let outside = std::mem::replace(&mut setup.policy, inside);
+    let reason = denied(&setup.pre(&setup.workspace, "ls"));
+    assert!(
+        reason.contains("the policy") && reason.contains("mounts writable"),
+        "{reason}"
+    );
+    setup.policy = outside;
+    setup.audit = setup.workspace.join("sub/audit.jsonl");
+    let reason = denied(&setup.pre(&setup.workspace, "ls"));
+    assert!(
+        reason.contains("the audit log") && reason.contains("mounts writable"),
+        "{reason}"
+    );
+    // Read-only, the workspace may hold both.
+    let mut setup = Setup::shell();
+    let inside = setup.workspace.join("tools.toml");
+    std::fs::copy(&setup.policy, &inside).unwrap();
+    setup.policy = inside;
+    setup.rewrite(&setup.workspace, "ls");
+}

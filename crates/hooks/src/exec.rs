@@ -15,7 +15,7 @@ use clap::Args;
 use nanoclaw_policy::Policy;
 use serde_json::json;
 
-use crate::workdir::{canonical, sandbox_dir};
+use crate::workdir::{canonical, check_out_of_reach, sandbox_dir};
 use crate::{sandbox_script, RUNNER_ERROR, SHELL_PARAM};
 
 #[derive(Args, Debug)]
@@ -54,6 +54,8 @@ fn run_command(args: &ExecArgs) -> Result<Command, String> {
         .map_err(|d| format!("cannot load policy {}: {d}", args.policy.display()))?;
     let tool = policy.tool(&args.tool).map_err(|e| e.to_string())?;
     let workspace = canonical("workspace", &args.workspace)?;
+    check_out_of_reach(tool, Some(&workspace), "the policy", &args.policy)?;
+    check_out_of_reach(tool, Some(&workspace), "the audit log", &args.audit)?;
     let cwd =
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     let cwd = canonical("the current directory", &cwd)?;

@@ -3,7 +3,7 @@
 //! policy names is denied (it belongs to the MCP server); anything else passes.
 //!
 //! Everything is checked here that can be known before the call runs (the policy and its
-//! shell tool, the working directory and every leading `cd` staying in the workspace, the
+//! shell tool, the policy and the audit log out of the sandbox's reach, the working directory and every leading `cd` staying in the workspace, the
 //! command against the tool's parameter schema, the size the kernel takes as one
 //! argument), so that a refusal reaches the model as a reason it can act on. `hook exec`
 //! checks the working directory again when the call runs, because only then is it known
@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::agent::{Agent, Decision, Event};
 use crate::shell::{quote, split_leading_cds, Separator};
-use crate::workdir::{canonical, sandbox_dir};
+use crate::workdir::{canonical, check_out_of_reach, sandbox_dir};
 use crate::{sandbox_script, SHELL_PARAM};
 
 /// The longest single argument Linux passes to a program (`MAX_ARG_STRLEN`, NUL included):
@@ -86,6 +86,8 @@ fn try_decide(setup: &Setup, event: &Event) -> Result<Decision, String> {
         None => return Err("the hook event has no `cwd` string".into()),
     };
     let workspace = workspace(setup, &cwd)?;
+    check_out_of_reach(tool, Some(&workspace), "the policy", &setup.policy)?;
+    check_out_of_reach(tool, Some(&workspace), "the audit log", &setup.audit)?;
     let split = split_leading_cds(command);
     let start = follow_cds(tool, &workspace, &cwd, &split.cds)?;
     let rest = split.rest;

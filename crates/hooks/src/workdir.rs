@@ -75,3 +75,36 @@ fn mounted(tool: &Tool, workspace: Option<&Path>) -> String {
         sources.join(", ")
     }
 }
+
+/// Refuses a file that tool's sandbox could write: the policy it runs under, or the audit
+/// log that records it, inside one of its writable mounts would let a sandboxed command
+/// loosen its own next call or rewrite its own record.
+pub fn check_out_of_reach(
+    tool: &Tool,
+    workspace: Option<&Path>,
+    what: &str,
+    path: &Path,
+) -> Result<(), String> {
+    // A log not created yet is judged by its directory.
+    let real = std::fs::canonicalize(path).or_else(|_| match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent).map(|p| p.join(name)),
+        _ => Ok(path.to_path_buf()),
+    });
+    let real = real.unwrap_or_else(|_| path.to_path_buf());
+    for mount in tool.mounts.iter().filter(|m| m.writable) {
+        let Some(source) = mount.host.resolve(workspace) else {
+            continue;
+        };
+        let source = std::fs::canonicalize(&source).unwrap_or(source);
+        if real.starts_with(&source) {
+            return Err(format!(
+                "{what} {} is inside {}, which tool `{}` mounts writable: a sandboxed command \
+                 could rewrite it; keep it outside the workspace",
+                path.display(),
+                source.display(),
+                tool.name
+            ));
+        }
+    }
+    Ok(())
+}

@@ -108,3 +108,55 @@ pub fn check_out_of_reach(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nanoclaw_policy::Policy;
+
+    /// A workspace with `src/gen` in it, mounted at /work, and `src` again at /src.
+    fn tool_and_workspace() -> (tempfile::TempDir, Tool, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(workspace.join("src/gen")).unwrap();
+        let text = r#"
+[tools.shell]
+description = "shell"
+command = ["sh", "-c", "{command}"]
+workdir = "/work"
+[tools.shell.params.command]
+type = "string"
+[[tools.shell.mounts]]
+host = "${workspace}"
+path = "/work"
+[[tools.shell.mounts]]
+host = "${workspace}/src"
+path = "/src"
+mode = "rw"
+"#;
+        let policy = Policy::parse(text, Path::new("p.toml"), Path::new("/")).unwrap();
+        let tool = policy.tool("shell").unwrap().clone();
+        (dir, tool, workspace)
+    }
+
+    #[test]
+    fn the_longest_mount_source_wins() {
+        let (_dir, tool, ws) = tool_and_workspace();
+        let map = |p: &Path| sandbox_dir(&tool, Some(&ws), p);
+        assert_eq!(map(&ws).unwrap(), Path::new("/work"));
+        assert_eq!(map(&ws.join("src")).unwrap(), Path::new("/src"));
+        assert_eq!(map(&ws.join("src/gen")).unwrap(), Path::new("/src/gen"));
+        let outside = map(ws.parent().unwrap()).unwrap_err();
+        assert!(outside.contains("outside every directory"), "{outside}");
+    }
+
+    #[test]
+    fn files_under_a_writable_mount_are_in_reach() {
+        let (_dir, tool, ws) = tool_and_workspace();
+        let check = |p: &Path| check_out_of_reach(&tool, Some(&ws), "the policy", p);
+        assert!(check(&ws.join("p.toml")).is_ok(), "read-only /work");
+        assert!(check(&ws.join("src/p.toml")).is_err());
+        assert!(check(&ws.join("src/gen/not-yet.jsonl")).is_err());
+        assert!(check(Path::new("/etc/p.toml")).is_ok());
+    }
+}

@@ -321,6 +321,14 @@ fn the_command_reaches_the_sandbox_verbatim() {
             expected,
             "{command:?}: {sandboxed:?}"
         );
+        // Claude Code's shell is bash (or zsh): the same there.
+        let bash = Command::new("bash")
+            .arg("-c")
+            .arg(&rewritten)
+            .current_dir(&setup.workspace)
+            .output()
+            .unwrap();
+        assert_eq!(text(&bash.stdout), expected, "bash: {command:?}: {bash:?}");
         assert!(!marker.exists(), "{command:?} ran on the host");
     }
 }

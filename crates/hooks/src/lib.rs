@@ -11,9 +11,10 @@
 //! forbids is denied with a reason; other tools pass, unless the policy names them.
 //!
 //! At the edge, outside the trusted core: it decides nothing about isolation (the policy and
-//! `nanoclaw run` do) and starts nothing on the host. It fails closed: input it cannot read,
-//! a policy it cannot load, an audit log it cannot write, all block the call, and a
-//! misconfigured hook command line exits 2 (the status both agents read as "block").
+//! `nanoclaw run` do) and runs nothing of the model's on the host. It fails closed: input
+//! it cannot read, a policy it cannot load, an audit log it cannot write, all block the
+//! call, and a misconfigured hook command line exits 2 (the status both agents read as
+//! "block"; any other failure status lets the call go ahead).
 //!
 //! - `agent`: the wire formats (payload in, decision out)
 //! - `pre`: the PreToolUse decision
@@ -30,7 +31,7 @@ mod shell;
 mod workdir;
 
 use std::ffi::OsString;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -168,7 +169,10 @@ fn agent_main(agent: Agent, args: &AgentArgs) -> ExitCode {
         },
     };
     if let Some(answer) = decision.answer() {
-        println!("{answer}");
+        // Not `println!`, which panics when the agent has closed the pipe.
+        if writeln!(std::io::stdout().lock(), "{answer}").is_err() {
+            return ExitCode::from(BLOCK);
+        }
     }
     ExitCode::SUCCESS
 }

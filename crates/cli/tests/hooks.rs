@@ -295,6 +295,7 @@ fn the_command_reaches_the_sandbox_verbatim() {
         "echo 'one\ntwo'\necho three",
         "echo \\' \\\" \\\\ '\\''",
         "x='a;b'; echo \"$x\" | tr ';' ,",
+        "cat <<'EOF'\nline $x `y`\nEOF\ncat <<EOF\n$((1 + 2))\nEOF",
         &format!(
             "echo $(touch {m}) `touch {m}`; echo done",
             m = marker.display()

@@ -37,6 +37,8 @@ enum Command {
     Verify(policy::VerifyArgs),
     /// Verify, query and sign the audit log of every invocation
     Audit(audit::AuditArgs),
+    /// A coding agent's PreToolUse hook: `nanoclaw hook claude-code|codex --policy FILE`
+    Hook(nanoclaw_hooks::HookArgs),
     /// Try one escape from inside a sandbox and report whether it was blocked
     #[command(hide = true)]
     Probe {
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => policy::main(args),
         Command::Verify(args) => policy::verify_main(args),
         Command::Audit(args) => audit::main(args),
+        Command::Hook(args) => nanoclaw_hooks::main(args),
         Command::Probe { name, args, list } => probe(name, args, list),
     }
 }

@@ -30,8 +30,10 @@ use crate::local;
 use crate::policy::{Ask, Policy};
 use crate::proxy::ProxyConfig;
 use crate::relay::{self, End, Meter};
+use crate::secrets::Secrets;
 use crate::socks;
 use crate::target::{Host, Target};
+use crate::tls::Authority;
 
 /// What every connection of one sandbox shares.
 pub(crate) struct Sandbox {
@@ -40,6 +42,16 @@ pub(crate) struct Sandbox {
     pub ledger: Ledger,
     /// Connection numbers, shared by every sandbox of one proxy.
     pub ids: Arc<AtomicU64>,
+    /// What to substitute in its requests (none for most sandboxes).
+    pub secrets: Secrets,
+    /// Present when `secrets` has any: how its listed hosts are intercepted.
+    pub intercept: Option<Intercept>,
+}
+
+/// The TLS material for intercepting one sandbox's listed hosts.
+pub(crate) struct Intercept {
+    pub authority: Authority,
+    pub client: Arc<rustls::ClientConfig>,
 }
 
 /// What the record says about a request, as far as it was understood.
@@ -96,6 +108,7 @@ impl Sandbox {
             bytes_down: 0,
             elapsed_ms: 0,
             count: 1,
+            secret: None,
         });
     }
 }
@@ -162,6 +175,7 @@ impl Connection<'_> {
             bytes_down: 0,
             elapsed_ms: self.meter.elapsed_ms(),
             count: 1,
+            secret: None,
         };
         if allowed {
             *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(decision.clone());

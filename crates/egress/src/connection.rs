@@ -55,10 +55,10 @@ pub(crate) struct Intercept {
 }
 
 /// What the record says about a request, as far as it was understood.
-struct Asked<'a> {
-    protocol: Protocol,
-    target: Option<&'a Target>,
-    method: Option<&'a str>,
+pub(crate) struct Asked<'a> {
+    pub protocol: Protocol,
+    pub target: Option<&'a Target>,
+    pub method: Option<&'a str>,
 }
 
 /// A refused or failed request: the HTTP status and SOCKS5 reply code it gets.
@@ -79,10 +79,10 @@ impl Denial {
 }
 
 /// A connection being served: its number, its meter and, once allowed, its record.
-struct Connection<'s> {
-    sandbox: &'s Sandbox,
-    id: u64,
-    meter: Meter,
+pub(crate) struct Connection<'s> {
+    pub sandbox: &'s Sandbox,
+    pub id: u64,
+    pub meter: Meter,
     opened: Mutex<Option<Decision>>,
 }
 
@@ -150,11 +150,11 @@ pub(crate) async fn cancelled(mut cancel: watch::Receiver<bool>) {
 }
 
 impl Connection<'_> {
-    fn config(&self) -> &ProxyConfig {
+    pub(crate) fn config(&self) -> &ProxyConfig {
         &self.sandbox.config
     }
 
-    async fn record(
+    pub(crate) async fn record(
         &self,
         asked: &Asked<'_>,
         allowed: bool,
@@ -302,10 +302,24 @@ impl Connection<'_> {
                     target: Some(&target),
                     method: None,
                 };
+                let intercept = self
+                    .sandbox
+                    .intercept
+                    .as_ref()
+                    .filter(|_| self.sandbox.secrets.intercepts(&target));
                 match self.open(&target, &Ask::Tunnel).await {
                     Err(denial) => {
                         self.refuse(client, &asked, denial.status, denial.reason)
                             .await
+                    }
+                    Ok((upstream, ip, rule)) if intercept.is_some() => {
+                        let Some(intercept) = intercept else {
+                            return String::new();
+                        };
+                        self.intercepted(
+                            client, upstream, &asked, &target, ip, rule, leftover, intercept,
+                        )
+                        .await
                     }
                     Ok((mut upstream, ip, rule)) => {
                         self.record(&asked, true, Some(ip), format!("allowed by {rule}"))
@@ -324,10 +338,11 @@ impl Connection<'_> {
                 }
             }
             Ok(Request::Forward(mut forward)) => {
+                let (target, method) = (forward.target.clone(), forward.method.clone());
                 let asked = Asked {
                     protocol: Protocol::Http,
-                    target: Some(&forward.target),
-                    method: Some(&forward.method),
+                    target: Some(&target),
+                    method: Some(&method),
                 };
                 let ask = Ask::Http {
                     method: &forward.method,
@@ -336,6 +351,12 @@ impl Connection<'_> {
                 match self.open(&forward.target, &ask).await {
                     Err(denial) => {
                         self.refuse(client, &asked, denial.status, denial.reason)
+                            .await
+                    }
+                    Ok((upstream, ip, rule)) if !self.sandbox.secrets.list.is_empty() => {
+                        self.record(&asked, true, Some(ip), format!("allowed by {rule}"))
+                            .await;
+                        self.forward_with_secrets(client, upstream, forward, leftover, &asked)
                             .await
                     }
                     Ok((mut upstream, ip, rule)) => {
@@ -359,7 +380,7 @@ impl Connection<'_> {
         }
     }
 
-    async fn relay(
+    pub(crate) async fn relay(
         &self,
         client: &mut UnixStream,
         upstream: &mut TcpStream,
@@ -381,7 +402,7 @@ impl Connection<'_> {
     }
 
     /// Answers an HTTP refusal, records it and closes gently.
-    async fn refuse(
+    pub(crate) async fn refuse(
         &self,
         client: &mut UnixStream,
         asked: &Asked<'_>,

@@ -42,6 +42,7 @@
 mod connection;
 mod decision;
 mod http;
+mod intercept;
 mod ledger;
 mod local;
 mod policy;

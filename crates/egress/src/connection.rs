@@ -312,14 +312,12 @@ impl Connection<'_> {
                         self.refuse(client, &asked, denial.status, denial.reason)
                             .await
                     }
-                    Ok((upstream, ip, rule)) if intercept.is_some() => {
+                    Ok(opened) if intercept.is_some() => {
                         let Some(intercept) = intercept else {
                             return String::new();
                         };
-                        self.intercepted(
-                            client, upstream, &asked, &target, ip, rule, leftover, intercept,
-                        )
-                        .await
+                        self.intercepted(client, opened, &asked, &target, leftover, intercept)
+                            .await
                     }
                     Ok((mut upstream, ip, rule)) => {
                         self.record(&asked, true, Some(ip), format!("allowed by {rule}"))

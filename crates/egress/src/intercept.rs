@@ -314,15 +314,14 @@ impl Connection<'_> {
         Ok(Some(data))
     }
 
-    /// Serves an intercepted CONNECT to `target` over `upstream` (connected, not yet TLS).
+    /// Serves an intercepted CONNECT to `target` over the upstream connection `open` made
+    /// (not yet TLS), the address it reached and the rule that allowed it.
     pub(crate) async fn intercepted(
         &self,
         client: &mut UnixStream,
-        upstream: TcpStream,
+        (upstream, ip, rule): (TcpStream, std::net::IpAddr, String),
         asked: &Asked<'_>,
         target: &Target,
-        ip: std::net::IpAddr,
-        rule: String,
         leftover: Vec<u8>,
         intercept: &Intercept,
     ) -> String {

@@ -447,7 +447,11 @@ fn an_upstream_that_does_not_verify_is_a_502_never_a_bypass() {
     let rule = format!("api.test:{}", api.port);
     let (sb, pem) = h.sandbox_with_secrets(
         rules(&[&rule]),
-        vec![secret(&[rule.clone()], false, Duration::from_secs(60))],
+        vec![secret(
+            std::slice::from_ref(&rule),
+            false,
+            Duration::from_secs(60),
+        )],
     );
     let pem = ca.write("sandbox.pem", &pem.unwrap());
     let url = format!("https://api.test:{}/x", api.port);

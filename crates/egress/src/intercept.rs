@@ -106,16 +106,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
         Ok(std::mem::replace(&mut self.buf, rest))
     }
 
-    /// Copies the body framed by `body` to `to`.
+    /// Copies the body framed by `body` to `to`, showing it to `scan` if given.
     pub(crate) async fn body_to<W: AsyncWrite + Unpin>(
         &mut self,
         mut body: Body,
         to: &mut W,
         counter: &AtomicU64,
         meter: &Meter,
+        mut scan: Option<&mut BodyScan<'_>>,
     ) -> std::io::Result<()> {
         while !body.done() {
             let bytes = self.next_body_bytes(&mut body, meter).await?;
+            if let Some(scan) = scan.as_deref_mut() {
+                scan.feed(&bytes);
+            }
             relay::send(to, &bytes, counter, meter).await?;
         }
         Ok(())
@@ -193,6 +197,59 @@ pub(crate) fn substitute_head(secrets: &Secrets, forward: &mut Forward) -> Uses 
         uses.push((i, met));
     }
     uses
+}
+
+/// Watches a streamed request body for placeholders sent to a host not listed for their
+/// secret (a placeholder split by chunk framing goes unseen: this is a record, not a
+/// control).
+pub(crate) struct BodyScan<'s> {
+    secrets: &'s Secrets,
+    target: &'s Target,
+    /// The last bytes seen, so that a placeholder split across reads is found.
+    tail: Vec<u8>,
+    found: Vec<usize>,
+    /// Found before the body (in the head): not recorded again.
+    known: Vec<usize>,
+    keep: usize,
+}
+
+impl<'s> BodyScan<'s> {
+    /// `head`: what the request's head already recorded.
+    pub(crate) fn new(secrets: &'s Secrets, target: &'s Target, head: &Uses) -> BodyScan<'s> {
+        let keep = secrets
+            .list
+            .iter()
+            .map(|s| s.placeholder_len())
+            .max()
+            .unwrap_or(1)
+            .saturating_sub(1);
+        BodyScan {
+            secrets,
+            target,
+            tail: Vec::new(),
+            found: Vec::new(),
+            known: head.iter().map(|(i, _)| *i).collect(),
+            keep,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        let mut window = std::mem::take(&mut self.tail);
+        window.extend_from_slice(bytes);
+        for (i, secret) in self.secrets.list.iter().enumerate() {
+            let seen = self.found.contains(&i) || self.known.contains(&i);
+            if !seen && !secret.lists(self.target) && secret.occurs_in(&window) {
+                self.found.push(i);
+            }
+        }
+        let from = window.len().saturating_sub(self.keep);
+        self.tail = window.split_off(from);
+    }
+
+    /// The misdirected placeholders seen.
+    pub(crate) fn uses(&self) -> Uses {
+        self.found.iter().map(|i| (*i, Met::Misdirected)).collect()
+    }
 }
 
 /// Whether a request to `target` has its body buffered for substitution.
@@ -456,9 +513,19 @@ impl Connection<'_> {
                 }
                 None => {
                     let body = std::mem::replace(&mut forward.body, Body::Length(0));
-                    client
-                        .body_to(body, &mut upstream.io, &self.meter.up, &self.meter)
-                        .await
+                    let mut scan = BodyScan::new(&self.sandbox.secrets, target, &uses);
+                    let sent = client
+                        .body_to(
+                            body,
+                            &mut upstream.io,
+                            &self.meter.up,
+                            &self.meter,
+                            Some(&mut scan),
+                        )
+                        .await;
+                    let mut uses = scan.uses();
+                    self.secret_records(&asked, &mut uses);
+                    sent
                 }
             };
             if let Err(e) = sent {
@@ -499,7 +566,7 @@ impl Connection<'_> {
             let relayed = match response.body {
                 ResponseBody::Framed(body) => {
                     upstream
-                        .body_to(body, &mut client.io, &self.meter.down, &self.meter)
+                        .body_to(body, &mut client.io, &self.meter.down, &self.meter, None)
                         .await
                 }
                 ResponseBody::UntilClose => {
@@ -571,17 +638,30 @@ impl Connection<'_> {
         }
         self.secret_records(asked, &mut uses);
         let head = Zeroizing::new(forward.render(true));
-        let body_start = match forward.body.feed(&leftover) {
-            Ok(n) => &leftover[..n],
-            Err(e) => return format!("client failed: {e}"),
-        };
-        for part in [&head[..], body_start] {
-            if let Err(e) = relay::send(&mut upstream, part, &self.meter.up, &self.meter).await {
-                return format!("upstream failed: {e}");
-            }
+        if let Err(e) = relay::send(&mut upstream, &head, &self.meter.up, &self.meter).await {
+            return format!("upstream failed: {e}");
         }
         drop(head);
-        self.relay(client, &mut upstream, Some(forward.body)).await
+        // The body, watched for misdirected placeholders; then the response.
+        let body = std::mem::replace(&mut forward.body, Body::Length(0));
+        let mut scan = BodyScan::new(secrets, &target, &uses);
+        let mut side = Side::new(&mut *client, leftover, self.config().idle_timeout);
+        let sent = side
+            .body_to(
+                body,
+                &mut upstream,
+                &self.meter.up,
+                &self.meter,
+                Some(&mut scan),
+            )
+            .await;
+        let mut uses = scan.uses();
+        self.secret_records(asked, &mut uses);
+        if let Err(e) = sent {
+            return format!("relaying the request body failed: {e}");
+        }
+        self.relay(client, &mut upstream, Some(Body::Length(0)))
+            .await
     }
 
     fn asked<'a>(&self, target: Option<&'a Target>, method: Option<&'a str>) -> Asked<'a> {

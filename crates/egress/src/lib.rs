@@ -12,10 +12,27 @@
 //! What one sandbox can cost is bounded: its open connections, its accept rate, the
 //! records it causes and the memory behind them.
 //!
-//! The proxy does not terminate TLS: after CONNECT it relays opaque bytes to the address
-//! it chose for the CONNECT target, so a TLS SNI (or an inner Host header) naming another
-//! host reaches nothing but that address. For plain HTTP it refuses a Host header that
-//! disagrees with the request target.
+//! The proxy does not terminate TLS, except for secrets (below): after CONNECT it relays
+//! opaque bytes to the address it chose for the CONNECT target, so a TLS SNI (or an inner
+//! Host header) naming another host reaches nothing but that address. For plain HTTP it
+//! refuses a Host header that disagrees with the request target.
+//!
+//! **Secrets** (`Proxy::add_sandbox_with_secrets`, `SecretSubstitution`): the sandbox holds
+//! a placeholder; the proxy replaces it by the real value in header values (and, where
+//! declared, bodies) of requests to the secret's own hosts, plain HTTP or HTTPS. Only the
+//! CONNECT tunnels to those hosts are intercepted: TLS terminated with a leaf certificate
+//! signed by a CA made in memory for this one sandbox (its PEM goes into the sandbox's CA
+//! bundle, its key stays in this process), the requests parsed (origin-form, Host must name
+//! the CONNECT target), substituted and sent over a TLS connection to the upstream that is
+//! verified against the host's roots (or `ProxyConfig::upstream_roots`) before the client
+//! is told the tunnel is up: an upstream that does not verify is a 502. A placeholder sent
+//! to any other host is left as it is and recorded (`SecretEvent::Misdirected`), except
+//! inside a plain tunnel, which the proxy cannot see into (harmless: only a placeholder).
+//! Each use is a `Phase::Secret` record naming the secret, never its value.
+//! Limits: HTTP/1.1 only inside an intercepted tunnel (ALPN offers `http/1.1`), no
+//! protocol upgrades there (the Upgrade header is dropped), a substituted body at most
+//! `MAX_SUBSTITUTED_BODY` (else 413). An upstream that echoes the request back (headers
+//! or body) shows the sandbox the value: the runner must redact what the tool outputs.
 //!
 //! ```no_run
 //! use nanoclaw_egress::{Policy, Proxy, ProxyConfig};

@@ -175,6 +175,10 @@ impl Secret {
         }
     }
 
+    pub(crate) fn placeholder_len(&self) -> usize {
+        self.placeholder.len()
+    }
+
     pub(crate) fn occurs_in(&self, bytes: &[u8]) -> bool {
         find(bytes, &self.placeholder, 0).is_some()
     }

@@ -323,6 +323,22 @@ fn a_placeholder_sent_to_another_allowed_host_arrives_unreplaced_and_is_recorded
         [(SecretEvent::Misdirected, "other.test".to_string(), 1)]
     );
 
+    // Only in the body (streamed, not buffered: the host is listed for no secret).
+    let got = curl(
+        &sb.proxy_url(),
+        &url,
+        &["--data", &format!("k={PLACEHOLDER}")],
+    );
+    assert!(
+        got.body.contains(&format!("body=k={PLACEHOLDER}")),
+        "{got:?}"
+    );
+    let recs = records(&sb);
+    assert_eq!(
+        secret_events(&recs),
+        [(SecretEvent::Misdirected, "other.test".to_string(), 1)]
+    );
+
     // HTTPS to a host no secret lists: a plain tunnel. The client sees the upstream's own
     // certificate (the sandbox's CA does not verify it, the test CA does), and the
     // placeholder goes through unseen (harmless: it is only a placeholder).

@@ -371,7 +371,12 @@ impl Connection<'_> {
                                 return format!("upstream failed: {e}");
                             }
                         }
-                        self.relay(client, &mut upstream, Some(forward.body)).await
+                        self.relay(
+                            client,
+                            &mut upstream,
+                            Some(std::mem::replace(&mut forward.body, http::Body::Length(0))),
+                        )
+                        .await
                     }
                 }
             }

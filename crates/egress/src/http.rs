@@ -41,6 +41,16 @@ pub(crate) struct Forward {
     pub body: Body,
 }
 
+impl Drop for Forward {
+    /// Header values may hold a substituted secret value: wiped, not just freed.
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for (_, value) in &mut self.headers {
+            value.zeroize();
+        }
+    }
+}
+
 impl Forward {
     /// The head to send upstream; `close` adds `Connection: close`.
     pub(crate) fn render(&self, close: bool) -> Vec<u8> {

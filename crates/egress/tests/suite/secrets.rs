@@ -519,3 +519,39 @@ fn a_sandbox_without_secrets_gets_no_ca() {
     let (_sb, pem) = h.sandbox_with_secrets(rules(&["api.test:443"]), Vec::new());
     assert!(pem.is_none());
 }
+
+#[test]
+fn each_sandbox_has_its_own_ca_and_only_its_own_secrets() {
+    let mut w = World::new();
+    let (one, ca_one) = w.sandbox(secret(&w.listed(), false, Duration::from_secs(60)));
+    let mut other_secret = secret(&w.listed(), false, Duration::from_secs(60));
+    other_secret.placeholder = "nc-ph-OTHER-000000000000".into();
+    other_secret.value = Zeroizing::new(b"other-sandbox-value".to_vec());
+    let (two, ca_two) = w.sandbox(other_secret);
+    assert_ne!(
+        fs::read_to_string(&ca_one).unwrap(),
+        fs::read_to_string(&ca_two).unwrap()
+    );
+    // Sandbox one's CA does not verify sandbox two's interception.
+    let got = curl(&two.proxy_url(), &w.api_url("/x"), &["--cacert", &ca_one]);
+    assert_ne!(got.exit, 0, "{got:?}");
+    // Sandbox one's placeholder means nothing to sandbox two's proxy.
+    let got = curl(
+        &two.proxy_url(),
+        &w.api_url("/y"),
+        &["--cacert", &ca_two, "-H", &bearer()],
+    );
+    assert!(
+        got.body.contains(&format!("auth=Bearer {PLACEHOLDER}")),
+        "{got:?}"
+    );
+    let got = curl(
+        &one.proxy_url(),
+        &w.api_url("/z"),
+        &["--cacert", &ca_one, "-H", &bearer()],
+    );
+    assert!(
+        got.body.contains(&format!("auth=Bearer {VALUE}")),
+        "{got:?}"
+    );
+}

@@ -658,7 +658,7 @@ mod tests {
         assert_eq!(f.target.to_string(), "api.test:8080");
         assert_eq!(f.path, "/a/b?c=d");
         assert_eq!(
-            String::from_utf8(f.head).unwrap(),
+            String::from_utf8(f.head.clone()).unwrap(),
             "GET /a/b?c=d HTTP/1.1\r\nHost: api.test:8080\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
         );
         assert_eq!(f.body, Body::Length(0));
@@ -668,11 +668,11 @@ mod tests {
     fn a_missing_host_header_is_filled_in_from_the_target() {
         let f = forward("GET http://api.test HTTP/1.0\r\n\r\n");
         assert_eq!(
-            String::from_utf8(f.head).unwrap(),
+            String::from_utf8(f.head.clone()).unwrap(),
             "GET / HTTP/1.0\r\nHost: api.test\r\nConnection: close\r\n\r\n"
         );
         let f = forward("GET http://[2001:db8::1]?x HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n");
-        assert!(String::from_utf8(f.head)
+        assert!(String::from_utf8(f.head.clone())
             .unwrap()
             .starts_with("GET /?x HTTP/1.1\r\nHost: [2001:db8::1]\r\n"));
     }

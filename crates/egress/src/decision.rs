@@ -62,6 +62,9 @@ pub enum SecretEvent {
     /// The request could not be substituted (its body is over the bound): refused with
     /// 413 before anything reached the upstream.
     Refused,
+    /// A response carried the value (an upstream echoing what it received): it reached
+    /// the sandbox as the placeholder instead.
+    Reflected,
 }
 
 impl SecretEvent {
@@ -72,6 +75,7 @@ impl SecretEvent {
             SecretEvent::Misdirected => "secret.misdirected",
             SecretEvent::Expired => "secret.expired",
             SecretEvent::Refused => "secret.refused",
+            SecretEvent::Reflected => "secret.reflected",
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::connection::{Asked, Connection, Intercept};
 use crate::decision::{Decision, Phase, Protocol, SecretEvent, SecretUse};
 use crate::http::{self, Body, Forward, ResponseBody};
 use crate::relay::{self, Meter};
-use crate::secrets::{Met, Secrets, MAX_SUBSTITUTED_BODY};
+use crate::secrets::{unsubstitute_head, Met, Secrets, Unsubstitute, MAX_SUBSTITUTED_BODY};
 use crate::target::Target;
 use crate::tls;
 
@@ -125,6 +125,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
         Ok(())
     }
 
+    /// Copies a response body framed by `body` to `to`, values back to placeholders.
+    async fn response_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        mut body: Body,
+        to: &mut W,
+        counter: &AtomicU64,
+        meter: &Meter,
+        un: &mut Unsubstitute<'_>,
+    ) -> std::io::Result<()> {
+        while !body.done() {
+            let bytes = self.next_body_bytes(&mut body, meter).await?;
+            relay::send(to, &un.push(&bytes), counter, meter).await?;
+        }
+        relay::send(to, &un.finish(), counter, meter).await
+    }
+
     /// The body framed by `body`, as on the wire, if it is at most `limit` bytes; `None`
     /// as soon as it is longer.
     pub(crate) async fn body_buffered(
@@ -144,20 +160,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
         Ok(Some(wire))
     }
 
-    /// Copies everything until the end of the stream to `to`.
+    /// Copies everything until the end of the stream to `to`, values back to placeholders.
     async fn rest_to<W: AsyncWrite + Unpin>(
         &mut self,
         to: &mut W,
         counter: &AtomicU64,
         meter: &Meter,
+        un: &mut Unsubstitute<'_>,
     ) -> std::io::Result<()> {
         loop {
             if !self.buf.is_empty() {
                 let bytes = std::mem::take(&mut self.buf);
-                relay::send(to, &bytes, counter, meter).await?;
+                relay::send(to, &un.push(&bytes), counter, meter).await?;
             }
             if self.fill(meter).await? == 0 {
-                return Ok(());
+                return relay::send(to, &un.finish(), counter, meter).await;
             }
         }
     }
@@ -283,6 +300,15 @@ pub(crate) fn substitute_body(
     data
 }
 
+/// Adds to `into` the secrets of `found` it does not have yet.
+fn merge(into: &mut Vec<usize>, found: &[usize]) {
+    for i in found {
+        if !into.contains(i) {
+            into.push(*i);
+        }
+    }
+}
+
 /// Drops duplicate (secret, event) pairs.
 fn dedup(uses: &mut Uses) {
     let mut seen = Vec::new();
@@ -312,6 +338,7 @@ impl Connection<'_> {
             SecretEvent::Misdirected => "sent to a host not listed for it: not substituted",
             SecretEvent::Expired => "past its TTL: no longer substituted",
             SecretEvent::Refused => "not substituted: request body over the bound",
+            SecretEvent::Reflected => "echoed by the upstream: the sandbox got the placeholder",
         };
         self.sandbox.ledger.refuse(Decision {
             connection: self.id,
@@ -532,6 +559,7 @@ impl Connection<'_> {
                 return format!("relaying the request body failed: {e}");
             }
             // The response, after any interim (1xx) ones.
+            let mut reflected = Vec::new();
             let response = loop {
                 let head = match upstream.head(MAX_RESPONSE_HEAD, &self.meter).await {
                     Ok(head) => head,
@@ -551,6 +579,7 @@ impl Connection<'_> {
                         return self.refuse_inside(client, &asked, 502, reason.into()).await;
                     }
                 };
+                let head = unsubstitute_head(&self.sandbox.secrets, &head, &mut reflected);
                 if let Err(e) =
                     relay::send(&mut client.io, &head, &self.meter.down, &self.meter).await
                 {
@@ -563,18 +592,21 @@ impl Connection<'_> {
                     break response;
                 }
             };
+            let mut un = Unsubstitute::new(&self.sandbox.secrets);
             let relayed = match response.body {
                 ResponseBody::Framed(body) => {
                     upstream
-                        .body_to(body, &mut client.io, &self.meter.down, &self.meter, None)
+                        .response_to(body, &mut client.io, &self.meter.down, &self.meter, &mut un)
                         .await
                 }
                 ResponseBody::UntilClose => {
                     upstream
-                        .rest_to(&mut client.io, &self.meter.down, &self.meter)
+                        .rest_to(&mut client.io, &self.meter.down, &self.meter, &mut un)
                         .await
                 }
             };
+            merge(&mut reflected, &un.found);
+            self.reflected(&asked, &reflected);
             if let Err(e) = relayed {
                 return format!("relaying the response failed: {e}");
             }
@@ -632,9 +664,7 @@ impl Connection<'_> {
                 }
             }
             drop((head, body));
-            return self
-                .relay(client, &mut upstream, Some(Body::Length(0)))
-                .await;
+            return self.response(client, upstream, asked).await;
         }
         self.secret_records(asked, &mut uses);
         let head = Zeroizing::new(forward.render(true));
@@ -660,8 +690,52 @@ impl Connection<'_> {
         if let Err(e) = sent {
             return format!("relaying the request body failed: {e}");
         }
-        self.relay(client, &mut upstream, Some(Body::Length(0)))
-            .await
+        self.response(client, upstream, asked).await
+    }
+
+    /// Relays a plain-HTTP response (the upstream closes after it), values back to
+    /// placeholders.
+    async fn response(
+        &self,
+        client: &mut UnixStream,
+        upstream: TcpStream,
+        asked: &Asked<'_>,
+    ) -> String {
+        let mut upstream = Side::new(upstream, Vec::new(), self.config().idle_timeout);
+        let mut reflected = Vec::new();
+        match upstream.head(MAX_RESPONSE_HEAD, &self.meter).await {
+            Ok(head) => {
+                let head = unsubstitute_head(&self.sandbox.secrets, &head, &mut reflected);
+                if let Err(e) = relay::send(client, &head, &self.meter.down, &self.meter).await {
+                    return format!("client failed: {e}");
+                }
+            }
+            Err(HeadError::Closed) => return "closed".into(),
+            Err(HeadError::TooLarge) => {
+                return format!("the response head is over {MAX_RESPONSE_HEAD} bytes");
+            }
+            Err(HeadError::Io(e)) => return format!("upstream failed: {e}"),
+        }
+        let mut un = Unsubstitute::new(&self.sandbox.secrets);
+        let relayed = upstream
+            .rest_to(client, &self.meter.down, &self.meter, &mut un)
+            .await;
+        merge(&mut reflected, &un.found);
+        self.reflected(asked, &reflected);
+        match relayed {
+            Ok(()) => "closed".into(),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => "idle timeout".into(),
+            Err(e) => format!("closed on error: {e}"),
+        }
+    }
+
+    /// Records the secrets whose value a response carried.
+    fn reflected(&self, asked: &Asked<'_>, found: &[usize]) {
+        for i in found {
+            if let Some(secret) = self.sandbox.secrets.list.get(*i) {
+                self.secret_record(asked, &secret.name, SecretEvent::Reflected);
+            }
+        }
     }
 
     fn asked<'a>(&self, target: Option<&'a Target>, method: Option<&'a str>) -> Asked<'a> {

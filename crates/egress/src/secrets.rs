@@ -203,6 +203,94 @@ impl Secret {
     }
 }
 
+/// Puts placeholders back where a response carries a secret's value (an upstream that
+/// echoes what it received), so that the sandbox does not learn the value that way. Works
+/// on a stream, holding back the last bytes that could be the start of a value; only for
+/// secrets whose placeholder is as long as the value (so that the response's framing
+/// stays right), which is what a placeholder "of the value's shape" is.
+pub(crate) struct Unsubstitute<'s> {
+    secrets: Vec<(usize, &'s Secret)>,
+    held: Zeroizing<Vec<u8>>,
+    keep: usize,
+    /// The secrets whose value was found.
+    pub found: Vec<usize>,
+}
+
+impl<'s> Unsubstitute<'s> {
+    pub(crate) fn new(secrets: &'s Secrets) -> Unsubstitute<'s> {
+        let secrets: Vec<(usize, &Secret)> = secrets
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.placeholder.len() == s.value.len())
+            .collect();
+        let keep = secrets
+            .iter()
+            .map(|(_, s)| s.value.len())
+            .max()
+            .unwrap_or(1)
+            .saturating_sub(1);
+        Unsubstitute {
+            secrets,
+            held: Zeroizing::new(Vec::new()),
+            keep,
+            found: Vec::new(),
+        }
+    }
+
+    /// Takes the next bytes of the stream; returns those that are ready to send.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Zeroizing<Vec<u8>> {
+        if self.secrets.is_empty() {
+            return Zeroizing::new(bytes.to_vec());
+        }
+        self.held.extend_from_slice(bytes);
+        for (i, secret) in &self.secrets {
+            let mut at = 0;
+            while let Some(found) = find(&self.held, &secret.value, at) {
+                let end = found + secret.value.len();
+                self.held[found..end].copy_from_slice(&secret.placeholder);
+                at = end;
+                if !self.found.contains(i) {
+                    self.found.push(*i);
+                }
+            }
+        }
+        let ready = self.held.len().saturating_sub(self.keep);
+        let rest = Zeroizing::new(self.held[ready..].to_vec());
+        self.held.truncate(ready);
+        std::mem::replace(&mut self.held, rest)
+    }
+
+    /// The end of the stream (or of one message): what was held back.
+    pub(crate) fn finish(&mut self) -> Zeroizing<Vec<u8>> {
+        std::mem::take(&mut self.held)
+    }
+}
+
+/// `head` with every secret's value replaced by its placeholder (any lengths: a head is
+/// not framed by length); the secrets found are added to `found`.
+pub(crate) fn unsubstitute_head(secrets: &Secrets, head: &[u8], found: &mut Vec<usize>) -> Vec<u8> {
+    let mut out = head.to_vec();
+    for (i, secret) in secrets.list.iter().enumerate() {
+        if find(&out, &secret.value, 0).is_none() {
+            continue;
+        }
+        let mut replaced = Vec::with_capacity(out.len());
+        let mut at = 0;
+        while let Some(hit) = find(&out, &secret.value, at) {
+            replaced.extend_from_slice(&out[at..hit]);
+            replaced.extend_from_slice(&secret.placeholder);
+            at = hit + secret.value.len();
+        }
+        replaced.extend_from_slice(&out[at..]);
+        out = replaced;
+        if !found.contains(&i) {
+            found.push(i);
+        }
+    }
+    out
+}
+
 /// The index of the first `needle` in `hay` at or after `from`.
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.is_empty() {
@@ -331,5 +419,31 @@ mod tests {
             secret("ph-9876543210", "W", &["api.test"]),
         ]);
         assert!(twice.is_err());
+    }
+
+    #[test]
+    fn values_in_responses_become_placeholders_across_reads() {
+        let secrets = Secrets::new(vec![secret(
+            "ph-0123456789",
+            "VA-9876543210",
+            &["api.test"],
+        )])
+        .unwrap();
+        let stream = b"echo: VA-9876543210 and VA-9876543210!";
+        for split in 0..stream.len() {
+            let mut un = Unsubstitute::new(&secrets);
+            let mut out = un.push(&stream[..split]).to_vec();
+            out.extend_from_slice(&un.push(&stream[split..]));
+            out.extend_from_slice(&un.finish());
+            assert_eq!(
+                out, b"echo: ph-0123456789 and ph-0123456789!",
+                "split {split}"
+            );
+            assert_eq!(un.found, [0]);
+        }
+        let mut found = Vec::new();
+        let head = unsubstitute_head(&secrets, b"X-Echo: VA-9876543210\r\n\r\n", &mut found);
+        assert_eq!(head, b"X-Echo: ph-0123456789\r\n\r\n");
+        assert_eq!(found, [0]);
     }
 }

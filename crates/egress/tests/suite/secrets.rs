@@ -145,6 +145,29 @@ fn secret_events(records: &[Decision]) -> Vec<(SecretEvent, String, u64)> {
         .collect()
 }
 
+/// What `up` reported for the request to `path` (waiting for it).
+fn received(up: &Upstream, path: &str) -> String {
+    let needle = format!(" path={path} ");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(line) = up.seen().into_iter().find(|l| l.contains(&needle)) {
+            return line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request to {path}: {:?}",
+            up.seen()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The client got the upstream's echo with the placeholder where the value was.
+fn echoed_as_placeholder(body: &str, prefix: &str) {
+    assert!(!body.contains(VALUE), "{body}");
+    assert!(body.contains(&format!("{prefix}{PLACEHOLDER}")), "{body}");
+}
+
 fn no_value_in(records: &[Decision]) {
     let all = format!("{records:?}");
     assert!(!all.contains(VALUE), "{all}");
@@ -260,6 +283,12 @@ fn intercepted_https_gets_the_real_value_with_curl_and_python() {
     let events = secret_events(&recs);
     assert_eq!(events[0].0, SecretEvent::Substituted, "{recs:?}");
     assert_eq!(events[0].1, "api.test");
+    // The upstream echoed the value back: the client got the placeholder.
+    echoed_as_placeholder(&got.body, "auth=Bearer ");
+    assert!(
+        events.iter().any(|e| e.0 == SecretEvent::Reflected),
+        "{recs:?}"
+    );
 
     // Python's urllib, trusting the sandbox's CA.
     let out = python(
@@ -273,7 +302,8 @@ fn intercepted_https_gets_the_real_value_with_curl_and_python() {
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("method=POST path=/py"), "{stdout}");
-    assert!(stdout.contains(&format!("auth=token {VALUE}")), "{stdout}");
+    echoed_as_placeholder(&stdout, "auth=token ");
+    assert!(received(&w.api, "/py").contains(&format!("auth=token {VALUE}")));
     assert!(stdout.contains("body={\"k\": 1}"), "{stdout}");
 }
 
@@ -285,15 +315,17 @@ fn plain_http_to_a_listed_host_is_substituted_too() {
     let url = format!("http://api.test:{}/plain", w.api_http.port);
     let got = curl(&sb.proxy_url(), &url, &["-H", &bearer()]);
     assert_eq!(got.status, 200, "{got:?}");
-    assert!(
-        got.body.contains(&format!("auth=Bearer {VALUE}")),
-        "{got:?}"
-    );
+    let line = received(&w.api_http, "/plain");
+    assert!(line.contains(&format!("auth=Bearer {VALUE}")), "{line}");
+    echoed_as_placeholder(&got.body, "auth=Bearer ");
     let recs = records(&sb);
     no_value_in(&recs);
     assert_eq!(
         secret_events(&recs),
-        [(SecretEvent::Substituted, "api.test".to_string(), 1)]
+        [
+            (SecretEvent::Substituted, "api.test".to_string(), 1),
+            (SecretEvent::Reflected, "api.test".to_string(), 1)
+        ]
     );
 }
 
@@ -379,10 +411,9 @@ fn after_the_ttl_the_placeholder_is_sent_as_it_is_and_recorded_once() {
         )
     };
     let first = fetch("/before");
-    assert!(
-        first.body.contains(&format!("auth=Bearer {VALUE}")),
-        "{first:?}"
-    );
+    assert_eq!(first.status, 200, "{first:?}");
+    let line = received(&w.api, "/before");
+    assert!(line.contains(&format!("auth=Bearer {VALUE}")), "{line}");
     std::thread::sleep(Duration::from_millis(1600));
     for path in ["/after", "/again"] {
         let got = fetch(path);
@@ -397,7 +428,11 @@ fn after_the_ttl_the_placeholder_is_sent_as_it_is_and_recorded_once() {
     let events: Vec<SecretEvent> = secret_events(&recs).into_iter().map(|e| e.0).collect();
     assert_eq!(
         events,
-        [SecretEvent::Substituted, SecretEvent::Expired],
+        [
+            SecretEvent::Substituted,
+            SecretEvent::Reflected,
+            SecretEvent::Expired
+        ],
         "{recs:?}"
     );
 }
@@ -420,11 +455,10 @@ fn bodies_are_substituted_only_when_declared() {
         } else {
             format!("body={data}")
         };
-        assert!(got.body.contains(&expected), "body={body}: {got:?}");
-        assert!(
-            got.body.contains(&format!("auth=Bearer {VALUE}")),
-            "{got:?}"
-        );
+        let line = received(&w.api, "/body");
+        assert!(line.contains(&expected), "body={body}: {line}");
+        assert!(line.contains(&format!("auth=Bearer {VALUE}")), "{line}");
+        assert!(!got.body.contains(VALUE), "{got:?}");
         if body {
             // A chunked body is buffered, substituted and sent with a length.
             let got = curl(
@@ -439,12 +473,15 @@ fn bodies_are_substituted_only_when_declared() {
                     &data,
                 ],
             );
-            assert!(got.body.contains(&expected), "{got:?}");
-            assert!(got.body.contains("te=None"), "{got:?}");
+            let line = received(&w.api, "/chunked");
+            assert!(line.contains(&expected), "{line}");
+            assert!(line.contains("te=None"), "{line}");
+            assert!(!got.body.contains(VALUE), "{got:?}");
             // Plain HTTP too.
             let url = format!("http://api.test:{}/plain-body", w.api_http.port);
             let got = curl(&sb.proxy_url(), &url, &["--data-binary", &data]);
-            assert!(got.body.contains(&expected), "{got:?}");
+            assert!(received(&w.api_http, "/plain-body").contains(&expected));
+            assert!(!got.body.contains(VALUE), "{got:?}");
         }
         no_value_in(&records(&sb));
     }
@@ -550,8 +587,6 @@ fn each_sandbox_has_its_own_ca_and_only_its_own_secrets() {
         &w.api_url("/z"),
         &["--cacert", &ca_one, "-H", &bearer()],
     );
-    assert!(
-        got.body.contains(&format!("auth=Bearer {VALUE}")),
-        "{got:?}"
-    );
+    assert_eq!(got.status, 200, "{got:?}");
+    assert!(received(&w.api, "/z").contains(&format!("auth=Bearer {VALUE}")));
 }

@@ -25,6 +25,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::decision::{Decision, Phase, Protocol};
 use crate::http::{self, Request};
+use crate::intercept::Via;
 use crate::ledger::Ledger;
 use crate::local;
 use crate::policy::{Ask, Policy};
@@ -241,11 +242,23 @@ impl Connection<'_> {
             }
         };
         asked.target = Some(&target);
+        let intercept = self
+            .sandbox
+            .intercept
+            .as_ref()
+            .filter(|_| self.sandbox.secrets.intercepts(&target));
         match self.open(&target, &Ask::Tunnel).await {
             Err(denial) => {
                 socks::reply(client, denial.socks).await;
                 self.record(&asked, false, None, denial.reason).await;
                 String::new()
+            }
+            Ok(opened) if intercept.is_some() => {
+                let Some(intercept) = intercept else {
+                    return String::new();
+                };
+                self.intercepted(client, opened, &asked, &target, intercept, Via::Socks)
+                    .await
             }
             Ok((mut upstream, ip, rule)) => {
                 self.record(&asked, true, Some(ip), format!("allowed by {rule}"))
@@ -316,7 +329,8 @@ impl Connection<'_> {
                         let Some(intercept) = intercept else {
                             return String::new();
                         };
-                        self.intercepted(client, opened, &asked, &target, leftover, intercept)
+                        let via = Via::Connect(leftover);
+                        self.intercepted(client, opened, &asked, &target, intercept, via)
                             .await
                     }
                     Ok((mut upstream, ip, rule)) => {

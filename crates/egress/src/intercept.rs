@@ -27,8 +27,17 @@ use crate::decision::{Decision, Phase, Protocol, SecretEvent, SecretUse};
 use crate::http::{self, Body, Forward, ResponseBody};
 use crate::relay::{self, Meter};
 use crate::secrets::{unsubstitute_head, Met, Secrets, Unsubstitute, MAX_SUBSTITUTED_BODY};
+use crate::socks;
 use crate::target::Target;
 use crate::tls;
+
+/// How the client asked for the tunnel, and so how it is told the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// HTTP CONNECT, with what the client sent after its head (expected: nothing).
+    Connect(Vec<u8>),
+    Socks,
+}
 
 /// The longest response head accepted from an intercepted upstream.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -406,16 +415,24 @@ impl Connection<'_> {
         (upstream, ip, rule): (TcpStream, std::net::IpAddr, String),
         asked: &Asked<'_>,
         target: &Target,
-        leftover: Vec<u8>,
         intercept: &Intercept,
+        via: Via,
     ) -> String {
-        let upstream = match self.upstream_tls(upstream, target, intercept).await {
-            Ok(upstream) => upstream,
-            Err(reason) => return self.refuse(client, asked, 502, reason).await,
+        let tls = match self.upstream_tls(upstream, target, intercept).await {
+            Ok(upstream) => intercept
+                .authority
+                .server_config(target)
+                .map(|server| (upstream, server)),
+            Err(reason) => Err(reason),
         };
-        let server = match intercept.authority.server_config(target) {
-            Ok(server) => server,
-            Err(reason) => return self.refuse(client, asked, 502, reason).await,
+        let (upstream, server) = match (tls, &via) {
+            (Ok(tls), _) => tls,
+            (Err(reason), Via::Connect(_)) => return self.refuse(client, asked, 502, reason).await,
+            (Err(reason), Via::Socks) => {
+                socks::reply(client, socks::GENERAL_FAILURE).await;
+                self.record(asked, false, None, reason).await;
+                return String::new();
+            }
         };
         self.record(
             asked,
@@ -424,12 +441,17 @@ impl Connection<'_> {
             format!("allowed by {rule}; intercepted for secret substitution"),
         )
         .await;
-        if !leftover.is_empty() {
-            return "client sent data before the tunnel was established".into();
-        }
-        let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
-        if client.write_all(established).await.is_err() {
-            return "client closed".into();
+        match via {
+            Via::Connect(leftover) => {
+                if !leftover.is_empty() {
+                    return "client sent data before the tunnel was established".into();
+                }
+                let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
+                if client.write_all(established).await.is_err() {
+                    return "client closed".into();
+                }
+            }
+            Via::Socks => socks::reply(client, socks::SUCCEEDED).await,
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(server);
         let handshake = timeout(self.config().header_timeout, acceptor.accept(client)).await;
@@ -441,7 +463,9 @@ impl Connection<'_> {
         let idle = self.config().idle_timeout;
         let mut client = Side::new(tls_client, Vec::new(), idle);
         let mut upstream = Side::new(upstream, Vec::new(), idle);
-        let end = self.exchanges(&mut client, &mut upstream, target).await;
+        let end = self
+            .exchanges(&mut client, &mut upstream, target, asked.protocol)
+            .await;
         let _ = timeout(Duration::from_secs(1), client.io.shutdown()).await;
         let _ = timeout(Duration::from_secs(1), upstream.io.shutdown()).await;
         end
@@ -473,6 +497,7 @@ impl Connection<'_> {
         client: &mut Side<C>,
         upstream: &mut Side<U>,
         target: &Target,
+        protocol: Protocol,
     ) -> String
     where
         C: AsyncRead + AsyncWrite + Unpin,
@@ -484,7 +509,7 @@ impl Connection<'_> {
                 Ok(head) => head,
                 Err(HeadError::Closed) => return "closed".into(),
                 Err(HeadError::TooLarge) => {
-                    let asked = self.asked(Some(target), None);
+                    let asked = asked(protocol, target, None);
                     let reason = format!("request head larger than {limit} bytes");
                     return self.refuse_inside(client, &asked, 431, reason).await;
                 }
@@ -493,14 +518,14 @@ impl Connection<'_> {
             let mut forward = match http::parse_origin(&head, target) {
                 Ok(forward) => forward,
                 Err(refused) => {
-                    let asked = self.asked(Some(target), refused.method.as_deref());
+                    let asked = asked(protocol, target, refused.method.as_deref());
                     return self
                         .refuse_inside(client, &asked, refused.status, refused.reason)
                         .await;
                 }
             };
             let method = forward.method.clone();
-            let asked = self.asked(Some(target), Some(&method));
+            let asked = asked(protocol, target, Some(&method));
             let mut uses = substitute_head(&self.sandbox.secrets, &mut forward);
             let continues = forward.expects_continue();
             forward.remove_header("expect");
@@ -738,14 +763,6 @@ impl Connection<'_> {
         }
     }
 
-    fn asked<'a>(&self, target: Option<&'a Target>, method: Option<&'a str>) -> Asked<'a> {
-        Asked {
-            protocol: Protocol::Connect,
-            target,
-            method,
-        }
-    }
-
     /// Records that a request's secrets were not substituted for its body's size.
     pub(crate) fn body_refused(&self, asked: &Asked<'_>, uses: &Uses) {
         let mut named: Vec<usize> = uses.iter().map(|(i, _)| *i).collect();
@@ -776,5 +793,14 @@ impl Connection<'_> {
         let _ = timeout(Duration::from_secs(1), client.io.write_all(&response)).await;
         let _ = timeout(Duration::from_secs(1), client.io.flush()).await;
         format!("refused inside the tunnel: {reason}")
+    }
+}
+
+/// A request inside an intercepted tunnel, for the records.
+fn asked<'a>(protocol: Protocol, target: &'a Target, method: Option<&'a str>) -> Asked<'a> {
+    Asked {
+        protocol,
+        target: Some(target),
+        method,
     }
 }

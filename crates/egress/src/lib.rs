@@ -20,7 +20,7 @@
 //! **Secrets** (`Proxy::add_sandbox_with_secrets`, `SecretSubstitution`): the sandbox holds
 //! a placeholder; the proxy replaces it by the real value in header values (and, where
 //! declared, bodies) of requests to the secret's own hosts, plain HTTP or HTTPS. Only the
-//! CONNECT tunnels to those hosts are intercepted: TLS terminated with a leaf certificate
+//! CONNECT (and SOCKS5) tunnels to those hosts are intercepted, and must carry TLS: TLS terminated with a leaf certificate
 //! signed by a CA made in memory for this one sandbox (its PEM goes into the sandbox's CA
 //! bundle, its key stays in this process), the requests parsed (origin-form, Host must name
 //! the CONNECT target), substituted and sent over a TLS connection to the upstream that is
@@ -31,8 +31,9 @@
 //! Each use is a `Phase::Secret` record naming the secret, never its value.
 //! Limits: HTTP/1.1 only inside an intercepted tunnel (ALPN offers `http/1.1`), no
 //! protocol upgrades there (the Upgrade header is dropped), a substituted body at most
-//! `MAX_SUBSTITUTED_BODY` (else 413). An upstream that echoes the request back (headers
-//! or body) shows the sandbox the value: the runner must redact what the tool outputs.
+//! `MAX_SUBSTITUTED_BODY` (else 413). A value an upstream echoes back reaches the sandbox
+//! as the placeholder (`SecretEvent::Reflected`): in response heads, and in bodies when
+//! the placeholder is as long as the value; not through a compressed or re-encoded echo.
 //!
 //! ```no_run
 //! use nanoclaw_egress::{Policy, Proxy, ProxyConfig};

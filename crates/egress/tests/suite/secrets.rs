@@ -590,3 +590,30 @@ fn each_sandbox_has_its_own_ca_and_only_its_own_secrets() {
     assert_eq!(got.status, 200, "{got:?}");
     assert!(received(&w.api, "/z").contains(&format!("auth=Bearer {VALUE}")));
 }
+
+#[test]
+fn socks5_to_a_listed_host_is_intercepted_too() {
+    let mut w = World::new();
+    let (sb, ca) = w.sandbox(secret(&w.listed(), false, Duration::from_secs(60)));
+    let socks = format!("socks5h://127.0.0.1:{}", sb.port);
+    let got = curl(
+        &socks,
+        &w.api_url("/socks"),
+        &["--cacert", &ca, "-H", &bearer()],
+    );
+    assert_eq!((got.status, got.exit), (200, 0), "{got:?}");
+    let line = received(&w.api, "/socks");
+    assert!(line.contains(&format!("auth=Bearer {VALUE}")), "{line}");
+    echoed_as_placeholder(&got.body, "auth=Bearer ");
+    let recs = records(&sb);
+    no_value_in(&recs);
+    let d = recs.iter().find(|d| d.phase == Phase::Decided).unwrap();
+    assert!(
+        d.protocol == Protocol::Socks5 && d.reason.contains("intercepted"),
+        "{d:?}"
+    );
+    assert!(
+        secret_events(&recs).contains(&(SecretEvent::Substituted, "api.test".into(), 1)),
+        "{recs:?}"
+    );
+}

@@ -34,7 +34,7 @@ use crate::relay::{self, End, Meter};
 use crate::secrets::Secrets;
 use crate::socks;
 use crate::target::{Host, Target};
-use crate::tls::Authority;
+use crate::tls::{Authority, UpstreamClient};
 
 /// What every connection of one sandbox shares.
 pub(crate) struct Sandbox {
@@ -52,7 +52,7 @@ pub(crate) struct Sandbox {
 /// The TLS material for intercepting one sandbox's listed hosts.
 pub(crate) struct Intercept {
     pub authority: Authority,
-    pub client: Arc<rustls::ClientConfig>,
+    pub client: Arc<UpstreamClient>,
 }
 
 /// What the record says about a request, as far as it was understood.

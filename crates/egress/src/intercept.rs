@@ -478,7 +478,8 @@ impl Connection<'_> {
         intercept: &Intercept,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
         let name = tls::server_name(target)?;
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&intercept.client));
+        let client = intercept.client.get().await?;
+        let connector = tokio_rustls::TlsConnector::from(client);
         match timeout(
             self.config().connect_timeout,
             connector.connect(name, upstream),

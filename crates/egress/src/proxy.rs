@@ -37,7 +37,7 @@ use crate::ledger::Ledger;
 use crate::policy::Policy;
 use crate::resolve::Resolver;
 use crate::secrets::{SecretError, SecretSubstitution, Secrets};
-use crate::tls::{self, Authority};
+use crate::tls::{Authority, UpstreamClient};
 
 /// The name of the socket `add_sandbox` creates in the directory it is given.
 pub const SOCKET_NAME: &str = "egress.sock";
@@ -216,7 +216,9 @@ impl Proxy {
     /// sandbox must trust it (its CA bundle) for the hosts listed in the secrets, whose
     /// CONNECT tunnels the proxy then terminates; every other host stays a plain tunnel.
     /// Upstream certificates of intercepted hosts are verified against the host's trust
-    /// store, or `ProxyConfig::upstream_roots`. Without secrets: `add_sandbox`, and `None`.
+    /// store (read in the background, so that this call does not wait for it; if it cannot
+    /// be read, intercepted connections are refused with 502), or against
+    /// `ProxyConfig::upstream_roots` (read now: an unreadable file is an error here). Without secrets: `add_sandbox`, and `None`.
     pub fn add_sandbox_with_secrets(
         &self,
         dir: &Path,
@@ -228,10 +230,12 @@ impl Proxy {
             return self.add_sandbox(dir, policy, events).map(|e| (e, None));
         }
         let secrets = Secrets::new(secrets)?;
-        let roots = tls::roots(self.config.upstream_roots.as_deref()).map_err(ProxyError::Tls)?;
         let intercept = Intercept {
             authority: Authority::new().map_err(ProxyError::Tls)?,
-            client: tls::client_config(roots).map_err(ProxyError::Tls)?,
+            client: Arc::new(
+                UpstreamClient::new(self.config.upstream_roots.as_deref())
+                    .map_err(ProxyError::Tls)?,
+            ),
         };
         let pem = intercept.authority.pem().to_string();
         let endpoint = self.add(dir, policy, events, secrets, Some(intercept))?;
@@ -287,6 +291,13 @@ impl Proxy {
             secrets,
             intercept,
         });
+        if let Some(intercept) = &sandbox.intercept {
+            // Loads the host's trust store now, off the caller's path.
+            let client = Arc::clone(&intercept.client);
+            self.runtime.spawn(async move {
+                let _ = client.get().await;
+            });
+        }
         self.runtime.spawn(accept(
             listener,
             sandbox,

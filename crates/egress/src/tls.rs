@@ -73,6 +73,38 @@ pub(crate) fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, S
     Ok(Arc::new(config))
 }
 
+/// The client side toward intercepted upstreams, made once per sandbox: from the roots
+/// file at once (so that a bad file is an error when the sandbox is added), or from the
+/// host's trust store in the background (reading it takes milliseconds, which a tool's
+/// start should not wait for; the first intercepted connection waits instead, and a
+/// failure is its 502).
+pub(crate) struct UpstreamClient {
+    config: tokio::sync::OnceCell<Result<Arc<ClientConfig>, String>>,
+}
+
+impl UpstreamClient {
+    pub(crate) fn new(roots_file: Option<&Path>) -> Result<UpstreamClient, String> {
+        let config = tokio::sync::OnceCell::new();
+        if let Some(path) = roots_file {
+            let client = client_config(roots(Some(path))?)?;
+            let _ = config.set(Ok(client));
+        }
+        Ok(UpstreamClient { config })
+    }
+
+    /// The client config, loading the host's trust store if not done yet.
+    pub(crate) async fn get(&self) -> Result<Arc<ClientConfig>, String> {
+        self.config
+            .get_or_init(|| async {
+                tokio::task::spawn_blocking(|| roots(None).and_then(client_config))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("load the host's trust store: {e}")))
+            })
+            .await
+            .clone()
+    }
+}
+
 /// The name the upstream's certificate must carry (and the SNI sent).
 pub(crate) fn server_name(target: &Target) -> Result<ServerName<'static>, String> {
     match &target.host {

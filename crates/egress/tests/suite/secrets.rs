@@ -617,3 +617,27 @@ fn socks5_to_a_listed_host_is_intercepted_too() {
         "{recs:?}"
     );
 }
+
+#[test]
+fn by_default_upstreams_are_verified_against_the_host_trust_store() {
+    let net = TestNet::new();
+    let ca = TestCa::new();
+    let api = Upstream::tls(Some(&net), "api", net.a, &ca.leaf);
+    // No upstream_roots: the test CA is not in the host's store.
+    let mut h = Harness::new(config(resolver(&[("api.test", &[net.a])])));
+    let rule = format!("api.test:{}", api.port);
+    let (sb, pem) = h.sandbox_with_secrets(
+        rules(&[&rule]),
+        vec![secret(
+            std::slice::from_ref(&rule),
+            false,
+            Duration::from_secs(60),
+        )],
+    );
+    let pem = ca.write("sandbox.pem", &pem.unwrap());
+    let url = format!("https://api.test:{}/x", api.port);
+    let got = curl(&sb.proxy_url(), &url, &["--cacert", &pem, "-H", &bearer()]);
+    assert_eq!(got.status, 502, "{got:?}");
+    let d = sb.decided();
+    assert!(!d.allowed && d.reason.contains("certificate"), "{d:?}");
+}

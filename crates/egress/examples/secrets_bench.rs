@@ -141,7 +141,7 @@ fn main() -> Result<()> {
 }
 
 /// The proxy's part of a tool's start-up cost: adding a sandbox without secrets against
-/// adding one with one secret (a fresh CA, and the host's trust store loaded).
+/// adding one with one secret (a fresh CA; the host's trust store is read in the background).
 fn setup_cost(dir: &Path, rule: &EgressRule) -> Result<()> {
     const TIMES: u32 = 20;
     let proxy = Proxy::start(ProxyConfig::default())?;
@@ -175,7 +175,7 @@ fn setup_cost(dir: &Path, rule: &EgressRule) -> Result<()> {
     }
     println!(
         "adding a sandbox (best of {TIMES}): no secret {:.1} us, one secret {:.1} us \
-         (+{:.1} us: its CA and the host's trust store)",
+         (+{:.1} us: its CA; the host's trust store is read in the background)",
         micros(costs[0]),
         micros(costs[1]),
         micros(costs[1]) - micros(costs[0])

@@ -641,3 +641,55 @@ fn by_default_upstreams_are_verified_against_the_host_trust_store() {
     let d = sb.decided();
     assert!(!d.allowed && d.reason.contains("certificate"), "{d:?}");
 }
+
+#[test]
+fn responses_of_every_framing_keep_an_intercepted_connection_usable() {
+    let mut w = World::new();
+    let (sb, ca) = w.sandbox(secret(&w.listed(), false, Duration::from_secs(60)));
+    // One curl, one connection: a chunked response (with a trailer), a 204, a HEAD and a
+    // plain one, each of which must end where its framing says for the next to work.
+    let proxy = sb.proxy_url();
+    let bearer = bearer();
+    let common = [
+        "-sS",
+        "--max-time",
+        "20",
+        "-x",
+        &proxy,
+        "--cacert",
+        &ca,
+        "-H",
+        &bearer,
+        "-w",
+        "[%{http_code} %{num_connects}]\n",
+    ];
+    let out = Command::new("curl")
+        .args(common)
+        .arg(w.api_url("/chunked-response"))
+        .arg(w.api_url("/no-content"))
+        .arg("--next")
+        .args(common)
+        .args(["--head", &w.api_url("/head")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("path=/chunked-response"), "{stdout}");
+    assert!(stdout.contains("[204 0]"), "{stdout}");
+    let codes: Vec<&str> = stdout.matches("[2").collect();
+    assert_eq!(codes.len(), 3, "{stdout}");
+    // Only the first transfer connected.
+    assert_eq!(stdout.matches(" 1]").count(), 1, "{stdout}");
+    assert!(!stdout.contains(VALUE), "{stdout}");
+    for path in ["/chunked-response", "/no-content", "/head"] {
+        let line = received(&w.api, path);
+        assert!(line.contains(&format!("auth=Bearer {VALUE}")), "{line}");
+    }
+    let recs = records(&sb);
+    no_value_in(&recs);
+    let connects = recs
+        .iter()
+        .filter(|d| d.phase == Phase::Decided && d.allowed)
+        .count();
+    assert_eq!(connects, 1, "{recs:?}");
+}

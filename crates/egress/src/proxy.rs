@@ -231,7 +231,7 @@ impl Proxy {
         }
         let secrets = Secrets::new(secrets)?;
         let intercept = Intercept {
-            authority: Authority::new().map_err(ProxyError::Tls)?,
+            authority: Authority::new(&secrets.host_patterns()).map_err(ProxyError::Tls)?,
             client: Arc::new(
                 UpstreamClient::new(self.config.upstream_roots.as_deref())
                     .map_err(ProxyError::Tls)?,

@@ -81,6 +81,7 @@ pub(crate) struct Secret {
     placeholder: Vec<u8>,
     value: Zeroizing<Vec<u8>>,
     hosts: Policy,
+    rule_hosts: Vec<String>,
     pub body: bool,
     expires: Instant,
     expiry_noted: AtomicBool,
@@ -147,6 +148,7 @@ impl Secret {
         }
         let hosts = Policy::new(&secret.hosts).map_err(|e| refuse(&e.to_string()))?;
         Ok(Secret {
+            rule_hosts: secret.hosts.iter().map(|r| r.host.clone()).collect(),
             placeholder: placeholder.to_vec(),
             value: secret.value,
             hosts,
@@ -331,6 +333,19 @@ impl Secrets {
             list.push(secret);
         }
         Ok(Secrets { list })
+    }
+
+    /// The host patterns of every secret's rules (`api.example.com`, `*.example.com`, an
+    /// IP literal), for the CA's name constraints.
+    pub(crate) fn host_patterns(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self
+            .list
+            .iter()
+            .flat_map(|s| s.rule_hosts.iter().cloned())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
     }
 
     /// Whether a CONNECT to `target` is TLS-terminated: some secret lists it.

@@ -4,8 +4,10 @@
 //! that connects upstream with normal verification against the host's roots (or the
 //! `ProxyConfig::upstream_roots` file).
 //!
-//! The CA is constrained: path length 0, and a leaf is only ever made for the CONNECT
-//! target the proxy itself connects to, whatever the client's SNI says. Its key is kept as
+//! The CA is constrained: path length 0, X.509 name constraints permitting only the
+//! secrets' hosts (and excluding every IP address unless a host is one), and a leaf is only
+//! ever made for the CONNECT target the proxy itself connects to, whatever the client's
+//! SNI says. Its key is kept as
 //! PKCS#8 DER in zeroizing memory; a transient signer is made from it per leaf (rcgen and
 //! ring do not zeroize their own copies, which live only while a leaf is signed). This
 //! module must never write a key anywhere, nor make a leaf for a host no secret lists.
@@ -15,8 +17,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CidrSubnet, DnType, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -132,7 +134,9 @@ fn window() -> (time::OffsetDateTime, time::OffsetDateTime) {
 }
 
 impl Authority {
-    pub(crate) fn new() -> Result<Authority, String> {
+    /// A CA that may only vouch for `hosts` (the secrets' host patterns: names, `*.suffix`,
+    /// IP literals), through X.509 name constraints.
+    pub(crate) fn new(hosts: &[String]) -> Result<Authority, String> {
         let fail = |e: rcgen::Error| format!("make the sandbox's certificate authority: {e}");
         let key = KeyPair::generate().map_err(fail)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
@@ -146,6 +150,7 @@ impl Authority {
             KeyUsagePurpose::DigitalSignature,
         ];
         (params.not_before, params.not_after) = window();
+        params.name_constraints = Some(name_constraints(hosts));
         let cert = params.self_signed(&key).map_err(fail)?;
         let leaf_key = KeyPair::generate().map_err(fail)?;
         Ok(Authority {
@@ -203,13 +208,54 @@ impl Authority {
     }
 }
 
+/// Permits exactly the names and addresses of `hosts` (and below a name); excludes every
+/// address of a family no host is an address of (a constraint on DNS names alone would
+/// leave IP addresses unconstrained).
+fn name_constraints(hosts: &[String]) -> NameConstraints {
+    let mut permitted = Vec::new();
+    let (mut v4, mut v6) = (false, false);
+    for host in hosts {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                let prefix = if ip.is_ipv4() { 32 } else { 128 };
+                v4 |= ip.is_ipv4();
+                v6 |= ip.is_ipv6();
+                permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+                    ip, prefix,
+                )));
+            }
+            Err(_) => permitted.push(GeneralSubtree::DnsName(
+                host.trim_start_matches("*.").to_ascii_lowercase(),
+            )),
+        }
+    }
+    let mut excluded = Vec::new();
+    if !v4 {
+        let any = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        excluded.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+            any, 0,
+        )));
+    }
+    if !v6 {
+        let any = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+        excluded.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+            any, 0,
+        )));
+    }
+    NameConstraints {
+        permitted_subtrees: permitted,
+        excluded_subtrees: excluded,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_ca_pem_holds_one_certificate_and_no_key() {
-        let ca = Authority::new().unwrap();
+        let ca = Authority::new(&["api.test".into(), "127.0.0.1".into()]).unwrap();
         assert_eq!(ca.pem().matches("BEGIN CERTIFICATE").count(), 1);
         assert!(!ca.pem().contains("PRIVATE KEY"), "{}", ca.pem());
         let a = ca

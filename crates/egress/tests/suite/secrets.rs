@@ -693,3 +693,24 @@ fn responses_of_every_framing_keep_an_intercepted_connection_usable() {
         .count();
     assert_eq!(connects, 1, "{recs:?}");
 }
+
+#[test]
+fn the_sandbox_ca_is_constrained_to_the_secret_hosts_and_has_no_key() {
+    let mut w = World::new();
+    let (_sb, ca) = w.sandbox(secret(&w.listed(), false, Duration::from_secs(60)));
+    let pem = fs::read_to_string(&ca).unwrap();
+    assert_eq!(pem.matches("-----BEGIN").count(), 1, "{pem}");
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in", &ca])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
+    assert!(text.contains("Name Constraints"), "{text}");
+    assert!(text.contains("DNS:api.test"), "{text}");
+    assert!(!text.contains("DNS:other.test"), "{text}");
+    assert!(text.contains("IP:0.0.0.0/0.0.0.0"), "{text}");
+    // The key is nowhere in what the sandbox gets.
+    assert!(!pem.contains("PRIVATE KEY"));
+}

@@ -21,8 +21,8 @@ pub(crate) enum Request {
     Forward(Forward),
 }
 
-/// A plain-HTTP request, ready to send upstream.
-#[derive(Debug)]
+/// A plain-HTTP request, ready to send upstream. Its `Debug` shows header names only: the
+/// values may hold a substituted secret.
 pub(crate) struct Forward {
     pub target: Target,
     pub method: String,
@@ -39,6 +39,20 @@ pub(crate) struct Forward {
     /// The head to send upstream, with `Connection: close` (`render(true)`).
     pub head: Vec<u8>,
     pub body: Body,
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Forward")
+            .field("target", &self.target)
+            .field("method", &self.method)
+            .field("version", &self.version)
+            .field("headers", &names)
+            .field("close", &self.close)
+            .field("body", &self.body)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Forward {

@@ -12,10 +12,28 @@
 //! What one sandbox can cost is bounded: its open connections, its accept rate, the
 //! records it causes and the memory behind them.
 //!
-//! The proxy does not terminate TLS: after CONNECT it relays opaque bytes to the address
-//! it chose for the CONNECT target, so a TLS SNI (or an inner Host header) naming another
-//! host reaches nothing but that address. For plain HTTP it refuses a Host header that
-//! disagrees with the request target.
+//! The proxy does not terminate TLS, except for secrets (below): after CONNECT it relays
+//! opaque bytes to the address it chose for the CONNECT target, so a TLS SNI (or an inner
+//! Host header) naming another host reaches nothing but that address. For plain HTTP it
+//! refuses a Host header that disagrees with the request target.
+//!
+//! **Secrets** (`Proxy::add_sandbox_with_secrets`, `SecretSubstitution`): the sandbox holds
+//! a placeholder; the proxy replaces it by the real value in header values (and, where
+//! declared, bodies) of requests to the secret's own hosts, plain HTTP or HTTPS. Only the
+//! CONNECT (and SOCKS5) tunnels to those hosts are intercepted, and must carry TLS: TLS terminated with a leaf certificate
+//! signed by a CA made in memory for this one sandbox (its PEM goes into the sandbox's CA
+//! bundle, its key stays in this process), the requests parsed (origin-form, Host must name
+//! the CONNECT target), substituted and sent over a TLS connection to the upstream that is
+//! verified against the host's roots (or `ProxyConfig::upstream_roots`) before the client
+//! is told the tunnel is up: an upstream that does not verify is a 502. A placeholder sent
+//! to any other host is left as it is and recorded (`SecretEvent::Misdirected`), except
+//! inside a plain tunnel, which the proxy cannot see into (harmless: only a placeholder).
+//! Each use is a `Phase::Secret` record naming the secret, never its value.
+//! Limits: HTTP/1.1 only inside an intercepted tunnel (ALPN offers `http/1.1`), no
+//! protocol upgrades there (the Upgrade header is dropped), a substituted body at most
+//! `MAX_SUBSTITUTED_BODY` (else 413). A value an upstream echoes back reaches the sandbox
+//! as the placeholder (`SecretEvent::Reflected`): in response heads, and in bodies when
+//! the placeholder is as long as the value; not through a compressed or re-encoded echo.
 //!
 //! ```no_run
 //! use nanoclaw_egress::{Policy, Proxy, ProxyConfig};
@@ -42,16 +60,21 @@
 mod connection;
 mod decision;
 mod http;
+mod intercept;
 mod ledger;
 mod local;
 mod policy;
 mod proxy;
 mod relay;
 mod resolve;
+mod secrets;
 mod socks;
 mod target;
+mod tls;
 
-pub use decision::{Decision, Phase, Protocol};
+pub use decision::{Decision, Phase, Protocol, SecretEvent, SecretUse};
 pub use policy::{HttpLimits, Policy, PolicyError};
 pub use proxy::{Proxy, ProxyConfig, ProxyError, SandboxEndpoint, SOCKET_NAME};
 pub use resolve::Resolver;
+pub use secrets::{SecretError, SecretSubstitution, MAX_SUBSTITUTED_BODY, MIN_PLACEHOLDER_LEN};
+pub use zeroize::Zeroizing;

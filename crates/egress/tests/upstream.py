@@ -30,12 +30,28 @@ def handler_for(name):
             sni = getattr(self.connection, "nc_sni", None)
             text = (
                 f"upstream={name} method={self.command} path={self.path} "
-                f"host={self.headers.get('Host')} sni={sni} body={body.decode(errors='replace')}\n"
+                f"host={self.headers.get('Host')} sni={sni} body={body.decode(errors='replace')} "
+                f"auth={self.headers.get('Authorization')} te={self.headers.get('Transfer-Encoding')}\n"
             )
             say("request " + text.strip())
             data = text.encode()
+            if self.path.startswith("/no-content"):
+                self.send_response(204)
+                self.end_headers()
+                return
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
+            if self.path.startswith("/chunked-response"):
+                # The answer in two chunks, with a trailer.
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Trailer", "X-Done")
+                self.end_headers()
+                if self.command != "HEAD":
+                    half = len(data) // 2
+                    for part in (data[:half], data[half:]):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.wfile.write(b"0\r\nX-Done: 1\r\n\r\n")
+                return
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if self.command != "HEAD":

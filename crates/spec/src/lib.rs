@@ -12,6 +12,7 @@ pub mod credentials;
 mod env;
 mod outcome;
 pub mod proc_masks;
+mod secrets;
 mod spec;
 mod units;
 
@@ -19,6 +20,10 @@ pub use env::{check_env, is_env_name, loader_variable, LOADER_VARIABLES};
 pub use outcome::{
     AppliedChange, Capture, Captured, Enforced, LandlockStatus, Outcome, RefusedChange, Usage,
     WriteReport,
+};
+pub use secrets::{
+    add_counts, Delivery, Redactor, SandboxSecret, SecretSource, SecretValue, CA_BUNDLE_INSIDE,
+    CA_BUNDLE_VARIABLES, MAX_SECRET_BYTES, SECRETS_DIR,
 };
 pub use spec::{
     check_sandbox_path, Backend, BackendError, EgressProxy, EgressRule, IoMode, Limits, Mount,

@@ -49,6 +49,13 @@ pub struct SandboxSpec {
     /// the scan skips them.
     #[serde(default)]
     pub credentials_shown: Vec<PathBuf>,
+    /// The secrets handed to this invocation (values filled in by the runner).
+    #[serde(default)]
+    pub secrets: Vec<crate::SandboxSecret>,
+    /// PEM certificates the sandbox trusts (host roots plus the egress proxy's per-run CA),
+    /// at `CA_BUNDLE_INSIDE`; set with `Placeholder` secrets.
+    #[serde(default)]
+    pub ca_bundle: Option<String>,
 }
 
 /// The sandbox's root file system.
@@ -268,7 +275,45 @@ impl SandboxSpec {
             allow_unlimited: false,
             hidden: Vec::new(),
             credentials_shown: Vec::new(),
+            secrets: Vec::new(),
+            ca_bundle: None,
         }
+    }
+
+    /// This spec with every secret value emptied: what may be hashed into a record.
+    pub fn without_secret_values(&self) -> SandboxSpec {
+        let mut spec = self.clone();
+        for secret in &mut spec.secrets {
+            secret.value = crate::SecretValue::default();
+        }
+        spec
+    }
+
+    /// The command's environment with the `Env` secrets' values and the `File` secrets'
+    /// `NAME_FILE`: what the command is started with.
+    pub fn command_env(&self) -> Vec<(String, Vec<u8>)> {
+        let mut env: Vec<(String, Vec<u8>)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .collect();
+        for secret in &self.secrets {
+            let (key, value) = match secret.delivery {
+                crate::Delivery::Env => (secret.name.clone(), secret.value.expose().to_vec()),
+                crate::Delivery::File => (
+                    format!("{}_FILE", secret.name),
+                    secret
+                        .file_inside()
+                        .to_string_lossy()
+                        .into_owned()
+                        .into_bytes(),
+                ),
+                crate::Delivery::Placeholder => continue,
+            };
+            env.retain(|(k, _)| *k != key);
+            env.push((key, value));
+        }
+        env
     }
 
     /// Refuses mounts no backend can honour: a bad path, a mount over the root, two mounts
@@ -469,7 +514,7 @@ pub trait Backend {
     }
 }
 
-mod millis {
+pub(crate) mod millis {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 

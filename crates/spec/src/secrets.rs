@@ -173,7 +173,7 @@ impl Redactor {
                 }
             }
         }
-        patterns.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        patterns.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         let longest = patterns.first().map_or(0, |(p, _)| p.len());
         Redactor {
             patterns,
@@ -283,7 +283,7 @@ fn encodings(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     for alphabet in [STANDARD, URL_SAFE] {
         let whole = base64(value, alphabet);
         let mut padded = whole.clone();
-        while padded.len() % 4 != 0 {
+        while !padded.len().is_multiple_of(4) {
             padded.push(b'=');
         }
         forms.push(Zeroizing::new(padded));

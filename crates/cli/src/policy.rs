@@ -287,7 +287,7 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         let (invocation_id, audited_tool) = recorder.invocation();
         let mut started = None;
         let result = backend.run(spec, io, audited_tool, invocation_id, &mut || {
-            let start = recorder.start(spec, backend.name(), io).map_err(|e| {
+            let start = recorder.start(spec, backend.name(), io, &[]).map_err(|e| {
                 BackendError::io(
                     "record the invocation",
                     std::io::Error::other(format!("{e:#}")),

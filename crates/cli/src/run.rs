@@ -461,7 +461,12 @@ fn notices(outcome: &Outcome, spec: &SandboxSpec) -> Vec<String> {
             ));
         }
     }
-    if outcome.timed_out {
+    if outcome.secret_expired {
+        notes.push(format!(
+            "a secret's ttl ran out after {:?}: the command was stopped",
+            spec.limits.timeout
+        ));
+    } else if outcome.timed_out {
         notes.push(format!(
             "command timed out after {:?} and was killed",
             spec.limits.timeout
@@ -524,6 +529,8 @@ fn outcome_json(outcome: &Outcome, spec: &SandboxSpec) -> serde_json::Value {
         "usage": outcome.usage,
         "enforced": outcome.enforced,
         "writes": outcome.writes,
+        "redactions": outcome.redactions,
+        "secret_expired": outcome.secret_expired,
     })
 }
 
@@ -550,6 +557,11 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(spec)
     }) {
         Ok(spec) => spec,
+        Err(error) => return refuse(format!("{error:#}")),
+    };
+    // Only now, with everything else about the invocation valid, are secrets fetched.
+    let secrets = match crate::secrets::fetch(&mut spec, recorder.key_dir().as_deref()) {
+        Ok(secrets) => secrets,
         Err(error) => return refuse(format!("{error:#}")),
     };
     let egress = match recorder
@@ -580,7 +592,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         io,
         tool,
         invocation_id,
-        &mut || match recorder.start(&spec, backend.name(), io) {
+        &mut || match recorder.start(&spec, backend.name(), io, &secrets.uses) {
             Ok(start) => {
                 started = Some(start);
                 Ok(())
@@ -595,6 +607,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             }
         },
     );
+    let result = result.map(|outcome| secrets.judge(outcome));
     let egress_recorded = egress.map(crate::egress::Egress::finish).transpose();
     let Some(started) = started else {
         // Nothing started: the start record could not be written, or the backend refused

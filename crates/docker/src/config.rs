@@ -113,6 +113,17 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
         check_env(key, value).map_err(invalid)?;
     }
     spec.check_mounts()?;
+    spec.check_secrets()?;
+    // A container's environment and mounts are kept by the engine in files on the host
+    // (its config, `docker inspect`): no secret value, and no CA bundle, goes through them
+    // until they can be delivered through the init's channel.
+    if let Some(secret) = spec.secrets.first() {
+        return Err(BackendError::LayerUnavailable {
+            layer: format!("secret {} ({} delivery)", secret.name, secret.delivery.as_str()),
+            reason: "the docker backend does not deliver secrets yet (the engine would keep                      them in its container config on the host); use the native backend"
+                .into(),
+        });
+    }
     let limits = &spec.limits;
     if limits.memory_bytes < MIN_MEMORY_BYTES {
         return Err(invalid(format!(

@@ -96,6 +96,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
     }
     spec.syscalls.check()?;
     spec.check_mounts()?;
+    spec.check_secrets()?;
     let limits = &spec.limits;
     if limits.memory_bytes < 4 << 20 {
         return Err(invalid(format!(
@@ -213,6 +214,8 @@ impl Backend for NativeBackend {
                 read_only_root: true,
             },
             writes: writes?,
+            redactions: finished.redactions,
+            secret_expired: false,
         })
     }
 }

@@ -369,6 +369,65 @@ impl SandboxSpec {
         Ok(())
     }
 
+    /// Refuses secrets no backend may deliver: one without its value (the runner did not
+    /// fetch it), a name used twice or not a variable name, a placeholder without its
+    /// stand-in, and mounts on or around the directories the secret files and the CA
+    /// bundle are delivered in (a bind there would put them on the host).
+    pub fn check_secrets(&self) -> Result<(), BackendError> {
+        let invalid = |m: String| Err(BackendError::Invalid(m));
+        for (i, secret) in self.secrets.iter().enumerate() {
+            let name = &secret.name;
+            if !crate::is_env_name(name) {
+                return invalid(format!("secret name {name:?} is not a variable name"));
+            }
+            if self.secrets[..i].iter().any(|s| s.name == *name) {
+                return invalid(format!("secret {name} is given twice"));
+            }
+            if secret.value.is_empty() {
+                return invalid(format!(
+                    "secret {name} has no value (the runner fetches it)"
+                ));
+            }
+            if secret.delivery == crate::Delivery::Placeholder {
+                let held = self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+                if secret.placeholder.is_none() || held != secret.placeholder.as_ref() {
+                    return invalid(format!(
+                        "secret {name} is a placeholder, but the sandbox's {name} is not it"
+                    ));
+                }
+            }
+        }
+        let mut reserved = Vec::new();
+        if self
+            .secrets
+            .iter()
+            .any(|s| s.delivery == crate::Delivery::File)
+        {
+            reserved.push(std::path::Path::new(crate::SECRETS_DIR));
+        }
+        if self.ca_bundle.is_some() {
+            reserved.extend(std::path::Path::new(crate::CA_BUNDLE_INSIDE).parent());
+        }
+        let targets = self
+            .mounts
+            .iter()
+            .map(|m| &m.dst)
+            .chain(self.tmpfs.iter().map(|t| &t.dst));
+        for target in targets {
+            if let Some(dir) = reserved
+                .iter()
+                .find(|d| d.starts_with(target) || target.starts_with(d))
+            {
+                return invalid(format!(
+                    "{} cannot be mounted: {} is where the sandbox's secrets are delivered",
+                    target.display(),
+                    dir.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Sets `key` in the environment, replacing an earlier value.
     pub fn set_env(&mut self, key: &str, value: &str) {
         match self.env.iter_mut().find(|(k, _)| k == key) {

@@ -16,4 +16,5 @@ mod egress_flood;
 mod hardening;
 mod lifeline;
 mod policy;
+mod secrets;
 mod writes;

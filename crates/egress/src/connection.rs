@@ -30,8 +30,10 @@ use crate::local;
 use crate::policy::{Ask, Policy};
 use crate::proxy::ProxyConfig;
 use crate::relay::{self, End, Meter};
+use crate::secrets::Secrets;
 use crate::socks;
 use crate::target::{Host, Target};
+use crate::tls::Authority;
 
 /// What every connection of one sandbox shares.
 pub(crate) struct Sandbox {
@@ -40,13 +42,23 @@ pub(crate) struct Sandbox {
     pub ledger: Ledger,
     /// Connection numbers, shared by every sandbox of one proxy.
     pub ids: Arc<AtomicU64>,
+    /// What to substitute in its requests (none for most sandboxes).
+    pub secrets: Secrets,
+    /// Present when `secrets` has any: how its listed hosts are intercepted.
+    pub intercept: Option<Intercept>,
+}
+
+/// The TLS material for intercepting one sandbox's listed hosts.
+pub(crate) struct Intercept {
+    pub authority: Authority,
+    pub client: Arc<rustls::ClientConfig>,
 }
 
 /// What the record says about a request, as far as it was understood.
-struct Asked<'a> {
-    protocol: Protocol,
-    target: Option<&'a Target>,
-    method: Option<&'a str>,
+pub(crate) struct Asked<'a> {
+    pub protocol: Protocol,
+    pub target: Option<&'a Target>,
+    pub method: Option<&'a str>,
 }
 
 /// A refused or failed request: the HTTP status and SOCKS5 reply code it gets.
@@ -67,10 +79,10 @@ impl Denial {
 }
 
 /// A connection being served: its number, its meter and, once allowed, its record.
-struct Connection<'s> {
-    sandbox: &'s Sandbox,
-    id: u64,
-    meter: Meter,
+pub(crate) struct Connection<'s> {
+    pub sandbox: &'s Sandbox,
+    pub id: u64,
+    pub meter: Meter,
     opened: Mutex<Option<Decision>>,
 }
 
@@ -96,6 +108,7 @@ impl Sandbox {
             bytes_down: 0,
             elapsed_ms: 0,
             count: 1,
+            secret: None,
         });
     }
 }
@@ -137,11 +150,11 @@ pub(crate) async fn cancelled(mut cancel: watch::Receiver<bool>) {
 }
 
 impl Connection<'_> {
-    fn config(&self) -> &ProxyConfig {
+    pub(crate) fn config(&self) -> &ProxyConfig {
         &self.sandbox.config
     }
 
-    async fn record(
+    pub(crate) async fn record(
         &self,
         asked: &Asked<'_>,
         allowed: bool,
@@ -162,6 +175,7 @@ impl Connection<'_> {
             bytes_down: 0,
             elapsed_ms: self.meter.elapsed_ms(),
             count: 1,
+            secret: None,
         };
         if allowed {
             *self.opened.lock().unwrap_or_else(PoisonError::into_inner) = Some(decision.clone());
@@ -288,9 +302,21 @@ impl Connection<'_> {
                     target: Some(&target),
                     method: None,
                 };
+                let intercept = self
+                    .sandbox
+                    .intercept
+                    .as_ref()
+                    .filter(|_| self.sandbox.secrets.intercepts(&target));
                 match self.open(&target, &Ask::Tunnel).await {
                     Err(denial) => {
                         self.refuse(client, &asked, denial.status, denial.reason)
+                            .await
+                    }
+                    Ok(opened) if intercept.is_some() => {
+                        let Some(intercept) = intercept else {
+                            return String::new();
+                        };
+                        self.intercepted(client, opened, &asked, &target, leftover, intercept)
                             .await
                     }
                     Ok((mut upstream, ip, rule)) => {
@@ -310,10 +336,11 @@ impl Connection<'_> {
                 }
             }
             Ok(Request::Forward(mut forward)) => {
+                let (target, method) = (forward.target.clone(), forward.method.clone());
                 let asked = Asked {
                     protocol: Protocol::Http,
-                    target: Some(&forward.target),
-                    method: Some(&forward.method),
+                    target: Some(&target),
+                    method: Some(&method),
                 };
                 let ask = Ask::Http {
                     method: &forward.method,
@@ -322,6 +349,12 @@ impl Connection<'_> {
                 match self.open(&forward.target, &ask).await {
                     Err(denial) => {
                         self.refuse(client, &asked, denial.status, denial.reason)
+                            .await
+                    }
+                    Ok((upstream, ip, rule)) if !self.sandbox.secrets.list.is_empty() => {
+                        self.record(&asked, true, Some(ip), format!("allowed by {rule}"))
+                            .await;
+                        self.forward_with_secrets(client, upstream, forward, leftover, &asked)
                             .await
                     }
                     Ok((mut upstream, ip, rule)) => {
@@ -345,7 +378,7 @@ impl Connection<'_> {
         }
     }
 
-    async fn relay(
+    pub(crate) async fn relay(
         &self,
         client: &mut UnixStream,
         upstream: &mut TcpStream,
@@ -367,7 +400,7 @@ impl Connection<'_> {
     }
 
     /// Answers an HTTP refusal, records it and closes gently.
-    async fn refuse(
+    pub(crate) async fn refuse(
         &self,
         client: &mut UnixStream,
         asked: &Asked<'_>,

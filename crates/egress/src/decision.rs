@@ -8,6 +8,11 @@
 //! whose `count` says how many it stands for; past the run's budget of refusal records
 //! they are only counted, in one `Suppressed` record at the end. A record must never carry
 //! request content beyond the method (paths and headers can hold secrets).
+//!
+//! Secret substitution (`SecretSubstitution`) adds `Phase::Secret` records: one per
+//! request that used, misdirected or could no longer use a secret, aggregated like the
+//! refusals (per interval, per secret, host and event). They name the secret, never its
+//! value or its placeholder.
 
 use std::net::IpAddr;
 
@@ -37,6 +42,45 @@ pub enum Phase {
     /// The sandbox's socket closed with refusals that had no record of their own (past the
     /// run's budget of refusal records): `count` says how many.
     Suppressed,
+    /// A secret was substituted, misdirected, expired or refused in a request (`secret`
+    /// says which and what happened).
+    Secret,
+}
+
+/// What happened to a secret in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretEvent {
+    /// The placeholder was replaced by the value in a request to a listed host.
+    Substituted,
+    /// The placeholder was sent to a host not listed for the secret: left unreplaced, the
+    /// request went on unchanged.
+    Misdirected,
+    /// The placeholder was sent to a listed host after the secret's TTL: left unreplaced
+    /// (recorded once per secret).
+    Expired,
+    /// The request could not be substituted (its body is over the bound): refused with
+    /// 413 before anything reached the upstream.
+    Refused,
+}
+
+impl SecretEvent {
+    /// The audit record kind: `secret.substituted`, `secret.misdirected`, ...
+    pub fn kind(self) -> &'static str {
+        match self {
+            SecretEvent::Substituted => "secret.substituted",
+            SecretEvent::Misdirected => "secret.misdirected",
+            SecretEvent::Expired => "secret.expired",
+            SecretEvent::Refused => "secret.refused",
+        }
+    }
+}
+
+/// Which secret a `Phase::Secret` record is about: its name only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretUse {
+    pub name: String,
+    pub event: SecretEvent,
 }
 
 /// One egress record.
@@ -67,4 +111,23 @@ pub struct Decision {
     /// of identical ones (same protocol, host, port and reason) in one interval; for a
     /// `Suppressed` record, the refusals not recorded one by one.
     pub count: u64,
+    /// For `Phase::Secret`: the secret and what happened to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretUse>,
+}
+
+impl Decision {
+    /// The audit record kind for this record: `egress.allowed`, `egress.denied`,
+    /// `egress.closed`, `egress.suppressed`, or for `Phase::Secret` the event's kind
+    /// (`secret.substituted`, `secret.misdirected`, `secret.expired`, `secret.refused`).
+    pub fn kind(&self) -> &'static str {
+        match (self.phase, &self.secret) {
+            (Phase::Secret, Some(secret)) => secret.event.kind(),
+            (Phase::Secret, None) => "secret.unknown",
+            (Phase::Closed, _) => "egress.closed",
+            (Phase::Suppressed, _) => "egress.suppressed",
+            (Phase::Decided, _) if self.allowed => "egress.allowed",
+            (Phase::Decided, _) => "egress.denied",
+        }
+    }
 }

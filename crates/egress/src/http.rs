@@ -28,9 +28,47 @@ pub(crate) struct Forward {
     pub method: String,
     /// Origin-form: `/path?query`.
     pub path: String,
-    /// The head to send upstream.
+    pub version: String,
+    /// The header lines sent upstream, in order: no Host, no hop-by-hop or proxy header.
+    pub headers: Vec<(String, String)>,
+    /// The Host header sent upstream.
+    pub host_header: String,
+    /// The client wants the connection closed after this exchange (`Connection: close`,
+    /// or HTTP/1.0 without keep-alive).
+    pub close: bool,
+    /// The head to send upstream, with `Connection: close` (`render(true)`).
     pub head: Vec<u8>,
     pub body: Body,
+}
+
+impl Forward {
+    /// The head to send upstream; `close` adds `Connection: close`.
+    pub(crate) fn render(&self, close: bool) -> Vec<u8> {
+        let mut head = format!(
+            "{} {} {}\r\nHost: {}\r\n",
+            self.method, self.path, self.version, self.host_header
+        );
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        head.into_bytes()
+    }
+
+    /// Whether the client asked for `Expect: 100-continue`.
+    pub(crate) fn expects_continue(&self) -> bool {
+        self.headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue")
+        })
+    }
+
+    /// Drops every header named `name`.
+    pub(crate) fn remove_header(&mut self, name: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
 }
 
 /// A request the proxy will not serve, with the status it answers.
@@ -82,6 +120,41 @@ fn is_token(s: &str) -> bool {
 
 /// Parses a complete head (ending in `\r\n\r\n`).
 pub(crate) fn parse(head: &[u8]) -> Result<Request, Refused> {
+    let (method, target, version, headers) = lines(head)?;
+    if method == "CONNECT" {
+        return Target::parse_authority(target, None)
+            .map(Request::Connect)
+            .map_err(|e| refuse(400, e.to_string()));
+    }
+    forward(method, target, version, &headers).map(Request::Forward)
+}
+
+/// Parses a complete origin-form head (`GET /path HTTP/1.1`) read inside an intercepted
+/// tunnel to `target`: its Host header, if any, must name `target`. The rebuilt head keeps
+/// the connection open unless the client asked otherwise (`close`).
+pub(crate) fn parse_origin(head: &[u8], target: &Target) -> Result<Forward, Refused> {
+    let (method, path, version, headers) = lines(head)?;
+    if !path.starts_with('/') {
+        return Err(refuse(
+            400,
+            "expected an origin-form request (`GET /path`) inside the tunnel",
+        ));
+    }
+    let path = path.split('#').next().unwrap_or_default();
+    build(
+        method,
+        target.clone(),
+        path.to_string(),
+        version,
+        &headers,
+        443,
+    )
+}
+
+type Lines<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>);
+
+/// Splits a complete head into method, request target, version and header lines.
+fn lines(head: &[u8]) -> Result<Lines<'_>, Refused> {
     let text = std::str::from_utf8(head).map_err(|_| refuse(400, "request head is not utf-8"))?;
     let text = text
         .strip_suffix("\r\n\r\n")
@@ -121,12 +194,7 @@ pub(crate) fn parse(head: &[u8]) -> Result<Request, Refused> {
         }
         headers.push((name, value));
     }
-    if method == "CONNECT" {
-        return Target::parse_authority(target, None)
-            .map(Request::Connect)
-            .map_err(|e| refuse(400, e.to_string()));
-    }
-    forward(method, target, version, &headers).map(Request::Forward)
+    Ok((method, target, version, headers))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -161,16 +229,28 @@ fn forward(
     }
     let target =
         Target::parse_authority(authority, Some(80)).map_err(|e| refuse(400, e.to_string()))?;
-    let with_context = |mut refused: Refused| {
-        refused.target = Some(target.clone());
-        refused.method = Some(method.to_string());
-        refused
-    };
     let path = path.split('#').next().unwrap_or_default();
     let path = match path.chars().next() {
         None => "/".to_string(),
         Some('?') => format!("/{path}"),
         Some(_) => path.to_string(),
+    };
+    build(method, target, path, version, headers, 80)
+}
+
+/// The request to `target` for the parsed head, its Host header checked against `target`.
+fn build(
+    method: &str,
+    target: Target,
+    path: String,
+    version: &str,
+    headers: &[(&str, &str)],
+    default_port: u16,
+) -> Result<Forward, Refused> {
+    let with_context = |mut refused: Refused| {
+        refused.target = Some(target.clone());
+        refused.method = Some(method.to_string());
+        refused
     };
 
     let values = |name: &str| -> Vec<&str> {
@@ -183,7 +263,7 @@ fn forward(
     match values("host")[..] {
         [] => {}
         [host] => {
-            let named = Target::parse_authority(host, Some(80))
+            let named = Target::parse_authority(host, Some(default_port))
                 .map_err(|e| with_context(refuse(400, format!("host header: {e}"))))?;
             if named != target {
                 return Err(with_context(refuse(
@@ -203,27 +283,35 @@ fn forward(
         .map(|t| t.trim().to_ascii_lowercase())
         .collect();
     let host_header = match target.port {
-        80 => match &target.host {
+        port if port == default_port => match &target.host {
             Host::Ip(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
             host => host.to_string(),
         },
         _ => target.to_string(),
     };
-    let mut head = format!("{method} {path} {version}\r\nHost: {host_header}\r\n");
-    for (name, value) in headers {
-        let lower = name.to_ascii_lowercase();
-        if !HOP_BY_HOP.contains(&lower.as_str()) && !listed.contains(&lower) {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    Ok(Forward {
+    let close = listed.iter().any(|t| t == "close")
+        || (version == "HTTP/1.0" && !listed.iter().any(|t| t == "keep-alive"));
+    let headers = headers
+        .iter()
+        .filter(|(name, _)| {
+            let lower = name.to_ascii_lowercase();
+            !HOP_BY_HOP.contains(&lower.as_str()) && !listed.contains(&lower)
+        })
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let mut forward = Forward {
         target,
         method: method.to_string(),
         path,
-        head: head.into_bytes(),
+        version: version.to_string(),
+        headers,
+        host_header,
+        close,
+        head: Vec::new(),
         body,
-    })
+    };
+    forward.head = forward.render(true);
+    Ok(forward)
 }
 
 fn body(transfer_encoding: &[&str], content_length: &[&str]) -> Result<Body, Refused> {
@@ -375,10 +463,130 @@ impl Chunked {
     }
 }
 
+/// How a response's body ends, as far as the proxy relaying it is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResponseBody {
+    /// Framed by Content-Length or chunked (possibly empty): the connection can go on.
+    Framed(Body),
+    /// Ends when the upstream closes.
+    UntilClose,
+}
+
+/// A parsed response head from an intercepted upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Response {
+    pub status: u16,
+    pub body: ResponseBody,
+    /// The upstream will close after this response.
+    pub close: bool,
+}
+
+/// Parses a complete response head, for a request with `method`.
+pub(crate) fn parse_response(head: &[u8], method: &str) -> Result<Response, &'static str> {
+    let bad = "malformed response head from the upstream";
+    let text = std::str::from_utf8(head).map_err(|_| bad)?;
+    let text = text.strip_suffix("\r\n\r\n").ok_or(bad)?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        return Err(bad);
+    }
+    let status: u16 = parts
+        .next()
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse().ok())
+        .ok_or(bad)?;
+    let mut transfer_encoding = Vec::new();
+    let mut content_length = Vec::new();
+    let mut close = version == "HTTP/1.0";
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or(bad)?;
+        let value = value.trim_matches([' ', '\t']);
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding.push(value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            content_length.push(value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") && version == "HTTP/1.0" {
+                    close = false;
+                }
+            }
+        }
+    }
+    let no_body = method.eq_ignore_ascii_case("HEAD")
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304;
+    let body = if no_body {
+        ResponseBody::Framed(Body::Length(0))
+    } else if transfer_encoding.is_empty() && content_length.is_empty() {
+        close = true;
+        ResponseBody::UntilClose
+    } else {
+        match body(&transfer_encoding, &content_length) {
+            Ok(body) => ResponseBody::Framed(body),
+            Err(refused) if refused.status == 501 => {
+                // Another transfer coding, not chunked last: ends at close.
+                close = true;
+                ResponseBody::UntilClose
+            }
+            Err(_) => return Err(bad),
+        }
+    };
+    Ok(Response {
+        status,
+        body,
+        close,
+    })
+}
+
+/// The data of a complete chunked body (`wire`, as framed by `Body::Chunked`); trailers
+/// are dropped.
+pub(crate) fn dechunk(wire: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let bad = Err("malformed chunked body");
+    let mut out = Vec::with_capacity(wire.len());
+    let mut at = 0;
+    loop {
+        let Some(line_end) = wire[at..].windows(2).position(|w| w == b"\r\n") else {
+            return bad;
+        };
+        let line = &wire[at..at + line_end];
+        let digits = line
+            .iter()
+            .position(|b| !b.is_ascii_hexdigit())
+            .unwrap_or(line.len());
+        let Ok(hex) = std::str::from_utf8(&line[..digits]) else {
+            return bad;
+        };
+        let Ok(size) = usize::from_str_radix(hex, 16) else {
+            return bad;
+        };
+        at += line_end + 2;
+        if size == 0 {
+            return Ok(out);
+        }
+        let Some(data) = wire.get(at..at.saturating_add(size)) else {
+            return bad;
+        };
+        out.extend_from_slice(data);
+        at += size;
+        if wire.get(at..at + 2) != Some(b"\r\n") {
+            return bad;
+        }
+        at += 2;
+    }
+}
+
 /// A complete refusal response: the status and a one-line reason.
 pub(crate) fn refusal_response(status: u16, reason: &str) -> Vec<u8> {
     let text = match status {
         400 => "Bad Request",
+        413 => "Content Too Large",
         403 => "Forbidden",
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
@@ -570,5 +778,62 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n"));
         assert!(r.ends_with("\r\n\r\nnanoclaw egress: api.x:443 is not in the allow list\n"));
         assert!(r.contains("Content-Length: 52\r\n"));
+    }
+
+    #[test]
+    fn origin_form_inside_a_tunnel_keeps_the_connection_open() {
+        let target = Target::parse_authority("api.test:443", None).unwrap();
+        let f = parse_origin(
+            b"POST /v1?x=1 HTTP/1.1\r\nHost: api.test\r\nConnection: keep-alive\r\n\
+              Authorization: Bearer x\r\nContent-Length: 3\r\n\r\n",
+            &target,
+        )
+        .unwrap();
+        assert!(!f.close);
+        assert_eq!(
+            String::from_utf8(f.render(false)).unwrap(),
+            "POST /v1?x=1 HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer x\r\n\
+             Content-Length: 3\r\n\r\n"
+        );
+        let other = parse_origin(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n", &target);
+        assert_eq!(other.unwrap_err().status, 403);
+        let absolute = parse_origin(b"GET http://api.test/ HTTP/1.1\r\n\r\n", &target);
+        assert_eq!(absolute.unwrap_err().status, 400);
+        let old = parse_origin(b"GET / HTTP/1.0\r\n\r\n", &target).unwrap();
+        assert!(old.close);
+    }
+
+    #[test]
+    fn responses_are_framed() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "GET").unwrap();
+        assert_eq!(
+            (r.body, r.close),
+            (ResponseBody::Framed(Body::Length(5)), false)
+        );
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD").unwrap();
+        assert_eq!(r.body, ResponseBody::Framed(Body::Length(0)));
+        let r = parse_response(b"HTTP/1.0 200 OK\r\n\r\n", "GET").unwrap();
+        assert_eq!((r.body, r.close), (ResponseBody::UntilClose, true));
+        let r = parse_response(b"HTTP/1.1 100 Continue\r\n\r\n", "POST").unwrap();
+        assert_eq!(
+            (r.status, r.body),
+            (100, ResponseBody::Framed(Body::Length(0)))
+        );
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            "GET",
+        )
+        .unwrap();
+        assert!(r.close && matches!(r.body, ResponseBody::Framed(Body::Chunked(_))));
+        assert!(parse_response(b"SSH-2.0\r\n\r\n", "GET").is_err());
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded() {
+        assert_eq!(
+            dechunk(b"5;x=y\r\nhello\r\n1\r\n!\r\n0\r\nT: 1\r\n\r\n").unwrap(),
+            b"hello!"
+        );
+        assert!(dechunk(b"5\r\nhel").is_err());
     }
 }

@@ -167,6 +167,7 @@ impl Ledger {
                 bytes_down: 0,
                 elapsed_ms: 0,
                 count: suppressed,
+                secret: None,
             })
             .await;
         }
@@ -192,6 +193,7 @@ mod tests {
             bytes_down: 0,
             elapsed_ms: 0,
             count: 1,
+            secret: None,
         }
     }
 

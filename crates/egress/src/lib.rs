@@ -42,16 +42,21 @@
 mod connection;
 mod decision;
 mod http;
+mod intercept;
 mod ledger;
 mod local;
 mod policy;
 mod proxy;
 mod relay;
 mod resolve;
+mod secrets;
 mod socks;
 mod target;
+mod tls;
 
-pub use decision::{Decision, Phase, Protocol};
+pub use decision::{Decision, Phase, Protocol, SecretEvent, SecretUse};
 pub use policy::{HttpLimits, Policy, PolicyError};
 pub use proxy::{Proxy, ProxyConfig, ProxyError, SandboxEndpoint, SOCKET_NAME};
 pub use resolve::Resolver;
+pub use secrets::{SecretError, SecretSubstitution, MAX_SUBSTITUTED_BODY, MIN_PLACEHOLDER_LEN};
+pub use zeroize::Zeroizing;

@@ -31,11 +31,13 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::connection::{self, Sandbox};
+use crate::connection::{self, Intercept, Sandbox};
 use crate::decision::Decision;
 use crate::ledger::Ledger;
 use crate::policy::Policy;
 use crate::resolve::Resolver;
+use crate::secrets::{SecretError, SecretSubstitution, Secrets};
+use crate::tls::{self, Authority};
 
 /// The name of the socket `add_sandbox` creates in the directory it is given.
 pub const SOCKET_NAME: &str = "egress.sock";
@@ -69,6 +71,10 @@ pub struct ProxyConfig {
     /// A longer HTTP request head is refused with 431.
     pub max_header_bytes: usize,
     pub resolver: Resolver,
+    /// For intercepted hosts (`add_sandbox_with_secrets`): verify upstream certificates
+    /// against the CA certificates in this PEM file *instead of* the host's trust store
+    /// (for tests: `--ca-file`). `None`: the host's store (rustls-native-certs).
+    pub upstream_roots: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -84,6 +90,7 @@ impl Default for ProxyConfig {
             max_refusal_records: 512,
             max_header_bytes: 16 * 1024,
             resolver: Resolver::System,
+            upstream_roots: None,
         }
     }
 }
@@ -107,6 +114,13 @@ pub enum ProxyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A secret given to `add_sandbox_with_secrets` cannot be used (never shows its value).
+    #[error("egress proxy: {0}")]
+    Secret(#[from] SecretError),
+    /// The roots for verifying intercepted upstreams could not be loaded, or the sandbox's
+    /// certificate authority could not be made.
+    #[error("egress proxy TLS interception: {0}")]
+    Tls(String),
 }
 
 /// The host-side egress proxy.
@@ -193,6 +207,45 @@ impl Proxy {
         policy: Policy,
         events: SyncSender<Decision>,
     ) -> Result<SandboxEndpoint, ProxyError> {
+        self.add(dir, policy, events, Secrets::default(), None)
+    }
+
+    /// `add_sandbox`, and the proxy substitutes `secrets` in the sandbox's requests (see
+    /// `SecretSubstitution`). With at least one secret, a certificate authority is made for
+    /// this sandbox alone, in memory, and its certificate (PEM, no key) is returned: the
+    /// sandbox must trust it (its CA bundle) for the hosts listed in the secrets, whose
+    /// CONNECT tunnels the proxy then terminates; every other host stays a plain tunnel.
+    /// Upstream certificates of intercepted hosts are verified against the host's trust
+    /// store, or `ProxyConfig::upstream_roots`. Without secrets: `add_sandbox`, and `None`.
+    pub fn add_sandbox_with_secrets(
+        &self,
+        dir: &Path,
+        policy: Policy,
+        events: SyncSender<Decision>,
+        secrets: Vec<SecretSubstitution>,
+    ) -> Result<(SandboxEndpoint, Option<String>), ProxyError> {
+        if secrets.is_empty() {
+            return self.add_sandbox(dir, policy, events).map(|e| (e, None));
+        }
+        let secrets = Secrets::new(secrets)?;
+        let roots = tls::roots(self.config.upstream_roots.as_deref()).map_err(ProxyError::Tls)?;
+        let intercept = Intercept {
+            authority: Authority::new().map_err(ProxyError::Tls)?,
+            client: tls::client_config(roots).map_err(ProxyError::Tls)?,
+        };
+        let pem = intercept.authority.pem().to_string();
+        let endpoint = self.add(dir, policy, events, secrets, Some(intercept))?;
+        Ok((endpoint, Some(pem)))
+    }
+
+    fn add(
+        &self,
+        dir: &Path,
+        policy: Policy,
+        events: SyncSender<Decision>,
+        secrets: Secrets,
+        intercept: Option<Intercept>,
+    ) -> Result<SandboxEndpoint, ProxyError> {
         let socket = dir.join(SOCKET_NAME);
         let bind_error = |source| ProxyError::Bind {
             path: socket.clone(),
@@ -231,6 +284,8 @@ impl Proxy {
             config: Arc::clone(&self.config),
             ledger: Ledger::new(queue, self.config.max_refusal_records),
             ids: Arc::clone(&self.connection_ids),
+            secrets,
+            intercept,
         });
         self.runtime.spawn(accept(
             listener,

@@ -30,7 +30,8 @@ def handler_for(name):
             sni = getattr(self.connection, "nc_sni", None)
             text = (
                 f"upstream={name} method={self.command} path={self.path} "
-                f"host={self.headers.get('Host')} sni={sni} body={body.decode(errors='replace')}\n"
+                f"host={self.headers.get('Host')} sni={sni} body={body.decode(errors='replace')} "
+                f"auth={self.headers.get('Authorization')} te={self.headers.get('Transfer-Encoding')}\n"
             )
             say("request " + text.strip())
             data = text.encode()

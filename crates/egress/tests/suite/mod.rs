@@ -7,6 +7,7 @@ mod connect;
 mod http;
 mod isolation;
 mod screening;
+mod secrets;
 mod socks;
 mod stress;
 
@@ -22,7 +23,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nanoclaw_egress::{Decision, Phase, Policy, Proxy, ProxyConfig, Resolver, SandboxEndpoint};
+use nanoclaw_egress::{
+    Decision, Phase, Policy, Proxy, ProxyConfig, Resolver, SandboxEndpoint, SecretSubstitution,
+};
 use nanoclaw_spec::EgressRule;
 
 /// How long a test waits for something that should happen promptly.
@@ -254,6 +257,15 @@ pub struct Cert {
 }
 
 impl Cert {
+    /// A certificate and key made elsewhere (kept alive by their owner).
+    pub fn from_files(cert: PathBuf, key: PathBuf) -> Cert {
+        Cert {
+            _dir: tempfile::tempdir().unwrap(),
+            cert,
+            key,
+        }
+    }
+
     pub fn new() -> Cert {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -317,6 +329,31 @@ impl Harness {
             events,
             port: bridge,
         }
+    }
+
+    /// A sandbox whose requests get `secrets` substituted; also the CA PEM it trusts.
+    pub fn sandbox_with_secrets(
+        &mut self,
+        policy: Policy,
+        secrets: Vec<SecretSubstitution>,
+    ) -> (Sandbox, Option<String>) {
+        self.count += 1;
+        let dir = self.dir.path().join(format!("sandbox-{}", self.count));
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).unwrap();
+        let (events_tx, events) = std::sync::mpsc::sync_channel(4096);
+        let (endpoint, ca) = self
+            .proxy
+            .add_sandbox_with_secrets(&dir, policy, events_tx, secrets)
+            .unwrap();
+        let bridge = bridge(endpoint.socket());
+        let sandbox = Sandbox {
+            socket: endpoint.socket().to_path_buf(),
+            endpoint: Some(endpoint),
+            events,
+            port: bridge,
+        };
+        (sandbox, ca)
     }
 
     pub fn remove(&self, sandbox: &mut Sandbox) {

@@ -99,12 +99,7 @@ pub struct EgressSink {
 
 impl EgressSink {
     pub fn record(&self, decision: &nanoclaw_egress::Decision) -> Result<()> {
-        let kind = match (decision.phase, decision.allowed) {
-            (nanoclaw_egress::Phase::Closed, _) => "egress.closed",
-            (nanoclaw_egress::Phase::Suppressed, _) => "egress.suppressed",
-            (_, true) => "egress.allowed",
-            (_, false) => "egress.denied",
-        };
+        let kind = decision.kind();
         let mut data = serde_json::to_value(decision).context("encode an egress decision")?;
         if let Some(object) = data.as_object_mut() {
             object.insert("invocation_id".into(), self.invocation_id.clone().into());

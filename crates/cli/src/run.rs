@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// The task directory a tool's ${workspace} mounts stand for
     #[arg(long, value_name = "DIR", requires = "tool")]
     workspace: Option<PathBuf>,
+    /// CA certificates (PEM) the egress proxy verifies intercepted upstreams against,
+    /// instead of the host's roots (for tests against a local HTTPS server)
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
     /// Print one JSON object with the outcome instead of streaming the output
     #[arg(long)]
     json: bool,
@@ -566,7 +570,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     let egress = match recorder
         .egress_sink()
-        .and_then(|sink| crate::egress::start(&mut spec, sink))
+        .and_then(|sink| crate::egress::start_with(&mut spec, sink, args.ca_file.as_deref()))
     {
         Ok(egress) => egress,
         Err(error) => return refuse(format!("{error:#}")),

@@ -392,3 +392,290 @@ fn the_lint_warns_about_env_delivery_and_a_readable_source() {
     assert!(text.contains("warning[env-secret]"), "{text}");
     assert!(text.contains("warning[readable-secret-file]"), "{text}");
 }
+
+/// A TLS upstream from the egress crate's tests, whose report lines are collected.
+struct Upstream {
+    child: std::process::Child,
+    port: u16,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Upstream {
+    fn tls(name: &str, cert: &Path, key: &Path) -> Upstream {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        Upstream::start(&["tls", name, "127.0.0.1", &cert, &key])
+    }
+
+    fn http(name: &str) -> Upstream {
+        Upstream::start(&["http", name, "127.0.0.1"])
+    }
+
+    fn start(args: &[&str]) -> Upstream {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../egress/tests/upstream.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        let port = first.trim().strip_prefix("port ").unwrap().parse().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Upstream { child, port, lines }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test CA (ca.pem) and a leaf for 127.0.0.1 it signs (leaf.pem, leaf.key) in `dir`.
+fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |name: &str| dir.join(name).display().to_string();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=nanoclaw secrets test CA",
+            ][..],
+            &ec,
+            &["-keyout", &p("ca.key"), "-out", &p("ca.pem")],
+            &[
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-new", "-nodes", "-subj", "/CN=127.0.0.1"][..],
+            &ec,
+            &["-keyout", &p("leaf.key"), "-out", &p("leaf.csr")],
+        ]
+        .concat(),
+    );
+    fs::write(dir.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("leaf.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("leaf.ext"),
+        "-out",
+        &p("leaf.pem"),
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    )
+}
+
+#[test]
+fn a_placeholder_reaches_its_host_as_the_real_value_through_curl_and_urllib_and_nowhere_else() {
+    let value = "ghp_RealValue0123456789abcdefABCDEF0123";
+    let certs = scratch_dir();
+    let (ca, leaf, key) = test_ca(certs.path());
+    let api = Upstream::tls("api", &leaf, &key);
+    // Plain HTTP, so that the proxy sees the placeholder going there (inside a CONNECT
+    // tunnel to a host listed for no secret it cannot: that one is only a placeholder).
+    let other = Upstream::http("other");
+    let (a, o) = (
+        format!("127.0.0.1:{}", api.port),
+        format!("127.0.0.1:{}", other.port),
+    );
+    let case = Case::new(
+        &format!(
+            "{{ name = \"TOKEN\", ttl = \"5m\", from = \"env:TEST_GH_TOKEN\", hosts = [\"{a}\"] }}"
+        ),
+        &format!("network = {{ allow = [\"{a}\", \"{o}\"] }}\n"),
+    );
+    let python = format!(
+        "import os, urllib.request as u; r = u.Request('https://{a}/py', headers={{'Authorization': 'Bearer ' + os.environ['TOKEN']}}); print(u.urlopen(r).read().decode().strip())"
+    );
+    let script = format!(
+        "curl -sS --fail -H \"Authorization: Bearer $TOKEN\" https://{a}/curl; \
+         python3 -c \"$PY\"; \
+         curl -sS --fail -H \"Authorization: Bearer $TOKEN\" http://{o}/other; \
+         printf %s \"$TOKEN\" | sha256sum; echo \"len=${{#TOKEN}} prefix=$(printf %s \"$TOKEN\" | cut -c1-4)\"; \
+         grep -c PRIVATE \"$SSL_CERT_FILE\"; echo \"$CURL_CA_BUNDLE $REQUESTS_CA_BUNDLE $NODE_EXTRA_CA_CERTS $GIT_SSL_CAINFO\""
+    );
+    let script = script.replace("\"$PY\"", &shell_quote(&python));
+    let out = nanoclaw(case.dir.path())
+        .args(["run", "--json", "--ca-file"])
+        .arg(&ca)
+        .args([
+            "--policy",
+            &case.policy.display().to_string(),
+            "--tool",
+            "t",
+            "--",
+            &script,
+        ])
+        .env("TEST_GH_TOKEN", value)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let ran = Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let json = ran.json();
+    let stdout = json["stdout"].as_str().unwrap();
+    assert_eq!(ran.code, 0, "{json}");
+    // The upstream of the secret's host got the value from both clients...
+    let seen = api.requests();
+    let auth = format!("auth=Bearer {value}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("path=/curl") && l.contains(&auth)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("path=/py") && l.contains(&auth)),
+        "{seen:?}"
+    );
+    // ...which echoed it back, redacted on the way to the caller.
+    assert!(stdout.contains("auth=Bearer [REDACTED:TOKEN]"), "{stdout}");
+    assert_eq!(json["redactions"]["TOKEN"], 2, "{json}");
+    // The other allowed host got the placeholder, unreplaced.
+    let seen = other.requests();
+    let line = seen
+        .iter()
+        .find(|l| l.contains("path=/other"))
+        .unwrap_or_else(|| panic!("{seen:?}"));
+    assert!(!line.contains(value), "{line}");
+    let placeholder = line
+        .split("auth=Bearer ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert_eq!(placeholder.len(), value.len());
+    assert!(placeholder.starts_with("ghp_"), "{placeholder}");
+    // The sandbox held the placeholder, not the value; its bundle holds no key.
+    let digest = |s: &str| {
+        let out = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut out = out;
+        out.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        String::from_utf8(out.wait_with_output().unwrap().stdout)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(stdout.contains(&digest(placeholder)), "{stdout}");
+    assert!(!stdout.contains(&digest(value)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("len={} prefix=ghp_", value.len())),
+        "{stdout}"
+    );
+    let bundle = nanoclaw_spec::CA_BUNDLE_INSIDE;
+    assert!(
+        stdout.contains(&format!("0\n{bundle} {bundle} {bundle} {bundle}")),
+        "{stdout}"
+    );
+    // The audit log names the secret, where it was substituted, and where it was not.
+    let audit = case.audit();
+    assert!(audit.contains("secret.substituted"), "{audit}");
+    assert!(audit.contains("secret.misdirected"), "{audit}");
+    case.assert_nowhere(&[value, placeholder]);
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[test]
+fn after_its_ttl_a_placeholder_is_no_longer_substituted() {
+    let value = "sk-ExpiringValue0123456789";
+    let certs = scratch_dir();
+    let (ca, leaf, key) = test_ca(certs.path());
+    let api = Upstream::tls("api", &leaf, &key);
+    let a = format!("127.0.0.1:{}", api.port);
+    let case = Case::new(
+        &format!("{{ name = \"T\", ttl = \"1s\", from = \"env:TEST_T\", hosts = [\"{a}\"] }}"),
+        &format!("network = {{ allow = [\"{a}\"] }}\n"),
+    );
+    let script = format!(
+        "curl -sS --fail -H \"Authorization: Bearer $T\" https://{a}/early >/dev/null; sleep 1.5; \
+         curl -sS --fail -H \"Authorization: Bearer $T\" https://{a}/late >/dev/null"
+    );
+    let out = nanoclaw(case.dir.path())
+        .args(["run", "--ca-file"])
+        .arg(&ca)
+        .args([
+            "--policy",
+            &case.policy.display().to_string(),
+            "--tool",
+            "t",
+            "--",
+            &script,
+        ])
+        .env("TEST_T", value)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = api.requests();
+    let early = seen.iter().find(|l| l.contains("path=/early")).unwrap();
+    let late = seen.iter().find(|l| l.contains("path=/late")).unwrap();
+    assert!(early.contains(value), "{early}");
+    assert!(!late.contains(value), "{late}");
+    assert!(case.audit().contains("secret.expired"), "{}", case.audit());
+}

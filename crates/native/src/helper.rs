@@ -57,7 +57,8 @@ fn read_request() -> Result<(HelperRequest, BufReader<std::fs::File>), SetupErro
     let fd = sys::take_inherited_fd(REQUEST_FD)
         .ok_or_else(|| setup_error("read sandbox request", "descriptor 3 is not open"))?;
     let mut reader = BufReader::new(std::fs::File::from(fd));
-    let mut line = Vec::new();
+    // It holds the secret values: zeroed once parsed.
+    let mut line = zeroize::Zeroizing::new(Vec::new());
     reader
         .read_until(b'\n', &mut line)
         .map_err(|e| setup_error("read sandbox request", e))?;
@@ -136,6 +137,14 @@ fn run(report_fd: &mut Option<OwnedFd>) -> Result<HelperReport, SetupError> {
         Ok(Forked::Child) => {
             drop(report_fd.take());
             drop(helper_io);
+            // The sandbox never holds a placeholder secret's value, not even in the init's
+            // memory (which the command cannot read anyway: the init is not dumpable).
+            let mut request = request;
+            for secret in &mut request.spec.secrets {
+                if secret.delivery == nanoclaw_spec::Delivery::Placeholder {
+                    secret.value = nanoclaw_spec::SecretValue::default();
+                }
+            }
             init::run(&request, &filters, child_io);
         }
         Ok(Forked::Parent(pid)) => pid,

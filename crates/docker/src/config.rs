@@ -114,13 +114,18 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
     }
     spec.check_mounts()?;
     spec.check_secrets()?;
-    // A container's environment and mounts are kept by the engine in files on the host
-    // (its config, `docker inspect`): no secret value, and no CA bundle, goes through them
-    // until they can be delivered through the init's channel.
-    if let Some(secret) = spec.secrets.first() {
+    // A container's environment is kept by the engine in its config on the host (and shown
+    // by `docker inspect`): only a placeholder, never a value, may go there.
+    if let Some(secret) = spec
+        .secrets
+        .iter()
+        .find(|s| s.delivery != nanoclaw_spec::Delivery::Placeholder)
+    {
         return Err(BackendError::LayerUnavailable {
             layer: format!("secret {} ({} delivery)", secret.name, secret.delivery.as_str()),
-            reason: "the docker backend does not deliver secrets yet (the engine would keep                      them in its container config on the host); use the native backend"
+            reason: "the docker backend delivers secrets as placeholders only (the engine \
+                     would keep a value in its container config on the host); use the \
+                     native backend"
                 .into(),
         });
     }

@@ -679,3 +679,47 @@ fn after_its_ttl_a_placeholder_is_no_longer_substituted() {
     assert!(!late.contains(value), "{late}");
     assert!(case.audit().contains("secret.expired"), "{}", case.audit());
 }
+
+#[test]
+fn docker_gets_placeholders_and_the_ca_bundle_and_refuses_other_deliveries_before_running() {
+    let image = crate::suite::support::test_image_id();
+    let value = "ghp_DockerValue0123456789abcdefABCDEF";
+    let case = Case::new(
+        "{ name = \"TOKEN\", ttl = \"5m\", from = \"env:TEST_D_TOKEN\", hosts = [\"api.github.com:443\"] }",
+        &format!("backend = \"docker\"\nimage = \"{image}\"\nnetwork = {{ allow = [\"api.github.com:443\"] }}\n"),
+    );
+    let script = "echo \"len=${#TOKEN}\"; echo \"$TOKEN\" | head -c 4; echo; \
+                  cat \"$SSL_CERT_FILE\" | grep -c 'BEGIN CERTIFICATE' >/dev/null && echo has-certs; \
+                  cat \"$SSL_CERT_FILE\" | grep -c PRIVATE; echo \"$TOKEN\"";
+    let ran = case.run(&[("TEST_D_TOKEN", value)], true, script);
+    let json = ran.json();
+    assert_eq!(ran.code, 0, "{json}");
+    let out = json["stdout"].as_str().unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("len={}", value.len()), "{out}");
+    assert_eq!(lines[1], "ghp_", "{out}");
+    assert_eq!(lines[2], "has-certs", "{out}");
+    assert_eq!(lines[3], "0", "{out}");
+    assert_ne!(lines[4], value, "{out}");
+    assert!(
+        !out.contains("[REDACTED"),
+        "a placeholder is not the value: {out}"
+    );
+    // A file (or env) secret would have to go through the engine: refused, nothing run.
+    let case = Case::new(
+        "{ name = \"F\", ttl = \"5m\", from = [\"printf\", \"docker-file-Secret\"], deliver = \"file\" }",
+        &format!("backend = \"docker\"\nimage = \"{image}\"\n"),
+    );
+    let ran = case.run(&[], false, "true");
+    assert_eq!(ran.code, RUNNER_ERROR, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("secret F is delivered as \"file\""),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        !case.audit().contains("invocation.start"),
+        "{}",
+        case.audit()
+    );
+}

@@ -31,3 +31,4 @@ pub use spec::{
     DEFAULT_WRITE_BYTES, DEFAULT_WRITE_FILES, SANDBOX_GID, SANDBOX_UID,
 };
 pub use units::{parse_bytes, parse_cpus, parse_duration, UnitError};
+pub use zeroize::Zeroizing;

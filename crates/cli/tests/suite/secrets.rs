@@ -723,3 +723,38 @@ fn docker_gets_placeholders_and_the_ca_bundle_and_refuses_other_deliveries_befor
         case.audit()
     );
 }
+
+#[test]
+fn verify_proves_each_secrets_delivery_on_a_live_sandbox() {
+    let case = Case::new(
+        "{ name = \"F\", ttl = \"5m\", from = [\"printf\", \"verify-file-Secret\"], deliver = \"file\" }, \
+         { name = \"E\", ttl = \"5m\", from = [\"printf\", \"verify-env-Secret\"], deliver = \"env\" }, \
+         { name = \"P\", ttl = \"5m\", from = [\"printf\", \"ghp_verifyPlaceholder0123\"], hosts = [\"api.github.com:443\"] }",
+        "network = { allow = [\"api.github.com:443\"] }\n",
+    );
+    let out = nanoclaw(case.dir.path())
+        .args(["verify", &case.policy.display().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    for name in ["F", "E", "P"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("pass")
+                    && l.contains(&format!("secret {name} "))),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("/run/secrets/F mode 0400 uid 10001"),
+        "{text}"
+    );
+    case.assert_nowhere(&[
+        "verify-file-Secret",
+        "verify-env-Secret",
+        "ghp_verifyPlaceholder0123",
+    ]);
+}

@@ -353,7 +353,16 @@ impl NativeBackend {
         };
         drop(command);
         let payload = match prepare().and_then(|request| {
-            let mut line = serde_json::to_vec(&request).map_err(|e| {
+            // It holds the secret values: zeroed when sent, and sized so that growing it
+            // leaves no copy behind (a value is at most 4 bytes a byte in JSON).
+            let values: usize = request
+                .spec
+                .secrets
+                .iter()
+                .map(|s| s.value.expose().len())
+                .sum();
+            let mut line = zeroize::Zeroizing::new(Vec::with_capacity((1 << 20) + 4 * values));
+            serde_json::to_writer(&mut *line, &request).map_err(|e| {
                 BackendError::io("encode sandbox request", std::io::Error::other(e))
             })?;
             line.push(b'\n');

@@ -630,6 +630,11 @@ fn a_placeholder_reaches_its_host_as_the_real_value_through_curl_and_urllib_and_
     let audit = case.audit();
     assert!(audit.contains("secret.substituted"), "{audit}");
     assert!(audit.contains("secret.misdirected"), "{audit}");
+    let verified = nanoclaw(case.dir.path())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
     case.assert_nowhere(&[value, placeholder]);
 }
 

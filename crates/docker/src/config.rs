@@ -122,7 +122,11 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
         .find(|s| s.delivery != nanoclaw_spec::Delivery::Placeholder)
     {
         return Err(BackendError::LayerUnavailable {
-            layer: format!("secret {} ({} delivery)", secret.name, secret.delivery.as_str()),
+            layer: format!(
+                "secret {} ({} delivery)",
+                secret.name,
+                secret.delivery.as_str()
+            ),
             reason: "the docker backend delivers secrets as placeholders only (the engine \
                      would keep a value in its container config on the host); use the \
                      native backend"

@@ -634,7 +634,11 @@ fn a_placeholder_reaches_its_host_as_the_real_value_through_curl_and_urllib_and_
         .args(["audit", "verify"])
         .output()
         .unwrap();
-    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
     case.assert_nowhere(&[value, placeholder]);
 }
 

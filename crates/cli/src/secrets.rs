@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use nanoclaw_audit::SecretUse;
 use nanoclaw_spec::{
-    Delivery, Root, SandboxSecret, SandboxSpec, SecretSource, SecretValue, MAX_SECRET_BYTES,
+    Delivery, SandboxSecret, SandboxSpec, SecretSource, SecretValue, MAX_SECRET_BYTES,
 };
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
@@ -52,21 +52,6 @@ pub fn fetch(spec: &mut SandboxSpec, key_dir: Option<&Path>) -> Result<Fetched> 
     let mut fetched = Fetched::default();
     if spec.secrets.is_empty() {
         return Ok(fetched);
-    }
-    if matches!(spec.root, Root::Image(_)) {
-        if let Some(secret) = spec
-            .secrets
-            .iter()
-            .find(|s| s.delivery != Delivery::Placeholder)
-        {
-            bail!(
-                "secret {} is delivered as {:?}, which the docker backend cannot do without \
-                 writing it where the host keeps container state (its config or a file); \
-                 use the native backend, or deliver = \"placeholder\"",
-                secret.name,
-                secret.delivery.as_str()
-            );
-        }
     }
     let key = match key_dir {
         Some(dir) => Some(fingerprint_key(dir)?),

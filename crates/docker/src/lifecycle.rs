@@ -305,7 +305,11 @@ impl DockerBackend {
                 while let Some(message) = channel.next().await {
                     match message {
                         ContainerMessage::Init(InitMessage::Ready { landlock }) => {
-                            return channel.go().map(|()| Some(landlock));
+                            let values: Vec<&[u8]> = config::delivered_by_init(spec)
+                                .map(|s| s.value.expose())
+                                .collect();
+                            let frame = nanoclaw_native::container::secrets_frame(&values);
+                            return channel.go(&frame).map(|()| Some(landlock));
                         }
                         other => messages.push(other),
                     }

@@ -204,8 +204,11 @@ impl RunDir {
                 writable: false,
             });
         }
-        // What the engine is told never holds a value: the runner keeps them (redaction).
-        engine_spec.secrets.clear();
+        // What the engine is told never holds a value: the runner keeps them (redaction,
+        // and the init's lifeline for `file` and `env`).
+        for secret in &mut engine_spec.secrets {
+            secret.value = nanoclaw_spec::SecretValue::default();
+        }
         Ok(engine_spec)
     }
 
@@ -405,7 +408,9 @@ mod tests {
             &messages[..],
             [ContainerMessage::Ended(ended)] if ended.signal == Some(15) && ended.usage.cpu_ms == 12
         ));
-        channel.go().unwrap_or_else(|e| panic!("{e}"));
+        channel
+            .go(&[nanoclaw_native::container::GO])
+            .unwrap_or_else(|e| panic!("{e}"));
         for path in [&report, &lifeline] {
             assert_eq!(fs::metadata(path).unwrap().mode() & 0o777, 0, "sealed");
         }

@@ -242,7 +242,10 @@ pub fn claims(tool: &Tool, spec: &SandboxSpec) -> Vec<Claim> {
         expected.push((socket, false));
     }
     if spec.secrets.iter().any(|s| s.delivery == Delivery::File) {
-        expected.push((PathBuf::from(nanoclaw_spec::SECRETS_DIR), false));
+        // Sealed read-only by the native init; on docker a tmpfs of the sandbox user's that
+        // the container's init (without the capability to remount) writes the files into.
+        let writable = matches!(spec.root, Root::Image(_));
+        expected.push((PathBuf::from(nanoclaw_spec::SECRETS_DIR), writable));
     }
     if spec.ca_bundle.is_some() {
         let bundle = PathBuf::from(nanoclaw_spec::CA_BUNDLE_INSIDE);

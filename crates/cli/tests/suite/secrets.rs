@@ -690,7 +690,7 @@ fn after_its_ttl_a_placeholder_is_no_longer_substituted() {
 }
 
 #[test]
-fn docker_gets_placeholders_and_the_ca_bundle_and_refuses_other_deliveries_before_running() {
+fn docker_gets_placeholders_and_the_ca_bundle_and_file_and_env_secrets_past_the_engine() {
     let image = crate::suite::support::test_image_id();
     let value = "ghp_DockerValue0123456789abcdefABCDEF";
     let case = Case::new(
@@ -714,23 +714,69 @@ fn docker_gets_placeholders_and_the_ca_bundle_and_refuses_other_deliveries_befor
         !out.contains("[REDACTED"),
         "a placeholder is not the value: {out}"
     );
-    // A file (or env) secret would have to go through the engine: refused, nothing run.
+    // File and env secrets reach the container's init on its lifeline, never the engine:
+    // while the command runs, `docker inspect` shows no value.
     let case = Case::new(
-        "{ name = \"F\", ttl = \"5m\", from = [\"printf\", \"docker-file-Secret\"], deliver = \"file\" }",
+        "{ name = \"F\", ttl = \"5m\", from = [\"printf\", \"docker-file-Secret-1\"], deliver = \"file\" }, \
+         { name = \"E\", ttl = \"5m\", from = [\"printf\", \"docker-env-Secret-2\"], deliver = \"env\" }",
         &format!("backend = \"docker\"\nimage = \"{image}\"\n"),
     );
-    let ran = case.run(&[], false, "true");
-    assert_eq!(ran.code, RUNNER_ERROR, "{}", ran.stderr);
+    let run = std::thread::spawn({
+        let policy = case.policy.display().to_string();
+        let mut command = nanoclaw(case.dir.path());
+        command.args([
+            "run",
+            "--json",
+            "--policy",
+            &policy,
+            "--tool",
+            "t",
+            "--",
+            "ls -ln /run/secrets; echo \"F=$F_FILE\"; cat \"$F_FILE\"; echo; echo \"E=$E\"; \
+             cat /proc/1/environ 2>/dev/null | tr '\\0' '\\n' | grep -c Secret; sleep 2",
+        ]);
+        move || command.stdin(Stdio::null()).output().unwrap()
+    });
+    let mut inspected = String::new();
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let ids = Command::new("docker")
+            .args(["ps", "-q", "--filter", "name=nanoclaw-"])
+            .output()
+            .unwrap();
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let out = Command::new("docker")
+                .args(["inspect", id])
+                .output()
+                .unwrap();
+            inspected.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+        if inspected.contains("F_FILE=/run/secrets/F") {
+            break;
+        }
+    }
     assert!(
-        ran.stderr.contains("secret F is delivered as \"file\""),
-        "{}",
-        ran.stderr
+        inspected.contains("F_FILE=/run/secrets/F"),
+        "never saw the container"
     );
     assert!(
-        !case.audit().contains("invocation.start"),
-        "{}",
-        case.audit()
+        !inspected.contains("docker-file-Secret-1"),
+        "the engine holds a value"
     );
+    assert!(
+        !inspected.contains("docker-env-Secret-2"),
+        "the engine holds a value"
+    );
+    let out = run.join().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["exit_code"], 0, "{json}");
+    let text = json["stdout"].as_str().unwrap();
+    assert!(text.contains("-r--------    1 10001    10001"), "{text}");
+    assert!(
+        text.contains("F=/run/secrets/F\n[REDACTED:F]\nE=[REDACTED:E]\n0\n"),
+        "{text}"
+    );
+    case.assert_nowhere(&["docker-file-Secret-1", "docker-env-Secret-2"]);
 }
 
 #[test]

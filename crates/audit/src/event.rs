@@ -47,6 +47,24 @@ pub struct InvocationStart {
     /// Mount targets whose credential files the policy showed (an acknowledged opt-out).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials_shown: Vec<String>,
+    /// The secrets handed to the invocation: names and fingerprints, never values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretUse>,
+}
+
+/// One secret given to an invocation, as the log may hold it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretUse {
+    pub name: String,
+    /// Where the runner fetched it: "env", "file" or "command" (not the variable, path or
+    /// command line).
+    pub source: String,
+    /// "placeholder", "file" or "env".
+    pub delivery: String,
+    pub ttl_ms: u64,
+    /// HMAC-SHA256 of the value under a key of this host (hex): the same value gives the
+    /// same fingerprint on this host, and nothing else can be learned from it.
+    pub fingerprint: String,
 }
 
 impl Event for InvocationStart {
@@ -79,6 +97,12 @@ pub struct InvocationEnd {
     /// and refused paths, bytes and files used); absent without writable mounts.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub writes: Value,
+    /// Secret values replaced by `[REDACTED:NAME]` in the output, by secret name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub redactions: std::collections::BTreeMap<String, u64>,
+    /// The run was stopped when a `file` or `env` secret's ttl ran out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret_expired: bool,
 }
 
 impl Event for InvocationEnd {

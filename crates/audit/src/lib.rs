@@ -34,7 +34,7 @@ mod verify;
 
 pub use checkpoint::{checkpoint, checkpoints_path, generate_key, Checkpoint, PublicKey};
 pub use error::{Error, Result};
-pub use event::{Event, InvocationEnd, InvocationStart, OutputDigest, PolicyRefused};
+pub use event::{Event, InvocationEnd, InvocationStart, OutputDigest, PolicyRefused, SecretUse};
 pub use log::{Appended, AuditLog};
 pub use query::{list, show, table, Filter};
 pub use record::{invocation_id, sha256_hex, Record, GENESIS_HASH};

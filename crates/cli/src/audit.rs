@@ -99,12 +99,7 @@ pub struct EgressSink {
 
 impl EgressSink {
     pub fn record(&self, decision: &nanoclaw_egress::Decision) -> Result<()> {
-        let kind = match (decision.phase, decision.allowed) {
-            (nanoclaw_egress::Phase::Closed, _) => "egress.closed",
-            (nanoclaw_egress::Phase::Suppressed, _) => "egress.suppressed",
-            (_, true) => "egress.allowed",
-            (_, false) => "egress.denied",
-        };
+        let kind = decision.kind();
         let mut data = serde_json::to_value(decision).context("encode an egress decision")?;
         if let Some(object) = data.as_object_mut() {
             object.insert("invocation_id".into(), self.invocation_id.clone().into());
@@ -157,6 +152,14 @@ impl Recorder {
         }))
     }
 
+    /// The directory of the audit log, which holds the secret fingerprint key; `None`
+    /// with `--no-audit`.
+    pub fn key_dir(&self) -> Option<std::path::PathBuf> {
+        self.log
+            .as_ref()
+            .and_then(|log| log.path().parent().map(Path::to_path_buf))
+    }
+
     /// The invocation's id (empty with `--no-audit`) and tool, for backend labels.
     pub fn invocation(&self) -> (&str, &str) {
         (&self.invocation_id, &self.origin.tool)
@@ -186,7 +189,13 @@ impl Recorder {
     }
 
     /// Appends `invocation.start`; returns once it is on disk.
-    pub fn start(&self, spec: &SandboxSpec, backend: &str, io: IoMode) -> Result<Started> {
+    pub fn start(
+        &self,
+        spec: &SandboxSpec,
+        backend: &str,
+        io: IoMode,
+        secrets: &[nanoclaw_audit::SecretUse],
+    ) -> Result<Started> {
         let mut started = Started {
             at: Instant::now(),
             captured: io.capture,
@@ -195,7 +204,9 @@ impl Recorder {
         let Some(log) = &self.log else {
             return Ok(started);
         };
-        let spec_json = serde_json::to_vec(spec).context("encode the sandbox spec")?;
+        // Hashed without the secret values: a hash of a short value could be guessed.
+        let spec_json =
+            serde_json::to_vec(&spec.without_secret_values()).context("encode the sandbox spec")?;
         let (image, rootfs) = match &spec.root {
             Root::Host => (None, None),
             Root::Rootfs(dir) => (None, Some(dir.display().to_string())),
@@ -217,6 +228,7 @@ impl Recorder {
                 runner: Runner::current(),
                 hidden: display_all(&spec.hidden),
                 credentials_shown: display_all(&spec.credentials_shown),
+                secrets: secrets.to_vec(),
             })
             .map_err(fail_closed)?;
         started.seq = Some(appended.seq);
@@ -261,6 +273,8 @@ impl Recorder {
                     layers: layers(&outcome.enforced),
                     error: None,
                     writes: serde_json::to_value(&outcome.writes).unwrap_or_default(),
+                    redactions: outcome.redactions.clone(),
+                    secret_expired: outcome.secret_expired,
                 })
             }
         };

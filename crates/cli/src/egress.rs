@@ -21,8 +21,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
-use nanoclaw_egress::{Decision, Policy, Proxy, ProxyConfig, SandboxEndpoint};
-use nanoclaw_spec::{EgressProxy, Network, SandboxSpec};
+use nanoclaw_egress::{
+    Decision, Policy, Proxy, ProxyConfig, SandboxEndpoint, SecretSubstitution, Zeroizing,
+};
+use nanoclaw_spec::{
+    Delivery, EgressProxy, Network, SandboxSpec, CA_BUNDLE_INSIDE, CA_BUNDLE_VARIABLES,
+};
 use rustix::fs::{flock, FlockOperation};
 
 use crate::audit::EgressSink;
@@ -79,7 +83,26 @@ impl Drop for SocketDir {
 
 /// Starts the proxy for `spec` if it has egress, and points the spec at it.
 pub fn start(spec: &mut SandboxSpec, sink: Option<EgressSink>) -> Result<Option<Egress>> {
+    start_with(spec, sink, None)
+}
+
+/// `start`, with the spec's `placeholder` secrets handed to the proxy for substitution
+/// and the sandbox given the proxy's per-run CA in its bundle; `upstream_roots`
+/// (`--ca-file`) replaces the host's roots for the upstreams the proxy intercepts.
+pub fn start_with(
+    spec: &mut SandboxSpec,
+    sink: Option<EgressSink>,
+    upstream_roots: Option<&Path>,
+) -> Result<Option<Egress>> {
+    let substitutions = substitutions(spec);
     let Network::Egress(rules) = &spec.network else {
+        if let Some(s) = substitutions.first() {
+            return Err(anyhow!(
+                "secret {} is delivered as a placeholder, but the sandbox has no egress for \
+                 the proxy to put it into requests",
+                s.name
+            ));
+        }
         return Ok(None);
     };
     let policy = Policy::new(rules).map_err(|e| anyhow!("egress allow list: {e}"))?;
@@ -87,19 +110,31 @@ pub fn start(spec: &mut SandboxSpec, sink: Option<EgressSink>) -> Result<Option<
     let base = runtime_base();
     reap_stale(&base);
     let dir = SocketDir::create(&base)?;
-    let started = Proxy::start(ProxyConfig::default())
+    let config = ProxyConfig {
+        upstream_roots: upstream_roots.map(Path::to_path_buf),
+        ..ProxyConfig::default()
+    };
+    let started = Proxy::start(config)
         .map_err(|e| anyhow!("start the egress proxy: {e}"))
         .and_then(|proxy| {
             let (events, decisions) = mpsc::sync_channel::<Decision>(RECORD_QUEUE);
-            let endpoint = proxy.add_sandbox(&dir.path, policy, events).map_err(|e| {
-                anyhow!(
-                    "open the egress proxy's socket in {}: {e}",
-                    dir.path.display()
-                )
-            })?;
-            Ok((proxy, endpoint, decisions))
+            let (endpoint, ca) = proxy
+                .add_sandbox_with_secrets(&dir.path, policy, events, substitutions)
+                .map_err(|e| {
+                    anyhow!(
+                        "open the egress proxy's socket in {}: {e}",
+                        dir.path.display()
+                    )
+                })?;
+            Ok((proxy, endpoint, decisions, ca))
         });
-    let (proxy, endpoint, decisions) = started?;
+    let (proxy, endpoint, decisions, ca) = started?;
+    if let Some(ca) = ca {
+        spec.ca_bundle = Some(ca_bundle(&ca, upstream_roots)?);
+        for key in CA_BUNDLE_VARIABLES {
+            spec.set_env(key, CA_BUNDLE_INSIDE);
+        }
+    }
     let abandon = Arc::new(AtomicBool::new(false));
     let recorder = std::thread::spawn({
         let abandon = Arc::clone(&abandon);
@@ -120,6 +155,49 @@ pub fn start(spec: &mut SandboxSpec, sink: Option<EgressSink>) -> Result<Option<
         recorder,
         abandon,
     }))
+}
+
+/// What the proxy needs of each `placeholder` secret: its stand-in, value, hosts and the
+/// end of its ttl (from now: the value was just fetched).
+fn substitutions(spec: &SandboxSpec) -> Vec<SecretSubstitution> {
+    spec.secrets
+        .iter()
+        .filter(|s| s.delivery == Delivery::Placeholder)
+        .map(|s| SecretSubstitution {
+            name: s.name.clone(),
+            placeholder: s.placeholder.clone().unwrap_or_default(),
+            value: Zeroizing::new(s.value.expose().to_vec()),
+            hosts: s.hosts.clone(),
+            body: s.body,
+            expires: Instant::now() + s.ttl,
+        })
+        .collect()
+}
+
+/// Host bundles, the first that exists of which the sandbox gets a copy.
+const HOST_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// The sandbox's CA bundle: the host's roots (for hosts the proxy only tunnels), the
+/// `--ca-file` roots, and the proxy's per-run CA certificate (never its key).
+fn ca_bundle(ca: &str, upstream_roots: Option<&Path>) -> Result<String> {
+    let mut bundle = String::new();
+    if let Some(host) = HOST_BUNDLES.iter().find_map(|p| fs::read_to_string(p).ok()) {
+        bundle.push_str(&host);
+        bundle.push('\n');
+    }
+    if let Some(path) = upstream_roots {
+        let roots = fs::read_to_string(path)
+            .with_context(|| format!("read --ca-file {}", path.display()))?;
+        bundle.push_str(&roots);
+        bundle.push('\n');
+    }
+    bundle.push_str(ca);
+    Ok(bundle)
 }
 
 /// Writes every decision to the audit log as soon as it is made, until the proxy is done

@@ -9,6 +9,7 @@ mod doctor;
 mod egress;
 mod policy;
 mod run;
+mod secrets;
 
 use std::process::ExitCode;
 

@@ -276,6 +276,8 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         policy_sha256: std::fs::read(policy.path()).ok().map(|b| policy_sha256(&b)),
         workspace: None,
     });
+    // The tool's secrets are fetched as for a run, so that their delivery can be checked.
+    let secrets = crate::secrets::fetch(&mut spec, recorder.key_dir().as_deref())?;
     let egress = crate::egress::start(&mut spec, recorder.egress_sink()?)?;
     let backend = Runner::for_spec(&spec, false)?;
     // Runs one probe in the tool's sandbox, audited like any invocation.
@@ -287,12 +289,14 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         let (invocation_id, audited_tool) = recorder.invocation();
         let mut started = None;
         let result = backend.run(spec, io, audited_tool, invocation_id, &mut || {
-            let start = recorder.start(spec, backend.name(), io).map_err(|e| {
-                BackendError::io(
-                    "record the invocation",
-                    std::io::Error::other(format!("{e:#}")),
-                )
-            })?;
+            let start = recorder
+                .start(spec, backend.name(), io, &secrets.uses)
+                .map_err(|e| {
+                    BackendError::io(
+                        "record the invocation",
+                        std::io::Error::other(format!("{e:#}")),
+                    )
+                })?;
             started = Some(start);
             Ok(())
         });

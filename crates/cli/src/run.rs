@@ -109,6 +109,10 @@ pub struct RunArgs {
     /// standard input
     #[arg(long, value_name = "JSON", requires = "tool", conflicts_with = "param")]
     params_json: Option<String>,
+    /// CA certificates (PEM) the egress proxy verifies intercepted upstreams against,
+    /// instead of the host's roots (for tests against a local HTTPS server)
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
     /// Print one JSON object with the outcome instead of streaming the output
     #[arg(long)]
     json: bool,
@@ -586,7 +590,12 @@ fn notices(outcome: &Outcome, spec: &SandboxSpec) -> Vec<String> {
             ));
         }
     }
-    if outcome.timed_out {
+    if outcome.secret_expired {
+        notes.push(format!(
+            "a secret's ttl ran out after {:?}: the command was stopped",
+            spec.limits.timeout
+        ));
+    } else if outcome.timed_out {
         notes.push(format!(
             "command timed out after {:?} and was killed",
             spec.limits.timeout
@@ -650,6 +659,8 @@ fn outcome_json(outcome: &Outcome, spec: &SandboxSpec, audit: Value) -> Value {
         "usage": outcome.usage,
         "enforced": outcome.enforced,
         "writes": outcome.writes,
+        "redactions": outcome.redactions,
+        "secret_expired": outcome.secret_expired,
     })
 }
 
@@ -684,9 +695,14 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(spec) => spec,
         Err(error) => return refuse(format!("{error:#}")),
     };
+    // Only now, with everything else about the invocation valid, are secrets fetched.
+    let secrets = match crate::secrets::fetch(&mut spec, recorder.key_dir().as_deref()) {
+        Ok(secrets) => secrets,
+        Err(error) => return refuse(format!("{error:#}")),
+    };
     let egress = match recorder
         .egress_sink()
-        .and_then(|sink| crate::egress::start(&mut spec, sink))
+        .and_then(|sink| crate::egress::start_with(&mut spec, sink, args.ca_file.as_deref()))
     {
         Ok(egress) => egress,
         Err(error) => return refuse(format!("{error:#}")),
@@ -717,7 +733,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         io,
         tool,
         invocation_id,
-        &mut || match recorder.start(&spec, backend.name(), io) {
+        &mut || match recorder.start(&spec, backend.name(), io, &secrets.uses) {
             Ok(start) => {
                 started = Some(start);
                 Ok(())
@@ -732,6 +748,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             }
         },
     );
+    let result = result.map(|outcome| secrets.judge(outcome));
     let egress_recorded = egress.map(crate::egress::Egress::finish).transpose();
     let Some(started) = started else {
         // Nothing started: the start record could not be written, or the backend refused

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use nanoclaw_native::container::{ContainerMessage, GO};
+use nanoclaw_native::container::ContainerMessage;
 use nanoclaw_spec::BackendError;
 use rustix::fs::{Mode, OFlags};
 use tokio::net::unix::pipe::Receiver;
@@ -35,7 +35,7 @@ pub struct InitChannel {
     report_path: PathBuf,
     lifeline_path: PathBuf,
     report: Receiver,
-    /// Held, never written but for `GO`, until this process ends: its closing (by the
+    /// Held, never written but for the secrets frame and `GO`, until this process ends: its closing (by the
     /// kernel, however this process dies) is what the init watches for.
     lifeline: OwnedFd,
     pending: Vec<u8>,
@@ -94,13 +94,15 @@ impl InitChannel {
     }
 
     /// Seals both pipes (mode 0) and lets the command start.
-    pub fn go(&self) -> Result<(), BackendError> {
+    /// `frame` (`secrets_frame`: the `file` and `env` secrets' values, then `GO`) goes to
+    /// the init in one write, after the seal: only the init can hold the lifeline then.
+    pub fn go(&self, frame: &[u8]) -> Result<(), BackendError> {
         for path in self.paths() {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000))
                 .map_err(|e| BackendError::io(format!("seal {}", path.display()), e))?;
         }
-        match rustix::io::write(&self.lifeline, &[GO]) {
-            Ok(1) => Ok(()),
+        match rustix::io::write(&self.lifeline, frame) {
+            Ok(n) if n == frame.len() => Ok(()),
             Ok(_) => Err(BackendError::io(
                 "start the command",
                 std::io::Error::other("the lifeline took no byte"),

@@ -113,6 +113,20 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
         check_env(key, value).map_err(invalid)?;
     }
     spec.check_mounts()?;
+    spec.check_secrets()?;
+    // A container's environment is kept by the engine in its config on the host (and shown
+    // by `docker inspect`): only placeholders go there; `file` and `env` values go to the
+    // init on its lifeline, in one frame that an empty pipe takes whole.
+    let values: Vec<&[u8]> = delivered_by_init(spec).map(|s| s.value.expose()).collect();
+    if nanoclaw_native::container::secrets_frame(&values).len()
+        > nanoclaw_native::container::MAX_SECRETS_FRAME
+    {
+        return Err(invalid(format!(
+            "the file and env secrets take more than {} bytes together, the most the docker \
+             backend hands its init",
+            nanoclaw_native::container::MAX_SECRETS_FRAME
+        )));
+    }
     let limits = &spec.limits;
     if limits.memory_bytes < MIN_MEMORY_BYTES {
         return Err(invalid(format!(
@@ -177,9 +191,11 @@ pub fn binds(spec: &SandboxSpec) -> Result<Vec<Mount>, BackendError> {
 }
 
 /// `HostConfig.Tmpfs`: every tmpfs noexec, nosuid, nodev, sized, world-writable with the
-/// sticky bit (as the native backend mounts them).
+/// sticky bit (as the native backend mounts them); with `file` secrets, the secrets
+/// directory, the sandbox user's only (the init writes the files into it).
 pub fn tmpfs(spec: &SandboxSpec) -> HashMap<String, String> {
-    spec.tmpfs
+    let mut tmpfs: HashMap<String, String> = spec
+        .tmpfs
         .iter()
         .map(|t| {
             (
@@ -187,7 +203,49 @@ pub fn tmpfs(spec: &SandboxSpec) -> HashMap<String, String> {
                 format!("rw,noexec,nosuid,nodev,size={},mode=1777", t.size_bytes),
             )
         })
-        .collect()
+        .collect();
+    if has_file_secrets(spec) {
+        tmpfs.insert(
+            nanoclaw_spec::SECRETS_DIR.into(),
+            format!(
+                "rw,noexec,nosuid,nodev,size={},mode=0700,uid={},gid={}",
+                nanoclaw_native::container::MAX_SECRETS_FRAME + (64 << 10),
+                spec.user.uid,
+                spec.user.gid
+            ),
+        );
+    }
+    tmpfs
+}
+
+/// The secrets the container's init delivers (`file` and `env`), in the order of its
+/// `ContainerInit::secrets`.
+pub fn delivered_by_init(
+    spec: &SandboxSpec,
+) -> impl Iterator<Item = &nanoclaw_spec::SandboxSecret> {
+    spec.secrets
+        .iter()
+        .filter(|s| s.delivery != nanoclaw_spec::Delivery::Placeholder)
+}
+
+fn has_file_secrets(spec: &SandboxSpec) -> bool {
+    spec.secrets
+        .iter()
+        .any(|s| s.delivery == nanoclaw_spec::Delivery::File)
+}
+
+/// The environment the engine gets: the spec's, and `NAME_FILE` of each `file` secret
+/// (a path, not a value; `env` values go to the init, never here).
+fn engine_env(spec: &SandboxSpec) -> Vec<(String, String)> {
+    let mut env = spec.env.clone();
+    for secret in &spec.secrets {
+        if secret.delivery == nanoclaw_spec::Delivery::File {
+            let key = format!("{}_FILE", secret.name);
+            env.retain(|(k, _)| *k != key);
+            env.push((key, secret.file_inside().to_string_lossy().into_owned()));
+        }
+    }
+    env
 }
 
 fn ulimit(name: &str, value: u64) -> ResourcesUlimits {
@@ -256,9 +314,11 @@ fn writable(spec: &SandboxSpec) -> Vec<PathBuf> {
         .iter()
         .filter(|m| m.writable)
         .map(|m| m.dst.clone());
+    let secrets = has_file_secrets(spec).then(|| PathBuf::from(nanoclaw_spec::SECRETS_DIR));
     tmpfs
         .chain(mounts)
         .chain([PathBuf::from("/dev/shm")])
+        .chain(secrets)
         .collect()
 }
 
@@ -293,13 +353,19 @@ pub fn container_body(
     }
     let arguments = ContainerInit {
         command: spec.command.clone(),
-        env: spec.env.iter().map(|(key, _)| key.clone()).collect(),
+        env: engine_env(spec).into_iter().map(|(key, _)| key).collect(),
         writable: writable(spec),
         workdir: spec.workdir.clone(),
         bridge_port: spec.egress_proxy.as_ref().map(|proxy| proxy.port),
         report: report_inside,
         lifeline: lifeline_inside,
         timeout_ms: u64::try_from(spec.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+        secrets: delivered_by_init(spec)
+            .map(|s| nanoclaw_native::container::ContainerSecret {
+                name: s.name.clone(),
+                delivery: s.delivery,
+            })
+            .collect(),
     };
     let arguments = serde_json::to_string(&arguments)
         .map_err(|e| invalid(format!("the init's arguments: {e}")))?;
@@ -310,7 +376,12 @@ pub fn container_body(
         entrypoint: Some(init.entrypoint(arguments)),
         cmd: Some(Vec::new()),
         user: Some(format!("{}:{}", spec.user.uid, spec.user.gid)),
-        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(
+            engine_env(spec)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        ),
         // The init enters the spec's workdir; the engine would create a missing one.
         working_dir: Some("/".into()),
         hostname: Some(HOSTNAME.into()),

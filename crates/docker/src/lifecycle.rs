@@ -270,8 +270,8 @@ impl DockerBackend {
         let deadline = tokio::time::Instant::from_std(started + spec.limits.timeout);
 
         let limit = spec.limits.output_bytes;
-        let mut stdout = Sink::new(io.capture, limit, Target::Stdout);
-        let mut stderr = Sink::new(io.capture, limit, Target::Stderr);
+        let mut stdout = Sink::new(io.capture, limit, Target::Stdout, &spec.secrets);
+        let mut stderr = Sink::new(io.capture, limit, Target::Stderr, &spec.secrets);
         let exited = Notify::new();
         let exited_before_ready = Notify::new();
         let exit = async {
@@ -305,7 +305,11 @@ impl DockerBackend {
                 while let Some(message) = channel.next().await {
                     match message {
                         ContainerMessage::Init(InitMessage::Ready { landlock }) => {
-                            return channel.go().map(|()| Some(landlock));
+                            let values: Vec<&[u8]> = config::delivered_by_init(spec)
+                                .map(|s| s.value.expose())
+                                .collect();
+                            let frame = nanoclaw_native::container::secrets_frame(&values);
+                            return channel.go(&frame).map(|()| Some(landlock));
                         }
                         other => messages.push(other),
                     }
@@ -341,17 +345,22 @@ impl DockerBackend {
             heard.signal,
             heard.timed_out,
         );
+        let (stdout, mut redactions) = stdout.finish().await;
+        let (stderr, more) = stderr.finish().await;
+        nanoclaw_spec::add_counts(&mut redactions, more);
         let outcome = Outcome {
             exit_code: heard.exit_code,
             signal: heard.signal,
             timed_out: heard.timed_out,
             oom_killed,
             duration_ms,
-            stdout: stdout.finish(),
-            stderr: stderr.finish(),
+            stdout,
+            stderr,
             usage: heard.usage,
             enforced: Default::default(),
             writes: None,
+            redactions,
+            secret_expired: false,
         };
         Ok((outcome, applied, heard.landlock))
     }

@@ -197,7 +197,37 @@ impl RunDir {
                 });
             }
         }
+        if let Some(bundle) = engine_spec.ca_bundle.take() {
+            engine_spec.mounts.push(Mount {
+                src: self.stage_ca_bundle(&bundle)?,
+                dst: PathBuf::from(nanoclaw_spec::CA_BUNDLE_INSIDE),
+                writable: false,
+            });
+        }
+        // What the engine is told never holds a value: the runner keeps them (redaction,
+        // and the init's lifeline for `file` and `env`).
+        for secret in &mut engine_spec.secrets {
+            secret.value = nanoclaw_spec::SecretValue::default();
+        }
         Ok(engine_spec)
+    }
+
+    /// The sandbox's CA bundle (public certificates only: the proxy's CA key never leaves
+    /// its memory) as a read-only file of the run's directory, for the engine to bind.
+    fn stage_ca_bundle(&mut self, bundle: &str) -> Result<PathBuf, BackendError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join("ca-bundle.pem");
+        self.entries.push(path.clone());
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .and_then(|mut file| file.write_all(bundle.as_bytes()))
+            .map_err(|e| BackendError::io(format!("write the CA bundle {}", path.display()), e))?;
+        Ok(path)
     }
 
     /// Stages the writable mount of `src` as an overlay with the run's write budget
@@ -378,7 +408,9 @@ mod tests {
             &messages[..],
             [ContainerMessage::Ended(ended)] if ended.signal == Some(15) && ended.usage.cpu_ms == 12
         ));
-        channel.go().unwrap_or_else(|e| panic!("{e}"));
+        channel
+            .go(&[nanoclaw_native::container::GO])
+            .unwrap_or_else(|e| panic!("{e}"));
         for path in [&report, &lifeline] {
             assert_eq!(fs::metadata(path).unwrap().mode() & 0o777, 0, "sealed");
         }

@@ -7,13 +7,15 @@
 
 use std::time::Duration;
 
-use nanoclaw_spec::{Capture, Captured};
+use nanoclaw_spec::{Capture, Captured, Redactor, SandboxSecret};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Where one stream goes.
 pub struct Sink {
     capture: Capture,
+    /// The invocation's secret values, replaced before the bytes go anywhere.
+    redactor: Redactor,
     target: Target,
     /// Our own stream went away (a closed pipe); the rest is dropped, the run goes on.
     broken: bool,
@@ -26,15 +28,25 @@ pub enum Target {
 }
 
 impl Sink {
-    pub fn new(capture: bool, limit: u64, target: Target) -> Self {
+    pub fn new(capture: bool, limit: u64, target: Target, secrets: &[SandboxSecret]) -> Self {
         Sink {
             capture: Capture::new(capture, limit),
+            redactor: Redactor::new(secrets),
             target,
             broken: false,
         }
     }
 
     pub async fn push(&mut self, bytes: &[u8]) {
+        if self.redactor.is_active() {
+            let clean = self.redactor.push(bytes);
+            self.pass(&clean).await;
+        } else {
+            self.pass(bytes).await;
+        }
+    }
+
+    async fn pass(&mut self, bytes: &[u8]) {
         self.capture.push(bytes);
         if self.capture.is_capturing() || self.broken {
             return;
@@ -48,8 +60,11 @@ impl Sink {
         self.broken = written.is_err();
     }
 
-    pub fn finish(self) -> Captured {
-        self.capture.finish()
+    /// The capture, and the redactions made, by secret name.
+    pub async fn finish(mut self) -> (Captured, std::collections::BTreeMap<String, u64>) {
+        let rest = self.redactor.finish();
+        self.pass(&rest).await;
+        (self.capture.finish(), self.redactor.counts())
     }
 }
 
@@ -115,10 +130,10 @@ mod tests {
     #[test]
     fn a_capture_keeps_the_first_bytes_and_counts_all() {
         let captured = run(async {
-            let mut sink = Sink::new(true, 5, Target::Stdout);
+            let mut sink = Sink::new(true, 5, Target::Stdout, &[]);
             sink.push(b"abc").await;
             sink.push(b"defgh").await;
-            sink.finish()
+            sink.finish().await.0
         });
         assert_eq!(
             captured,
@@ -133,9 +148,9 @@ mod tests {
     #[test]
     fn a_capture_at_the_limit_is_not_truncated() {
         let captured = run(async {
-            let mut sink = Sink::new(true, 3, Target::Stderr);
+            let mut sink = Sink::new(true, 3, Target::Stderr, &[]);
             sink.push(b"abc").await;
-            sink.finish()
+            sink.finish().await.0
         });
         assert!(!captured.truncated);
         assert_eq!(captured.text, "abc");

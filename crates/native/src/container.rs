@@ -29,7 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nanoclaw_spec::{LandlockStatus, SetupError, Usage};
+use nanoclaw_spec::{Delivery, LandlockStatus, SetupError, Usage, Zeroizing};
 use serde::{Deserialize, Serialize};
 
 use crate::rootfs::Layout;
@@ -68,6 +68,56 @@ pub struct ContainerInit {
     pub lifeline: PathBuf,
     /// The spec's timeout, which the init enforces itself past `lifeline::GRACE`.
     pub timeout_ms: u64,
+    /// The `file` and `env` secrets, by name: their values come on the lifeline, in this
+    /// order, just before `GO` (`secrets_frame`), never through the engine.
+    #[serde(default)]
+    pub secrets: Vec<ContainerSecret>,
+}
+
+/// A secret the container's init delivers: `File` into `SECRETS_DIR` (a tmpfs the engine
+/// mounts in the container only), `Env` into the command's environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSecret {
+    pub name: String,
+    pub delivery: Delivery,
+}
+
+/// The largest secrets frame: it must fit an empty pipe whole, so that the runner's write
+/// never waits on the init.
+pub const MAX_SECRETS_FRAME: usize = 60 * 1024;
+
+/// What the runner writes on the lifeline to start the command: the secrets' values (each
+/// a 4-byte little-endian length and the bytes), then `GO`.
+pub fn secrets_frame(values: &[&[u8]]) -> Zeroizing<Vec<u8>> {
+    let size = values.iter().map(|v| 4 + v.len()).sum::<usize>() + 1;
+    let mut frame = Zeroizing::new(Vec::with_capacity(size));
+    for value in values {
+        frame.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_le_bytes());
+        frame.extend_from_slice(value);
+    }
+    frame.push(GO);
+    frame
+}
+
+/// Reads `count` values and `GO` from `frame`: `None` while incomplete, `Some(Err)` if it
+/// is not a frame.
+fn parse_frame(frame: &[u8], count: usize) -> Option<Result<Vec<Zeroizing<Vec<u8>>>, ()>> {
+    let mut values = Vec::with_capacity(count);
+    let mut at = 0;
+    for _ in 0..count {
+        let len = frame.get(at..at + 4)?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if len > MAX_SECRETS_FRAME {
+            return Some(Err(()));
+        }
+        values.push(Zeroizing::new(frame.get(at + 4..at + 4 + len)?.to_vec()));
+        at += 4 + len;
+    }
+    match frame.get(at) {
+        None => None,
+        Some(&GO) if frame.len() == at + 1 => Some(Ok(values)),
+        Some(_) => Some(Err(())),
+    }
 }
 
 /// One line on the report pipe.
@@ -123,15 +173,18 @@ pub fn main(args: &[OsString]) -> ! {
             sys::exit_now(125);
         }
     }
-    if !channel.await_go(start_by) {
+    let Some(values) = channel.await_go(start_by, init.secrets.len()) else {
         sys::exit_now(125);
+    };
+    if let Err(error) = deliver_files(&init, &values) {
+        channel.fail(error);
     }
     let deadline = lifeline::deadline(timeout);
     let sigchld = sys::sigchld_fd().unwrap_or_else(|e| {
         channel.fail(SetupError::io("watch the command", e));
     });
     let command = match sys::fork_process() {
-        Ok(Forked::Child) => exec_command(&init, &channel),
+        Ok(Forked::Child) => exec_command(&init, &channel, &values),
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => channel.fail(SetupError::io("start the command", e)),
     };
@@ -201,13 +254,16 @@ impl Channel {
         sys::exit_now(125)
     }
 
-    /// Waits for the runner's `GO` until `by`; false on anything else (it is gone).
-    fn await_go(&self, by: std::time::Instant) -> bool {
+    /// Waits for the runner's secrets frame (with `count` values) and `GO` until `by`;
+    /// `None` on anything else (it is gone).
+    fn await_go(&self, by: std::time::Instant, count: usize) -> Option<Vec<Zeroizing<Vec<u8>>>> {
         use rustix::event::{PollFd, PollFlags};
+        let mut frame = Zeroizing::new(Vec::new());
+        let mut chunk = Zeroizing::new([0u8; 4096]);
         loop {
             let left = by.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                return false;
+                return None;
             }
             let timeout = rustix::time::Timespec {
                 tv_sec: left.as_secs() as i64,
@@ -216,16 +272,53 @@ impl Channel {
             let mut fds = [PollFd::new(&self.lifeline, PollFlags::IN)];
             match rustix::event::poll(&mut fds, Some(&timeout)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(_) => return false,
+                Err(_) => return None,
             }
-            let mut byte = [0u8; 1];
-            match rustix::io::read(&self.lifeline, &mut byte) {
-                Ok(1) => return byte[0] == GO,
+            // Without secrets the frame is the one byte `GO`: read no further than it.
+            let want = if count == 0 { 1 } else { chunk.len() };
+            match rustix::io::read(&self.lifeline, &mut chunk[..want]) {
+                Ok(0) => return None,
+                Ok(n) => {
+                    if frame.len() + n > MAX_SECRETS_FRAME {
+                        return None;
+                    }
+                    frame.extend_from_slice(&chunk[..n]);
+                    match parse_frame(&frame, count) {
+                        None => {}
+                        Some(Ok(values)) => return Some(values),
+                        Some(Err(())) => return None,
+                    }
+                }
                 Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {}
-                _ => return false,
+                Err(_) => return None,
             }
         }
     }
+}
+
+/// Writes each `file` secret into `SECRETS_DIR` (mode 0400, never through a symlink, never
+/// over an existing file).
+fn deliver_files(init: &ContainerInit, values: &[Zeroizing<Vec<u8>>]) -> Result<(), SetupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for (secret, value) in init.secrets.iter().zip(values) {
+        if secret.delivery != Delivery::File {
+            continue;
+        }
+        let path = Path::new(nanoclaw_spec::SECRETS_DIR).join(&secret.name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .and_then(|mut file| file.write_all(value))
+            .map_err(|e| {
+                let mut error = SetupError::io("deliver a secret file", e);
+                error.path = Some(path.display().to_string());
+                error
+            })?;
+    }
+    Ok(())
 }
 
 /// Landlock, then the bridge (which runs under it).
@@ -283,7 +376,7 @@ fn exec_trees(dir: &Path, writable: &[PathBuf]) -> std::io::Result<Vec<PathBuf>>
 }
 
 /// The command's side of the fork: exactly the spec's environment, then exec.
-fn exec_command(init: &ContainerInit, channel: &Channel) -> ! {
+fn exec_command(init: &ContainerInit, channel: &Channel, values: &[Zeroizing<Vec<u8>>]) -> ! {
     let fail = |message: InitMessage, code: i32| -> ! {
         channel.send(&ContainerMessage::Init(message));
         sys::exit_now(code)
@@ -297,11 +390,17 @@ fn exec_command(init: &ContainerInit, channel: &Channel) -> ! {
     if let Err(error) = init::close_and_enter(&init.workdir) {
         fail(InitMessage::SetupFailed(error), 125);
     }
-    let env: Vec<(String, OsString)> = init
+    let mut env: Vec<(String, OsString)> = init
         .env
         .iter()
         .filter_map(|key| std::env::var_os(key).map(|value| (key.clone(), value)))
         .collect();
+    for (secret, value) in init.secrets.iter().zip(values) {
+        if secret.delivery == Delivery::Env {
+            env.retain(|(key, _)| *key != secret.name);
+            env.push((secret.name.clone(), OsStr::from_bytes(value).to_os_string()));
+        }
+    }
     let pair =
         |(key, value): &(String, OsString)| [key.as_bytes(), b"=", value.as_bytes()].concat();
     let program = init.command.first().cloned().unwrap_or_default();
@@ -360,6 +459,26 @@ mod tests {
     }
 
     #[test]
+    fn a_secrets_frame_parses_back_only_whole_and_exact() {
+        let frame = secrets_frame(&[b"one", b"", b"three\0"]);
+        let values = parse_frame(&frame, 3)
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let values: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+        assert_eq!(values, [&b"one"[..], b"", b"three\0"]);
+        assert!(
+            parse_frame(&frame[..frame.len() - 1], 3).is_none(),
+            "incomplete"
+        );
+        assert!(
+            matches!(parse_frame(&frame, 2), Some(Err(()))),
+            "a count too low"
+        );
+        assert!(matches!(parse_frame(&[GO], 0), Some(Ok(v)) if v.is_empty()));
+        assert!(matches!(parse_frame(b"x", 0), Some(Err(()))));
+    }
+
+    #[test]
     fn the_arguments_round_trip_as_json() {
         let init = ContainerInit {
             command: vec!["sh".into(), "-c".into(), "echo $A".into()],
@@ -370,6 +489,10 @@ mod tests {
             report: "/.nanoclaw/report".into(),
             lifeline: "/.nanoclaw/lifeline".into(),
             timeout_ms: 30_000,
+            secrets: vec![ContainerSecret {
+                name: "T".into(),
+                delivery: Delivery::File,
+            }],
         };
         let json = serde_json::to_string(&init).unwrap_or_default();
         assert_eq!(

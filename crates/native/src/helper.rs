@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nanoclaw_spec::{Capture, Captured, SetupError, Usage};
+use nanoclaw_spec::{add_counts, Capture, Captured, Redactor, SandboxSecret, SetupError, Usage};
 use rustix::event::{PollFd, PollFlags};
 use rustix::fs::{Mode, OFlags};
 use rustix::pipe::PipeFlags;
@@ -57,7 +57,8 @@ fn read_request() -> Result<(HelperRequest, BufReader<std::fs::File>), SetupErro
     let fd = sys::take_inherited_fd(REQUEST_FD)
         .ok_or_else(|| setup_error("read sandbox request", "descriptor 3 is not open"))?;
     let mut reader = BufReader::new(std::fs::File::from(fd));
-    let mut line = Vec::new();
+    // It holds the secret values: zeroed once parsed.
+    let mut line = zeroize::Zeroizing::new(Vec::new());
     reader
         .read_until(b'\n', &mut line)
         .map_err(|e| setup_error("read sandbox request", e))?;
@@ -136,6 +137,14 @@ fn run(report_fd: &mut Option<OwnedFd>) -> Result<HelperReport, SetupError> {
         Ok(Forked::Child) => {
             drop(report_fd.take());
             drop(helper_io);
+            // The sandbox never holds a placeholder secret's value, not even in the init's
+            // memory (which the command cannot read anyway: the init is not dumpable).
+            let mut request = request;
+            for secret in &mut request.spec.secrets {
+                if secret.delivery == nanoclaw_spec::Delivery::Placeholder {
+                    secret.value = nanoclaw_spec::SecretValue::default();
+                }
+            }
             init::run(&request, &filters, child_io);
         }
         Ok(Forked::Parent(pid)) => pid,
@@ -175,21 +184,33 @@ fn prepare_child(request: &HelperRequest, pid: libc::pid_t) -> Result<(), SetupE
     Ok(())
 }
 
-/// A bounded capture of one stream, or a pass-through to one of the helper's own.
+/// A bounded capture of one stream, or a pass-through to one of the helper's own, with
+/// the invocation's secret values redacted before either.
 struct Sink {
     capture: Capture,
     target: i32,
+    redactor: Redactor,
 }
 
 impl Sink {
-    fn new(capture: bool, limit: u64, target: i32) -> Self {
+    fn new(capture: bool, limit: u64, target: i32, secrets: &[SandboxSecret]) -> Self {
         Sink {
             capture: Capture::new(capture, limit),
             target,
+            redactor: Redactor::new(secrets),
         }
     }
 
     fn push(&mut self, bytes: &[u8]) {
+        if self.redactor.is_active() {
+            let clean = self.redactor.push(bytes);
+            self.pass(&clean);
+        } else {
+            self.pass(bytes);
+        }
+    }
+
+    fn pass(&mut self, bytes: &[u8]) {
         self.capture.push(bytes);
         if self.capture.is_capturing() {
             return;
@@ -206,8 +227,11 @@ impl Sink {
         }
     }
 
-    fn finish(self) -> Captured {
-        self.capture.finish()
+    /// The capture, and the redactions made, by secret name.
+    fn finish(mut self) -> (Captured, std::collections::BTreeMap<String, u64>) {
+        let rest = self.redactor.finish();
+        self.pass(&rest);
+        (self.capture.finish(), self.redactor.counts())
     }
 }
 
@@ -249,8 +273,9 @@ fn supervise(
     let runner = commit.get_ref();
 
     let deadline = started + limits.timeout;
-    let mut stdout = Sink::new(capture, limits.output_bytes, 1);
-    let mut stderr = Sink::new(capture, limits.output_bytes, 2);
+    let secrets = &request.spec.secrets;
+    let mut stdout = Sink::new(capture, limits.output_bytes, 1, secrets);
+    let mut stderr = Sink::new(capture, limits.output_bytes, 2, secrets);
     let mut messages = Vec::new();
     let mut out_fd = Some(io.stdout);
     let mut err_fd = Some(io.stderr);
@@ -398,6 +423,9 @@ fn supervise(
         ));
     };
     let (exit_code, signal) = sys::decode_status(status.unwrap_or(reaped.status));
+    let (stdout, mut redactions) = stdout.finish();
+    let (stderr, more) = stderr.finish();
+    add_counts(&mut redactions, more);
     Ok(HelperReport::Finished(Finished {
         exit_code: if timed_out { None } else { exit_code },
         signal: if timed_out {
@@ -407,8 +435,9 @@ fn supervise(
         },
         timed_out,
         duration_ms,
-        stdout: stdout.finish(),
-        stderr: stderr.finish(),
+        stdout,
+        stderr,
+        redactions,
         usage: Usage {
             cpu_ms: reaped.cpu_ms,
             max_rss_kib: reaped.max_rss_kib,

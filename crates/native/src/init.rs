@@ -211,7 +211,12 @@ fn exec_command(request: &HelperRequest, io: &InitIo) -> ! {
     let program = spec.command.first().cloned().unwrap_or_default();
     let (argv, envp) = match (
         c_strings(spec.command.iter().map(String::as_str)),
-        c_strings(spec.env.iter().map(|(k, v)| format!("{k}={v}"))),
+        c_strings(spec.command_env().into_iter().map(|(k, v)| {
+            let mut entry = k.into_bytes();
+            entry.push(b'=');
+            entry.extend_from_slice(&v);
+            entry
+        })),
     ) {
         (Some(argv), Some(envp)) => (argv, envp),
         _ => report(

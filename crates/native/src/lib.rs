@@ -96,6 +96,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
     }
     spec.syscalls.check()?;
     spec.check_mounts()?;
+    spec.check_secrets()?;
     let limits = &spec.limits;
     if limits.memory_bytes < 4 << 20 {
         return Err(invalid(format!(
@@ -213,6 +214,8 @@ impl Backend for NativeBackend {
                 read_only_root: true,
             },
             writes: writes?,
+            redactions: finished.redactions,
+            secret_expired: false,
         })
     }
 }
@@ -350,7 +353,16 @@ impl NativeBackend {
         };
         drop(command);
         let payload = match prepare().and_then(|request| {
-            let mut line = serde_json::to_vec(&request).map_err(|e| {
+            // It holds the secret values: zeroed when sent, and sized so that growing it
+            // leaves no copy behind (a value is at most 4 bytes a byte in JSON).
+            let values: usize = request
+                .spec
+                .secrets
+                .iter()
+                .map(|s| s.value.expose().len())
+                .sum();
+            let mut line = zeroize::Zeroizing::new(Vec::with_capacity((1 << 20) + 4 * values));
+            serde_json::to_writer(&mut *line, &request).map_err(|e| {
                 BackendError::io("encode sandbox request", std::io::Error::other(e))
             })?;
             line.push(b'\n');

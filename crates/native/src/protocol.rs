@@ -68,4 +68,6 @@ pub struct Finished {
     pub stderr: Captured,
     pub usage: Usage,
     pub landlock: LandlockStatus,
+    /// Secret values redacted from the output, by secret name.
+    pub redactions: std::collections::BTreeMap<String, u64>,
 }

@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use nanoclaw_spec::{proc_masks, Root, SandboxSpec, SetupError};
+use nanoclaw_spec::{proc_masks, Delivery, Root, SandboxSpec, SetupError};
 use rustix::fs::{self, AtFlags, FileType, Mode, OFlags};
 use rustix::mount::{self as mnt, MountFlags, MountPropagationFlags, UnmountFlags};
 
@@ -287,6 +287,15 @@ impl Builder {
     }
 
     fn write_file(&mut self, path: &Path, contents: &[u8]) -> Result<(), SetupError> {
+        self.write_file_mode(path, contents, 0o644)
+    }
+
+    fn write_file_mode(
+        &mut self,
+        path: &Path,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<(), SetupError> {
         let parent = path.parent().unwrap_or(Path::new("/"));
         let name = path
             .file_name()
@@ -303,7 +312,7 @@ impl Builder {
             &dir,
             name,
             OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+            Mode::from_raw_mode(mode),
         )
         .map_err(|e| fail("write file", path, e))?;
         std::io::Write::write_all(&mut std::fs::File::from(file), contents)
@@ -671,6 +680,7 @@ pub fn assemble(spec: &SandboxSpec, sources: Sources) -> Result<Layout, SetupErr
         )?;
         builder.layout.read_write.push(tmpfs.dst.clone());
     }
+    deliver_files(&mut builder, spec)?;
     for (source, dst, writable) in &sources.user {
         builder.bind(source, dst, *writable)?;
     }
@@ -687,6 +697,55 @@ pub fn assemble(spec: &SandboxSpec, sources: Sources) -> Result<Layout, SetupErr
         .map_err(|e| fail("make read-only", "/dev", e))?;
     mnt::mount_remount("/", ro, "").map_err(|e| fail("make root read-only", "/", e))?;
     Ok(builder.layout)
+}
+
+/// Puts the `file` secrets (mode 0400) and the CA bundle (0444) on fresh tmpfs mounts that
+/// only this sandbox has, owned by the sandbox user (who is making them), then makes each
+/// mount read-only. The bytes come from the spec pipe; no host file ever holds them.
+fn deliver_files(builder: &mut Builder, spec: &SandboxSpec) -> Result<(), SetupError> {
+    let files: Vec<_> = spec
+        .secrets
+        .iter()
+        .filter(|s| s.delivery == Delivery::File)
+        .collect();
+    let ro = MountFlags::BIND
+        | MountFlags::RDONLY
+        | MountFlags::NOSUID
+        | MountFlags::NODEV
+        | MountFlags::NOEXEC;
+    let fresh = |builder: &mut Builder, dir: &Path, bytes: usize| -> Result<(), SetupError> {
+        let options = format!("size={},nr_inodes=1024,mode=0700", bytes + (64 << 10));
+        builder.tmpfs(
+            dir,
+            &options,
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        )?;
+        builder.layout.read_exec.push(dir.to_path_buf());
+        Ok(())
+    };
+    let seal = |builder: &mut Builder, dir: &Path, mode: u32| -> Result<(), SetupError> {
+        let mounted = walk(&builder.root, dir, None)?;
+        fs::chmod(fd_path(&mounted), Mode::from_raw_mode(mode))
+            .map_err(|e| fail("seal secrets", dir, e))?;
+        mnt::mount_remount(fd_path(&mounted), ro, "").map_err(|e| fail("seal secrets", dir, e))
+    };
+    if !files.is_empty() {
+        let dir = Path::new(nanoclaw_spec::SECRETS_DIR);
+        let total = files.iter().map(|s| s.value.expose().len() + 4096).sum();
+        fresh(builder, dir, total)?;
+        for secret in &files {
+            builder.write_file_mode(&secret.file_inside(), secret.value.expose(), 0o400)?;
+        }
+        seal(builder, dir, 0o500)?;
+    }
+    if let Some(bundle) = &spec.ca_bundle {
+        let path = Path::new(nanoclaw_spec::CA_BUNDLE_INSIDE);
+        let dir = path.parent().unwrap_or(Path::new("/run"));
+        fresh(builder, dir, bundle.len())?;
+        builder.write_file_mode(path, bundle.as_bytes(), 0o444)?;
+        seal(builder, dir, 0o555)?;
+    }
+    Ok(())
 }
 
 /// Makes `root` the process's `/` and detaches the old root entirely.

@@ -35,7 +35,11 @@
 //! user = "10001:10001"                   # default; uid or gid 0 is `root-user`, a host
 //!                                        #   account's or a mount owner's is `host-user`
 //! network = "none"                       # default; or { allow = ["api.github.com:443", "*.pypi.org:443"] }
-//! secrets = [{ name = "GITHUB_TOKEN", ttl = "5m" }]   # names only
+//! secrets = [{ name = "GITHUB_TOKEN", ttl = "5m",     # ttl required, <= [defaults] secret_ttl_max (1h)
+//!             from = "env:GH_TOKEN",              # or "file:/abs/path", or ["cmd", "arg"] (no shell)
+//!             deliver = "placeholder",            # default with network.allow; else "file"; or "env"
+//!             hosts = ["api.github.com:443"],     # placeholder: where the proxy substitutes it
+//!             body = false }]                     # placeholder: also in request bodies
 //! syscalls = { profile = "default", allow = [] }      # extra allowances are `extra-syscalls`
 //! capabilities = []                      # any entry is `capabilities`
 //! [tools.search.limits]                  # memory, cpus, pids, output, tmpfs
@@ -77,8 +81,8 @@
 //! Errors a `[tools.NAME.unsafe]` table may acknowledge: `sensitive-mount`, `writable-git`,
 //! `root-user`, `capabilities`, `extra-syscalls`, `unpinned-image`, `broad-egress`,
 //! `above-ceiling`, `secret-without-ttl`, `visible-credentials`, `host-user`, `loader-env`.
-//! Errors nothing acknowledges: `symlink-mount`,
-//! `host-network`. Warnings: `no-description`, `writable-workspace`, `writable-repo`,
+//! Errors nothing acknowledges: `symlink-mount`, `secret-hosts`,
+//! `host-network`. Warnings: `env-secret`, `readable-secret-file`, `no-description`, `writable-workspace`, `writable-repo`,
 //! `credentials-inside`, `missing-path`, `plain-http`, `internal-egress`, `shell-append`,
 //! `raised-ceiling`, `unused-acknowledgement`. See [`Rule`].
 

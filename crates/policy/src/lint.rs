@@ -22,7 +22,7 @@ use crate::egress;
 use crate::policy::{ExtraArgs, HostPath, MountDecl, Policy, Resources, Tool, ToolNetwork};
 use crate::sensitive::{self, Homes};
 use crate::units;
-use nanoclaw_spec::{loader_variable, SANDBOX_UID};
+use nanoclaw_spec::{loader_variable, Delivery, SANDBOX_UID};
 
 /// A lint rule, by its stable id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -43,8 +43,11 @@ pub enum Rule {
     VisibleCredentials,
     // Errors nothing can acknowledge.
     SymlinkMount,
+    SecretHosts,
     HostNetwork,
     // Warnings.
+    EnvSecret,
+    ReadableSecretFile,
     NoDescription,
     WritableWorkspace,
     WritableRepo,
@@ -89,6 +92,9 @@ impl Rule {
             Rule::LoaderEnv => "loader-env",
             Rule::VisibleCredentials => "visible-credentials",
             Rule::SymlinkMount => "symlink-mount",
+            Rule::SecretHosts => "secret-hosts",
+            Rule::EnvSecret => "env-secret",
+            Rule::ReadableSecretFile => "readable-secret-file",
             Rule::HostNetwork => "host-network",
             Rule::NoDescription => "no-description",
             Rule::WritableWorkspace => "writable-workspace",
@@ -300,6 +306,110 @@ fn over(value: &Resources, ceiling: &Resources) -> Vec<(&'static str, String, St
     out
 }
 
+/// `secret-without-ttl`, `above-ceiling` for a ttl, `secret-hosts`, `env-secret` and
+/// `readable-secret-file`.
+fn secret_findings(c: &mut Collector<'_>, ttl_max: std::time::Duration) {
+    let tool = c.tool;
+    let allow: &[nanoclaw_spec::EgressRule] = match &tool.network {
+        ToolNetwork::Allow(rules) => rules,
+        _ => &[],
+    };
+    for (i, secret) in tool.secrets.iter().enumerate() {
+        let key = format!("secrets.{i}");
+        let name = &secret.name;
+        match secret.ttl {
+            None => c.add(
+                Rule::SecretWithoutTtl,
+                &key,
+                format!("secret {name} has no ttl"),
+                Some(format!(
+                    "bound its lifetime: {{ name = \"{name}\", ttl = \"5m\", ... }}"
+                )),
+            ),
+            Some(ttl) if ttl > ttl_max => c.add(
+                Rule::AboveCeiling,
+                &key,
+                format!(
+                    "secret {name}'s ttl {} is above the ceiling {} ([defaults] secret_ttl_max)",
+                    units::duration(ttl),
+                    units::duration(ttl_max)
+                ),
+                Some(format!("lower it to at most {}", units::duration(ttl_max))),
+            ),
+            Some(_) => {}
+        }
+        match secret.deliver {
+            Delivery::Placeholder => {
+                if allow.is_empty() {
+                    c.add(
+                        Rule::SecretHosts,
+                        &format!("{key}.deliver"),
+                        format!("secret {name} is delivered as a placeholder, but the tool has no network allow list for the proxy to use it on"),
+                        Some("give the tool network = { allow = [...] }, or deliver = \"file\"".into()),
+                    );
+                }
+                for host in &secret.hosts {
+                    if !allow.iter().any(|rule| covers(rule, host)) {
+                        c.add(
+                            Rule::SecretHosts,
+                            &format!("{key}.hosts"),
+                            format!(
+                                "secret {name} may be sent to {}:{}, which the tool's network allow list does not name",
+                                host.host, host.port
+                            ),
+                            Some("list only hosts of `network.allow` in the secret's `hosts`".into()),
+                        );
+                    }
+                }
+            }
+            Delivery::Env => c.add(
+                Rule::EnvSecret,
+                &format!("{key}.deliver"),
+                format!("secret {name} is delivered in the command's environment, where every process of the tool can read it and print it"),
+                Some("prefer deliver = \"file\" (or \"placeholder\" for a tool that sends it to an API)".into()),
+            ),
+            Delivery::File => {}
+        }
+        if let nanoclaw_spec::SecretSource::File(path) = &secret.from {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if meta.mode() & 0o077 != 0 {
+                    c.add(
+                        Rule::ReadableSecretFile,
+                        &format!("{key}.from"),
+                        format!(
+                            "secret {name}'s source {} can be read by others than its owner (mode {:04o})",
+                            path.display(),
+                            meta.mode() & 0o7777
+                        ),
+                        Some(format!("chmod 600 {}", path.display())),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether the allow rule `rule` lets through `host` (same port; the same name, or a
+/// subdomain of a `*.` rule).
+pub(crate) fn covers(rule: &nanoclaw_spec::EgressRule, host: &nanoclaw_spec::EgressRule) -> bool {
+    if rule.port != host.port {
+        return false;
+    }
+    if rule.host.eq_ignore_ascii_case(&host.host) {
+        return true;
+    }
+    match rule.host.strip_prefix("*.") {
+        Some(domain) => {
+            let h = host.host.to_ascii_lowercase();
+            !host.host.starts_with("*.")
+                && h.len() > domain.len() + 1
+                && h.ends_with(&format!(".{}", domain.to_ascii_lowercase()))
+        }
+        None => false,
+    }
+}
+
 /// Programs that run whatever their arguments say.
 const SHELLS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "busybox", "env",
@@ -390,19 +500,7 @@ fn tool_findings(
             Some(format!("lower it to at most {limit}")),
         );
     }
-    for (i, secret) in tool.secrets.iter().enumerate() {
-        if secret.ttl.is_none() {
-            c.add(
-                Rule::SecretWithoutTtl,
-                &format!("secrets.{i}"),
-                format!("secret {} has no ttl", secret.name),
-                Some(format!(
-                    "bound its lifetime: {{ name = \"{}\", ttl = \"5m\" }}",
-                    secret.name
-                )),
-            );
-        }
-    }
+    secret_findings(&mut c, policy.defaults().secret_ttl_max);
     network_findings(&mut c);
     if tool.args == ExtraArgs::Append {
         let program = tool

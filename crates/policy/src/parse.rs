@@ -13,7 +13,8 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use nanoclaw_spec::{
-    is_env_name, parse_bytes, parse_cpus, parse_duration, Syscalls, User, SANDBOX_UID,
+    is_env_name, parse_bytes, parse_cpus, parse_duration, Delivery, SecretSource, Syscalls, User,
+    SANDBOX_UID,
 };
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -36,7 +37,7 @@ type Declared = (Vec<(Param, Span)>, Vec<String>);
 const MAX_ERRORS: usize = 50;
 
 const ROOT_KEYS: &[&str] = &["defaults", "ceilings", "tools"];
-const DEFAULTS_KEYS: &[&str] = &["backend", "timeout", "limits"];
+const DEFAULTS_KEYS: &[&str] = &["backend", "timeout", "limits", "secret_ttl_max"];
 const LIMIT_KEYS: &[&str] = &[
     "memory",
     "cpus",
@@ -78,7 +79,7 @@ const TOOL_KEYS: &[&str] = &[
 ];
 const MOUNT_KEYS: &[&str] = &["host", "path", "mode", "credentials"];
 const NETWORK_KEYS: &[&str] = &["allow"];
-const SECRET_KEYS: &[&str] = &["name", "ttl"];
+const SECRET_KEYS: &[&str] = &["name", "ttl", "from", "deliver", "hosts", "body"];
 const SYSCALL_KEYS: &[&str] = &["profile", "allow"];
 const UNSAFE_KEYS: &[&str] = &["reason", "allow"];
 const PARAM_KEYS: &[&str] = &[
@@ -466,6 +467,7 @@ impl<'s> Parser<'s> {
         let mut defaults = Defaults {
             backend: BackendKind::Native,
             resources: Resources::builtin_defaults(),
+            secret_ttl_max: crate::policy::SECRET_TTL_MAX,
         };
         let mut default_spots = Spots::new();
         if let Some(value) = get(root, "defaults") {
@@ -531,6 +533,12 @@ impl<'s> Parser<'s> {
             if let Some(timeout) = self.duration(value, "`timeout` in [defaults]") {
                 defaults.resources.timeout = timeout;
                 self.spot(spots, "timeout", &value.span());
+            }
+        }
+        if let Some(value) = get(table, "secret_ttl_max") {
+            if let Some(max) = self.duration(value, "`secret_ttl_max` in [defaults]") {
+                defaults.secret_ttl_max = max;
+                self.spot(spots, "secret_ttl_max", &value.span());
             }
         }
         if let Some(value) = get(table, "limits") {
@@ -636,7 +644,7 @@ impl<'s> Parser<'s> {
         };
         let secrets = match field("secrets") {
             None => Some(Vec::new()),
-            Some(v) => self.secrets(v, &tool_name, &env, &mut spots),
+            Some(v) => self.secrets(v, &tool_name, &env, network.as_ref(), &mut spots),
         };
         let syscalls = match field("syscalls") {
             None => Some(Syscalls::default()),
@@ -1305,9 +1313,11 @@ impl<'s> Parser<'s> {
         value: &Value<'_>,
         tool: &str,
         env: &Option<Vec<(String, String)>>,
+        network: Option<&ToolNetwork>,
         spots: &mut Spots,
     ) -> Option<Vec<Secret>> {
-        const EXAMPLE: &str = "secrets = [{ name = \"GITHUB_TOKEN\", ttl = \"5m\" }]";
+        const EXAMPLE: &str =
+            "secrets = [{ name = \"GITHUB_TOKEN\", ttl = \"5m\", from = \"env:GITHUB_TOKEN\" }]";
         let what = format!("`secrets` in [tools.{tool}]");
         let items = self.array(value, &what, EXAMPLE)?;
         let mut secrets: Vec<Secret> = Vec::new();
@@ -1366,15 +1376,201 @@ impl<'s> Parser<'s> {
                     .duration(v, &format!("`ttl` in {name_of_table}"))
                     .map(Some),
             };
-            match (name, ttl) {
-                (Some(name), Some(ttl)) => {
+            let from = self.secret_source(table, item, &name_of_table);
+            let deliver = self.secret_delivery(table, &name_of_table, network);
+            let hosts = match get(table, "hosts") {
+                None => Some(Vec::new()),
+                Some(v) => self.secret_hosts(v, &name_of_table),
+            };
+            let body = match get(table, "body") {
+                None => Some(false),
+                Some(v) => match v.get_ref() {
+                    DeValue::Boolean(b) => Some(*b),
+                    _ => {
+                        self.wrong_type(
+                            v,
+                            &format!("`body` in {name_of_table}"),
+                            "true or false",
+                            "body = true",
+                        );
+                        None
+                    }
+                },
+            };
+            if let (Some(Delivery::Placeholder), Some(hosts)) = (deliver, &hosts) {
+                if hosts.is_empty() {
+                    self.error(
+                        item.span(),
+                        format!("{name_of_table} is delivered as a placeholder but names no `hosts`"),
+                        Some("list where the proxy may send the value: hosts = [\"api.github.com:443\"] (a subset of the tool's network allow list)".into()),
+                    );
+                    ok = false;
+                }
+            }
+            match (name, ttl, from, deliver, hosts, body) {
+                (Some(name), Some(ttl), Some(from), Some(deliver), Some(hosts), Some(body)) => {
                     self.spot(spots, format!("secrets.{i}"), &item.span());
-                    secrets.push(Secret { name, ttl });
+                    if let Some(v) = get(table, "from") {
+                        self.spot(spots, format!("secrets.{i}.from"), &v.span());
+                    }
+                    if let Some(v) = get(table, "deliver") {
+                        self.spot(spots, format!("secrets.{i}.deliver"), &v.span());
+                    }
+                    if let Some(v) = get(table, "hosts") {
+                        self.spot(spots, format!("secrets.{i}.hosts"), &v.span());
+                    }
+                    secrets.push(Secret {
+                        name,
+                        ttl,
+                        from,
+                        deliver,
+                        hosts,
+                        body,
+                    });
                 }
                 _ => ok = false,
             }
         }
         ok.then_some(secrets)
+    }
+
+    /// `from = "env:VAR" | "file:PATH" | ["cmd", "arg", ...]`.
+    fn secret_source(
+        &mut self,
+        table: &DeTable<'_>,
+        item: &Value<'_>,
+        name: &str,
+    ) -> Option<SecretSource> {
+        const HELP: &str = "write from = \"env:VAR\" (nanoclaw's environment), from = \"file:/abs/path\", or from = [\"command\", \"arg\", ...] (run on the host, no shell; its stdout is the value)";
+        let what = format!("`from` in {name}");
+        let Some(value) = get(table, "from") else {
+            self.error(
+                item.span(),
+                format!("{name} has no `from`"),
+                Some(HELP.into()),
+            );
+            return None;
+        };
+        match value.get_ref() {
+            DeValue::String(s) => {
+                let s = s.to_string();
+                if let Some(var) = s.strip_prefix("env:") {
+                    if is_env_name(var) {
+                        return Some(SecretSource::Env(var.to_string()));
+                    }
+                    self.error(
+                        value.span(),
+                        format!("invalid variable name {var:?} in {what}"),
+                        Some(HELP.into()),
+                    );
+                } else if let Some(path) = s.strip_prefix("file:") {
+                    let path = std::path::PathBuf::from(path);
+                    if path.is_absolute() && !path.as_os_str().as_encoded_bytes().contains(&0) {
+                        return Some(SecretSource::File(path));
+                    }
+                    self.error(
+                        value.span(),
+                        format!(
+                            "{what} must name an absolute path, not {:?}",
+                            path.display().to_string()
+                        ),
+                        Some(HELP.into()),
+                    );
+                } else {
+                    let found = s.split(':').next().unwrap_or_default().to_string();
+                    self.error(
+                        value.span(),
+                        format!(
+                            "invalid {what} {s:?}: a string source is \"env:VAR\" or \"file:PATH\""
+                        ),
+                        suggest(&found, &["env", "file"]).or(Some(HELP.into())),
+                    );
+                }
+                None
+            }
+            DeValue::Array(_) => {
+                let argv = self.strings(
+                    value,
+                    &what,
+                    "from = [\"vault\", \"read\", \"-field=token\", \"secret/x\"]",
+                )?;
+                if argv.is_empty() || argv[0].0.is_empty() {
+                    self.error(
+                        value.span(),
+                        format!("{what} names no command"),
+                        Some(HELP.into()),
+                    );
+                    return None;
+                }
+                Some(SecretSource::Command(
+                    argv.into_iter().map(|(s, _)| s).collect(),
+                ))
+            }
+            _ => {
+                self.wrong_type(
+                    value,
+                    &what,
+                    "a string or an array",
+                    "from = \"env:GITHUB_TOKEN\"",
+                );
+                None
+            }
+        }
+    }
+
+    /// `deliver`, or its default: `placeholder` for a tool with egress, else `file`.
+    fn secret_delivery(
+        &mut self,
+        table: &DeTable<'_>,
+        name: &str,
+        network: Option<&ToolNetwork>,
+    ) -> Option<Delivery> {
+        let Some(value) = get(table, "deliver") else {
+            return Some(match network {
+                Some(ToolNetwork::Allow(_)) => Delivery::Placeholder,
+                _ => Delivery::File,
+            });
+        };
+        let what = format!("`deliver` in {name}");
+        let s = self.string(value, &what, "deliver = \"file\"")?;
+        match s.as_str() {
+            "placeholder" => Some(Delivery::Placeholder),
+            "file" => Some(Delivery::File),
+            "env" => Some(Delivery::Env),
+            other => {
+                self.error(
+                    value.span(),
+                    format!("invalid {what} {other:?}; valid values: \"placeholder\", \"file\", \"env\""),
+                    suggest(other, &["placeholder", "file", "env"]),
+                );
+                None
+            }
+        }
+    }
+
+    fn secret_hosts(
+        &mut self,
+        value: &Value<'_>,
+        name: &str,
+    ) -> Option<Vec<nanoclaw_spec::EgressRule>> {
+        let what = format!("`hosts` in {name}");
+        let entries = self.strings(value, &what, "hosts = [\"api.github.com:443\"]")?;
+        let mut rules = Vec::new();
+        let mut ok = true;
+        for (entry, span) in entries {
+            match egress::parse_rule(&entry) {
+                Ok(rule) => rules.push(rule),
+                Err(why) => {
+                    self.error(
+                        span,
+                        format!("invalid host {entry:?} in {what}: {why}"),
+                        Some("write HOST:PORT, as in the tool's network allow list".into()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(rules)
     }
 
     fn syscalls(&mut self, value: &Value<'_>, tool: &str, spots: &mut Spots) -> Option<Syscalls> {

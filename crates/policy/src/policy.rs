@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nanoclaw_spec::{EgressRule, Limits, Syscalls, User};
+use nanoclaw_spec::{Delivery, EgressRule, Limits, SecretSource, Syscalls, User};
 use serde::Serialize;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
@@ -175,6 +175,9 @@ impl Resources {
 pub struct Defaults {
     pub backend: BackendKind,
     pub resources: Resources,
+    /// The ceiling of a secret's `ttl` (`[defaults] secret_ttl_max`, 1h unless set).
+    #[serde(rename = "secret_ttl_max_ms", serialize_with = "millis")]
+    pub secret_ttl_max: Duration,
 }
 
 /// Whether an invocation may add arguments after the tool's command.
@@ -240,13 +243,24 @@ pub enum ToolNetwork {
     Allow(Vec<EgressRule>),
 }
 
-/// A secret a tool needs, by name only.
+/// A secret a tool needs: its name, where the runner fetches it, how it reaches the
+/// command. The policy never holds a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Secret {
     pub name: String,
     #[serde(rename = "ttl_ms", serialize_with = "optional_millis")]
     pub ttl: Option<Duration>,
+    pub from: SecretSource,
+    /// As written, or the default: `placeholder` for a tool with egress, else `file`.
+    pub deliver: Delivery,
+    /// `placeholder`: where the proxy may put the value (a subset of the allow list).
+    pub hosts: Vec<EgressRule>,
+    /// `placeholder`: substitute in request bodies too.
+    pub body: bool,
 }
+
+/// The longest `ttl` a secret may have unless `[defaults] secret_ttl_max` says otherwise.
+pub const SECRET_TTL_MAX: Duration = Duration::from_secs(3600);
 
 fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {

@@ -14,7 +14,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use nanoclaw_spec::{Mount, Network, Root, SandboxSpec, Tmpfs};
+use nanoclaw_spec::{Mount, Network, Root, SandboxSecret, SandboxSpec, SecretValue, Tmpfs};
 
 use crate::lint::{self, Finding, Severity};
 use crate::params::{BoundCall, ParamError, ARGS_PROPERTY};
@@ -247,10 +247,6 @@ impl Policy {
             tool: tool.name.clone(),
             what,
         };
-        if !tool.secrets.is_empty() {
-            let names: Vec<&str> = tool.secrets.iter().map(|s| s.name.as_str()).collect();
-            return Err(unsupported(format!("secrets ({})", names.join(", "))));
-        }
         if !tool.capabilities.is_empty() {
             return Err(unsupported(format!(
                 "capabilities ({})",
@@ -315,6 +311,23 @@ impl Policy {
         };
         spec.syscalls = tool.syscalls.clone();
         spec.allow_unlimited = false;
+        // Sources only: the runner fetches the values once the whole invocation is valid.
+        spec.secrets = tool
+            .secrets
+            .iter()
+            .map(|secret| SandboxSecret {
+                name: secret.name.clone(),
+                delivery: secret.deliver,
+                // No ttl gets past the lint unacknowledged; an acknowledged one gets the
+                // ceiling.
+                ttl: secret.ttl.unwrap_or(self.defaults().secret_ttl_max),
+                hosts: secret.hosts.clone(),
+                body: secret.body,
+                source: Some(secret.from.clone()),
+                value: SecretValue::default(),
+                placeholder: None,
+            })
+            .collect();
         Ok(spec)
     }
 }

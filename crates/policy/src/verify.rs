@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use nanoclaw_spec::{Enforced, Root, SandboxSpec};
+use nanoclaw_spec::{Delivery, Enforced, Root, SandboxSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Tool;
@@ -49,6 +49,8 @@ pub struct Inspection {
     pub hostname: Option<String>,
     /// Whether the sandbox's init waits on its lifeline and deadline (SIGCHLD blocked).
     pub init_watches: Option<bool>,
+    /// The files of the secrets directory (metadata only).
+    pub secret_files: Vec<SeenSecretFile>,
     /// What the probe could not observe.
     pub errors: Vec<String>,
 }
@@ -77,6 +79,17 @@ pub struct SeenMount {
     pub path: PathBuf,
     pub fstype: String,
     pub writable: bool,
+}
+
+/// A file of the sandbox's secrets directory, as the probe saw it (never its contents).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SeenSecretFile {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub regular: bool,
 }
 
 /// One write or connect the probe tried.
@@ -153,6 +166,20 @@ pub enum Claim {
         path: PathBuf,
         bytes: u64,
     },
+    /// A secret arrives as declared: `file` as a 0400 file of the sandbox user with its
+    /// path in `NAME_FILE` and not in the environment, `env` in the environment,
+    /// `placeholder` in the environment as a stand-in that differs from the value and is
+    /// substituted only toward hosts of the allow list.
+    Secret {
+        name: String,
+        delivery: Delivery,
+        uid: u32,
+        /// `placeholder`: the stand-in differs from the value (checked by the runner, which
+        /// alone holds both).
+        placeholder_differs: bool,
+        /// `placeholder`: hosts outside the tool's allow list (none, to pass).
+        hosts_outside: Vec<String>,
+    },
 }
 
 /// One claim checked.
@@ -214,6 +241,18 @@ pub fn claims(tool: &Tool, spec: &SandboxSpec) -> Vec<Claim> {
         });
         expected.push((socket, false));
     }
+    if spec.secrets.iter().any(|s| s.delivery == Delivery::File) {
+        // Sealed read-only by the native init; on docker a tmpfs of the sandbox user's that
+        // the container's init (without the capability to remount) writes the files into.
+        let writable = matches!(spec.root, Root::Image(_));
+        expected.push((PathBuf::from(nanoclaw_spec::SECRETS_DIR), writable));
+    }
+    if spec.ca_bundle.is_some() {
+        let bundle = PathBuf::from(nanoclaw_spec::CA_BUNDLE_INSIDE);
+        // A directory of its own on the native backend, a bound file on docker.
+        expected.extend(bundle.parent().map(|dir| (dir.to_path_buf(), false)));
+        expected.push((bundle, false));
+    }
     let base = match spec.root {
         Root::Host => Some(HOST_BASE.iter().map(PathBuf::from).collect()),
         Root::Rootfs(_) | Root::Image(_) => None,
@@ -250,12 +289,33 @@ pub fn claims(tool: &Tool, spec: &SandboxSpec) -> Vec<Claim> {
     out.push(Claim::PidsLimit {
         pids: spec.limits.pids,
     });
-    let mut allowed: Vec<String> = spec.env.iter().map(|(k, _)| k.clone()).collect();
+    let mut allowed: Vec<String> = spec.command_env().into_iter().map(|(k, _)| k).collect();
     allowed.extend(BASE_ENV.iter().map(|s| s.to_string()));
     allowed.sort();
     allowed.dedup();
     out.push(Claim::EnvNames { allowed });
     out.push(Claim::DiesWithRunner);
+    let allow: &[nanoclaw_spec::EgressRule] = match &spec.network {
+        nanoclaw_spec::Network::Egress(rules) => rules,
+        nanoclaw_spec::Network::None => &[],
+    };
+    for secret in &spec.secrets {
+        out.push(Claim::Secret {
+            name: secret.name.clone(),
+            delivery: secret.delivery,
+            uid: spec.user.uid,
+            placeholder_differs: secret
+                .placeholder
+                .as_ref()
+                .is_some_and(|p| p.as_bytes() != secret.value.expose()),
+            hosts_outside: secret
+                .hosts
+                .iter()
+                .filter(|h| !allow.iter().any(|rule| crate::lint::covers(rule, h)))
+                .map(|h| format!("{}:{}", h.host, h.port))
+                .collect(),
+        });
+    }
     for mount in spec.mounts.iter().filter(|m| m.writable) {
         out.push(Claim::WriteBudget {
             path: mount.dst.clone(),
@@ -567,6 +627,20 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
                 attempt.is_some_and(|w| w.ok),
             )
         }
+        Claim::Secret {
+            name,
+            delivery,
+            uid,
+            placeholder_differs,
+            hosts_outside,
+        } => secret_result(
+            seen,
+            name,
+            *delivery,
+            *uid,
+            *placeholder_differs,
+            hosts_outside,
+        ),
         Claim::EnvNames { allowed } => {
             let allowed: BTreeSet<&str> = allowed.iter().map(String::as_str).collect();
             let extra: Vec<String> = seen
@@ -588,6 +662,78 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
                 allowed.into_iter().collect::<Vec<_>>().join(", ")
             );
             result("environment names", expected, observed, pass)
+        }
+    }
+}
+
+fn secret_result(
+    seen: &Inspection,
+    name: &str,
+    delivery: Delivery,
+    uid: u32,
+    placeholder_differs: bool,
+    hosts_outside: &[String],
+) -> ClaimResult {
+    let in_env = |n: &str| seen.env_names.iter().any(|e| e == n);
+    let claim = format!("secret {name}");
+    let observed_env = if in_env(name) {
+        "in the environment"
+    } else {
+        "not in the environment"
+    };
+    match delivery {
+        Delivery::File => {
+            let path = PathBuf::from(nanoclaw_spec::SECRETS_DIR).join(name);
+            let file = seen.secret_files.iter().find(|f| f.path == path);
+            let expected = format!(
+                "{} mode 0400 uid {uid}, in {name}_FILE, not in the environment",
+                path.display()
+            );
+            let observed = match file {
+                Some(f) => format!(
+                    "{}{} mode {:04o} uid {}, {}{}",
+                    path.display(),
+                    if f.regular {
+                        ""
+                    } else {
+                        " (not a regular file)"
+                    },
+                    f.mode,
+                    f.uid,
+                    observed_env,
+                    if in_env(&format!("{name}_FILE")) {
+                        ""
+                    } else {
+                        ", no NAME_FILE"
+                    }
+                ),
+                None => format!("no {}, {observed_env}", path.display()),
+            };
+            let pass = file.is_some_and(|f| f.regular && f.mode == 0o400 && f.uid == uid)
+                && !in_env(name)
+                && in_env(&format!("{name}_FILE"));
+            result(claim, expected, observed, pass)
+        }
+        Delivery::Env => result(
+            claim,
+            "in the environment (env delivery)",
+            observed_env,
+            in_env(name),
+        ),
+        Delivery::Placeholder => {
+            let expected = "a placeholder in the environment, differing from the value, substituted only toward the allow list";
+            let mut observed = vec![observed_env.to_string()];
+            if !placeholder_differs {
+                observed.push("the placeholder is the value".into());
+            }
+            if !hosts_outside.is_empty() {
+                observed.push(format!(
+                    "substituted toward {} outside the allow list",
+                    hosts_outside.join(", ")
+                ));
+            }
+            let pass = in_env(name) && placeholder_differs && hosts_outside.is_empty();
+            result(claim, expected, observed.join("; "), pass)
         }
     }
 }

@@ -66,9 +66,33 @@ pub(crate) fn inspect(args: &[String]) -> Result<Finding, String> {
         "connects": targets.iter().map(|t| connect(t)).collect::<Vec<Value>>(),
         "hostname": hostname(),
         "init_watches": init_watches(&mut errors),
+        "secret_files": secret_files(),
         "errors": errors,
     });
     Ok(Finding::blocked(report.to_string()))
+}
+
+/// The files of the secrets directory: name, mode, owner. Metadata only: never read.
+fn secret_files() -> Vec<Value> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(nanoclaw_spec::SECRETS_DIR) else {
+        return Vec::new();
+    };
+    let mut files: Vec<Value> = entries
+        .flatten()
+        .filter_map(|e| {
+            let meta = fs::symlink_metadata(e.path()).ok()?;
+            Some(json!({
+                "path": e.path(),
+                "mode": meta.mode() & 0o7777,
+                "uid": meta.uid(),
+                "gid": meta.gid(),
+                "regular": meta.file_type().is_file(),
+            }))
+        })
+        .collect();
+    files.sort_by_key(|v| v["path"].as_str().unwrap_or_default().to_string());
+    files
 }
 
 fn field<'a>(status: &'a str, key: &str) -> Option<&'a str> {

@@ -12,6 +12,7 @@ pub mod credentials;
 mod env;
 mod outcome;
 pub mod proc_masks;
+mod secrets;
 mod spec;
 mod units;
 
@@ -20,9 +21,14 @@ pub use outcome::{
     AppliedChange, Capture, Captured, Enforced, LandlockStatus, Outcome, RefusedChange, Usage,
     WriteReport,
 };
+pub use secrets::{
+    add_counts, Delivery, Redactor, SandboxSecret, SecretSource, SecretValue, CA_BUNDLE_INSIDE,
+    CA_BUNDLE_VARIABLES, MAX_SECRET_BYTES, SECRETS_DIR,
+};
 pub use spec::{
     check_sandbox_path, Backend, BackendError, EgressProxy, EgressRule, IoMode, Limits, Mount,
     Network, Root, SandboxSpec, SetupError, Syscalls, Tmpfs, User, DEFAULT_PATH,
     DEFAULT_WRITE_BYTES, DEFAULT_WRITE_FILES, SANDBOX_GID, SANDBOX_UID,
 };
 pub use units::{parse_bytes, parse_cpus, parse_duration, UnitError};
+pub use zeroize::Zeroizing;

@@ -18,6 +18,12 @@ pub struct Outcome {
     /// What the writable mounts' changes did to the host; `None` without writable mounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writes: Option<WriteReport>,
+    /// Secret values (in any encoding) replaced by `[REDACTED:NAME]` in the output, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub redactions: std::collections::BTreeMap<String, u64>,
+    /// The run was stopped because a `file` or `env` secret's TTL ran out.
+    #[serde(default)]
+    pub secret_expired: bool,
 }
 
 /// The changes a run made to its writable mounts, applied to the host after it ended.

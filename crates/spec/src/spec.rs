@@ -49,6 +49,13 @@ pub struct SandboxSpec {
     /// the scan skips them.
     #[serde(default)]
     pub credentials_shown: Vec<PathBuf>,
+    /// The secrets handed to this invocation (values filled in by the runner).
+    #[serde(default)]
+    pub secrets: Vec<crate::SandboxSecret>,
+    /// PEM certificates the sandbox trusts (host roots plus the egress proxy's per-run CA),
+    /// at `CA_BUNDLE_INSIDE`; set with `Placeholder` secrets.
+    #[serde(default)]
+    pub ca_bundle: Option<String>,
 }
 
 /// The sandbox's root file system.
@@ -268,7 +275,45 @@ impl SandboxSpec {
             allow_unlimited: false,
             hidden: Vec::new(),
             credentials_shown: Vec::new(),
+            secrets: Vec::new(),
+            ca_bundle: None,
         }
+    }
+
+    /// This spec with every secret value emptied: what may be hashed into a record.
+    pub fn without_secret_values(&self) -> SandboxSpec {
+        let mut spec = self.clone();
+        for secret in &mut spec.secrets {
+            secret.value = crate::SecretValue::default();
+        }
+        spec
+    }
+
+    /// The command's environment with the `Env` secrets' values and the `File` secrets'
+    /// `NAME_FILE`: what the command is started with.
+    pub fn command_env(&self) -> Vec<(String, Vec<u8>)> {
+        let mut env: Vec<(String, Vec<u8>)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .collect();
+        for secret in &self.secrets {
+            let (key, value) = match secret.delivery {
+                crate::Delivery::Env => (secret.name.clone(), secret.value.expose().to_vec()),
+                crate::Delivery::File => (
+                    format!("{}_FILE", secret.name),
+                    secret
+                        .file_inside()
+                        .to_string_lossy()
+                        .into_owned()
+                        .into_bytes(),
+                ),
+                crate::Delivery::Placeholder => continue,
+            };
+            env.retain(|(k, _)| *k != key);
+            env.push((key, value));
+        }
+        env
     }
 
     /// Refuses mounts no backend can honour: a bad path, a mount over the root, two mounts
@@ -319,6 +364,65 @@ impl SandboxSpec {
                     "hidden credential path {} is not inside a mount",
                     path.display()
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses secrets no backend may deliver: one without its value (the runner did not
+    /// fetch it), a name used twice or not a variable name, a placeholder without its
+    /// stand-in, and mounts on or around the directories the secret files and the CA
+    /// bundle are delivered in (a bind there would put them on the host).
+    pub fn check_secrets(&self) -> Result<(), BackendError> {
+        let invalid = |m: String| Err(BackendError::Invalid(m));
+        for (i, secret) in self.secrets.iter().enumerate() {
+            let name = &secret.name;
+            if !crate::is_env_name(name) {
+                return invalid(format!("secret name {name:?} is not a variable name"));
+            }
+            if self.secrets[..i].iter().any(|s| s.name == *name) {
+                return invalid(format!("secret {name} is given twice"));
+            }
+            if secret.value.is_empty() {
+                return invalid(format!(
+                    "secret {name} has no value (the runner fetches it)"
+                ));
+            }
+            if secret.delivery == crate::Delivery::Placeholder {
+                let held = self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+                if secret.placeholder.is_none() || held != secret.placeholder.as_ref() {
+                    return invalid(format!(
+                        "secret {name} is a placeholder, but the sandbox's {name} is not it"
+                    ));
+                }
+            }
+        }
+        let mut reserved = Vec::new();
+        if self
+            .secrets
+            .iter()
+            .any(|s| s.delivery == crate::Delivery::File)
+        {
+            reserved.push(std::path::Path::new(crate::SECRETS_DIR));
+        }
+        if self.ca_bundle.is_some() {
+            reserved.extend(std::path::Path::new(crate::CA_BUNDLE_INSIDE).parent());
+        }
+        let targets = self
+            .mounts
+            .iter()
+            .map(|m| &m.dst)
+            .chain(self.tmpfs.iter().map(|t| &t.dst));
+        for target in targets {
+            if let Some(dir) = reserved
+                .iter()
+                .find(|d| d.starts_with(target) || target.starts_with(d))
+            {
+                return invalid(format!(
+                    "{} cannot be mounted: {} is where the sandbox's secrets are delivered",
+                    target.display(),
+                    dir.display()
+                ));
             }
         }
         Ok(())
@@ -469,7 +573,7 @@ pub trait Backend {
     }
 }
 
-mod millis {
+pub(crate) mod millis {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 

@@ -17,4 +17,5 @@ mod hardening;
 mod lifeline;
 mod params;
 mod policy;
+mod secrets;
 mod writes;

@@ -244,12 +244,86 @@ fn a_tool_the_lint_refuses_does_not_resolve_unless_acknowledged() {
 }
 
 #[test]
+fn secrets_resolve_to_their_sources_and_deliveries_without_values() {
+    let text = "[tools.s]\ndescription = \"s\"\ncommand = [\"env\"]\nnetwork = { allow = [\"api.github.com:443\"] }\nsecrets = [{ name = \"TOKEN\", ttl = \"1m\", from = \"env:GH\", hosts = [\"api.github.com:443\"] }, { name = \"KEY\", ttl = \"2m\", from = [\"vault\", \"read\"], deliver = \"file\" }, { name = \"E\", ttl = \"1m\", from = \"file:/k\", deliver = \"env\" }]\n";
+    let spec = policy(text).resolve("s", &Invocation::default()).unwrap();
+    let got: Vec<_> = spec
+        .secrets
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.delivery,
+                s.ttl.as_secs(),
+                s.source.clone(),
+                s.value.is_empty(),
+            )
+        })
+        .collect();
+    use nanoclaw_spec::{Delivery, SecretSource};
+    assert_eq!(
+        got,
+        [
+            (
+                "TOKEN",
+                Delivery::Placeholder,
+                60,
+                Some(SecretSource::Env("GH".into())),
+                true
+            ),
+            (
+                "KEY",
+                Delivery::File,
+                120,
+                Some(SecretSource::Command(vec!["vault".into(), "read".into()])),
+                true
+            ),
+            (
+                "E",
+                Delivery::Env,
+                60,
+                Some(SecretSource::File("/k".into())),
+                true
+            ),
+        ]
+    );
+    assert_eq!(spec.secrets[0].hosts[0].host, "api.github.com");
+    // Without egress the default delivery is a file.
+    let text = "[tools.s]\ndescription = \"s\"\ncommand = [\"env\"]\nsecrets = [{ name = \"T\", ttl = \"1m\", from = \"env:GH\" }]\n";
+    let spec = policy(text).resolve("s", &Invocation::default()).unwrap();
+    assert_eq!(spec.secrets[0].delivery, nanoclaw_spec::Delivery::File);
+}
+
+#[test]
+fn an_env_secret_and_a_readable_source_file_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "x").unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&file).unwrap().permissions(),
+        0o644,
+    );
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let text = format!("[tools.s]\ndescription = \"s\"\ncommand = [\"env\"]\nsecrets = [{{ name = \"T\", ttl = \"1m\", from = \"file:{}\", deliver = \"env\" }}]\n", file.display());
+    let report = nanoclaw_policy::lint(&policy(&text));
+    let rules: Vec<_> = report
+        .findings
+        .iter()
+        .map(|f| (f.rule.id(), f.severity))
+        .collect();
+    assert!(
+        rules.contains(&("env-secret", nanoclaw_policy::Severity::Warning)),
+        "{report}"
+    );
+    assert!(
+        rules.contains(&("readable-secret-file", nanoclaw_policy::Severity::Warning)),
+        "{report}"
+    );
+    assert!(!report.has_errors(), "{report}");
+}
+
+#[test]
 fn what_no_sandbox_can_carry_yet_is_refused() {
-    let secret = "[tools.s]\ndescription = \"s\"\ncommand = [\"env\"]\nsecrets = [{ name = \"TOKEN\", ttl = \"1m\" }]\n";
-    let err = policy(secret)
-        .resolve("s", &Invocation::default())
-        .unwrap_err();
-    assert!(err.to_string().contains("needs secrets (TOKEN)"), "{err}");
     let caps = "[tools.c]\ndescription = \"c\"\ncommand = [\"ping\"]\ncapabilities = [\"NET_RAW\"]\n[tools.c.unsafe]\nreason = \"ping\"\nallow = [\"capabilities\"]\n";
     let err = policy(caps)
         .resolve("c", &Invocation::default())

@@ -251,3 +251,34 @@ fn a_caller_mount_is_expected_and_labelled() {
         .iter()
         .any(|r| r.claim == "caller's mount /.nanoclaw/nanoclaw"));
 }
+
+#[test]
+fn a_secret_file_claim_fails_on_a_wrong_mode_owner_or_a_value_in_the_environment() {
+    use nanoclaw_spec::{SecretValue, Zeroizing};
+    let text = "[tools.s]\ndescription = \"s\"\ncommand = [\"true\"]\nsecrets = [{ name = \"F\", ttl = \"1m\", from = \"env:X\" }]\n";
+    let mut spec = policy(text).resolve("s", &Invocation::default()).unwrap();
+    spec.secrets[0].value = SecretValue::new(Zeroizing::new(b"v".to_vec()));
+    let tool = policy(text).tool("s").unwrap().clone();
+    let claims: Vec<Claim> = verify::claims(&tool, &spec)
+        .into_iter()
+        .filter(|c| matches!(c, Claim::Secret { .. }))
+        .collect();
+    assert_eq!(claims.len(), 1);
+    let seen = |mode: u32, uid: u32, env: &[&str]| Inspection {
+        env_names: env.iter().map(|s| s.to_string()).collect(),
+        secret_files: vec![verify::SeenSecretFile {
+            path: "/run/secrets/F".into(),
+            mode,
+            uid,
+            gid: uid,
+            regular: true,
+        }],
+        ..Inspection::default()
+    };
+    let pass = |i: &Inspection| verify::check(&claims, i, &Enforced::default())[0].pass;
+    assert!(pass(&seen(0o400, 10001, &["F_FILE"])));
+    assert!(!pass(&seen(0o440, 10001, &["F_FILE"])));
+    assert!(!pass(&seen(0o400, 0, &["F_FILE"])));
+    assert!(!pass(&seen(0o400, 10001, &["F_FILE", "F"])));
+    assert!(!pass(&Inspection::default()));
+}

@@ -695,6 +695,11 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(spec) => spec,
         Err(error) => return refuse(format!("{error:#}")),
     };
+    // The backend is reached before any secret is fetched: a host without it fails first.
+    let backend = match Runner::for_spec(&spec, args.pull) {
+        Ok(backend) => backend,
+        Err(error) => return refuse(error.to_string()),
+    };
     // Only now, with everything else about the invocation valid, are secrets fetched.
     let secrets = match crate::secrets::fetch(&mut spec, recorder.key_dir().as_deref()) {
         Ok(secrets) => secrets,
@@ -710,10 +715,6 @@ pub fn main(args: RunArgs) -> ExitCode {
     if spec.user.uid == 0 || spec.user.gid == 0 {
         eprintln!("nanoclaw: WARNING: the command runs as root inside the sandbox (--allow-root); it still holds no capabilities");
     }
-    let backend = match Runner::for_spec(&spec, args.pull) {
-        Ok(backend) => backend,
-        Err(error) => return refuse(error.to_string()),
-    };
     let io = IoMode {
         stdin: args.stdin || stdin.is_some(),
         capture: args.json,

@@ -37,6 +37,8 @@ enum Command {
     Verify(policy::VerifyArgs),
     /// Verify, query and sign the audit log of every invocation
     Audit(audit::AuditArgs),
+    /// Serve a policy's tools over MCP (stdio, or Streamable HTTP), each call in its own sandbox
+    Mcp(nanoclaw_mcp::McpArgs),
     /// Try one escape from inside a sandbox and report whether it was blocked
     #[command(hide = true)]
     Probe {
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => policy::main(args),
         Command::Verify(args) => policy::verify_main(args),
         Command::Audit(args) => audit::main(args),
+        Command::Mcp(args) => nanoclaw_mcp::main(args),
         Command::Probe { name, args, list } => probe(name, args, list),
     }
 }

@@ -119,6 +119,8 @@ impl EgressSink {
 pub struct Started {
     at: Instant,
     captured: bool,
+    /// The start record's seq (`None` with `--no-audit`).
+    pub seq: Option<u64>,
 }
 
 impl Recorder {
@@ -160,6 +162,12 @@ impl Recorder {
         (&self.invocation_id, &self.origin.tool)
     }
 
+    /// The argv the invocation runs, once known (a tool's command with its parameters
+    /// bound), in place of the command line's arguments.
+    pub fn set_argv(&mut self, argv: &[String]) {
+        self.argv = argv.to_vec();
+    }
+
     /// Names the tool and policy the invocation runs (before `start` or `refused`).
     pub fn set_origin(&mut self, origin: Origin) {
         self.origin = origin;
@@ -179,9 +187,10 @@ impl Recorder {
 
     /// Appends `invocation.start`; returns once it is on disk.
     pub fn start(&self, spec: &SandboxSpec, backend: &str, io: IoMode) -> Result<Started> {
-        let started = Started {
+        let mut started = Started {
             at: Instant::now(),
             captured: io.capture,
+            seq: None,
         };
         let Some(log) = &self.log else {
             return Ok(started);
@@ -192,23 +201,25 @@ impl Recorder {
             Root::Rootfs(dir) => (None, Some(dir.display().to_string())),
             Root::Image(image) => (Some(image.clone()), None),
         };
-        log.append_event(&InvocationStart {
-            invocation_id: self.invocation_id.clone(),
-            tool: self.origin.tool.clone(),
-            policy_sha256: self.origin.policy_sha256.clone(),
-            spec_sha256: sha256_hex(&spec_json),
-            backend: backend.into(),
-            image,
-            rootfs,
-            argv: self.argv.clone(),
-            workspace: self.origin.workspace.clone(),
-            uid: self.uid,
-            session: None,
-            runner: Runner::current(),
-            hidden: display_all(&spec.hidden),
-            credentials_shown: display_all(&spec.credentials_shown),
-        })
-        .map_err(fail_closed)?;
+        let appended = log
+            .append_event(&InvocationStart {
+                invocation_id: self.invocation_id.clone(),
+                tool: self.origin.tool.clone(),
+                policy_sha256: self.origin.policy_sha256.clone(),
+                spec_sha256: sha256_hex(&spec_json),
+                backend: backend.into(),
+                image,
+                rootfs,
+                argv: self.argv.clone(),
+                workspace: self.origin.workspace.clone(),
+                uid: self.uid,
+                session: None,
+                runner: Runner::current(),
+                hidden: display_all(&spec.hidden),
+                credentials_shown: display_all(&spec.credentials_shown),
+            })
+            .map_err(fail_closed)?;
+        started.seq = Some(appended.seq);
         Ok(started)
     }
 

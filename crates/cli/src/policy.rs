@@ -221,12 +221,12 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         .workspace
         .clone()
         .or_else(|| scratch.as_ref().map(|s| s.0.clone()));
-    let mut spec: SandboxSpec = policy.resolve(
+    // The tool's scope only: its command (and so its parameters) is replaced by the probe.
+    let mut spec: SandboxSpec = policy.resolve_scope(
         name,
         &Invocation {
             workspace,
-            extra_args: Vec::new(),
-            narrowing: Default::default(),
+            ..Invocation::default()
         },
     )?;
     // A listener on the host's loopback: the probe must not reach it.

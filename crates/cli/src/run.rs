@@ -10,12 +10,14 @@ use std::process::ExitCode;
 use crate::backend::Runner;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use nanoclaw_policy::{is_broad_egress, parse_egress_rule, Invocation, Narrowing};
+use nanoclaw_policy::{
+    is_broad_egress, parse_egress_rule, Invocation, Narrowing, ParamType, Resolved, Tool,
+};
 use nanoclaw_spec::{
     check_env, parse_bytes, parse_cpus, parse_duration, BackendError, IoMode, Mount, Network,
     Outcome, Root, SandboxSpec, Tmpfs, User,
 };
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use crate::{audit, RUNNER_ERROR};
 
@@ -99,6 +101,13 @@ pub struct RunArgs {
     /// The task directory a tool's ${workspace} mounts stand for
     #[arg(long, value_name = "DIR", requires = "tool")]
     workspace: Option<PathBuf>,
+    /// A value for the tool's parameter NAME, typed as the policy declares it (repeatable;
+    /// an array parameter takes one element per --param)
+    #[arg(long = "param", value_name = "NAME=VALUE", requires = "tool")]
+    param: Vec<String>,
+    /// The tool's parameters as one JSON object (instead of --param)
+    #[arg(long, value_name = "JSON", requires = "tool", conflicts_with = "param")]
+    params_json: Option<String>,
     /// Print one JSON object with the outcome instead of streaming the output
     #[arg(long)]
     json: bool,
@@ -379,8 +388,9 @@ fn narrowing(args: &RunArgs) -> Result<Narrowing> {
 }
 
 /// Resolves `--policy FILE --tool NAME`: the tool's scope exactly, with limits only
-/// narrowed. Options that would widen the scope are refused, naming the option and tool.
-fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Result<SandboxSpec> {
+/// narrowed and its parameters bound. Options that would widen the scope are refused,
+/// naming the option and tool.
+fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Result<Resolved> {
     let widening = [
         ("-v/--volume", !args.volume.is_empty()),
         ("--mount", !args.mount.is_empty()),
@@ -404,12 +414,99 @@ fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Res
         );
     }
     let policy = crate::policy::load(policy)?;
+    let declared = policy.tool(tool)?;
+    if let Some(param) = declared
+        .params
+        .iter()
+        .find(|p| p.stdin)
+        .filter(|_| args.stdin)
+    {
+        bail!(
+            "-i/--stdin cannot be combined with --tool {tool}: its standard input is its \
+             parameter `{}` (--param {}=VALUE)",
+            param.name,
+            param.name
+        );
+    }
     let invocation = Invocation {
         workspace: args.workspace.as_deref().map(host_path_of).transpose()?,
         extra_args: args.command.clone(),
+        params: params(args, declared)?,
         narrowing: narrowing(args)?,
     };
-    Ok(policy.resolve(tool, &invocation)?)
+    Ok(policy.resolve_call(tool, &invocation)?)
+}
+
+/// The values of `--params-json`, or of each `--param NAME=VALUE` typed as `tool` declares
+/// NAME. A value that does not parse as its type is passed on as a string, for `bind` to
+/// refuse with the parameter's name and type.
+fn params(args: &RunArgs, tool: &Tool) -> Result<Map<String, Value>> {
+    if let Some(text) = &args.params_json {
+        return match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(other) => bail!(
+                "--params-json must be one JSON object, not {}",
+                match other {
+                    Value::Array(_) => "an array",
+                    Value::String(_) => "a string",
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a boolean",
+                    _ => "null",
+                }
+            ),
+            Err(e) => bail!("--params-json is not valid JSON: {e}"),
+        };
+    }
+    let mut map = Map::new();
+    for entry in &args.param {
+        let Some((name, raw)) = entry.split_once('=') else {
+            bail!("invalid --param {entry:?}: expected NAME=VALUE");
+        };
+        let text = || Value::String(raw.to_string());
+        let kind = tool.params.iter().find(|p| p.name == name).map(|p| p.kind);
+        let value = match kind {
+            Some(ParamType::Array) => {
+                if let Some(Value::Array(items)) = map.get_mut(name) {
+                    items.push(text());
+                    continue;
+                }
+                Value::Array(vec![text()])
+            }
+            Some(ParamType::Integer) => raw.parse::<i64>().map_or_else(|_| text(), Value::from),
+            Some(ParamType::Number) => raw
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map_or_else(text, Value::Number),
+            Some(ParamType::Boolean) => match raw {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => text(),
+            },
+            Some(ParamType::String) | None => text(),
+        };
+        if map.insert(name.to_string(), value).is_some() {
+            bail!("--param {name} is given twice; only an array parameter takes several values");
+        }
+    }
+    Ok(map)
+}
+
+/// Makes `input` the standard input this process passes on: a pipe, fed by a thread, in
+/// place of descriptor 0. The write end is close-on-exec, so the command sees end of file
+/// once the value is written; a command that exits without reading it ends the write.
+fn feed_stdin(input: Vec<u8>) -> Result<()> {
+    use std::io::Write;
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .context("create the standard input pipe")?;
+    rustix::stdio::dup2_stdin(&reader).context("make the pipe standard input")?;
+    drop(reader);
+    std::thread::spawn(move || {
+        let mut writer = std::fs::File::from(writer);
+        // A command that does not read all of it closes the pipe: EPIPE, nothing to do.
+        let _ = writer.write_all(&input);
+    });
+    Ok(())
 }
 
 /// Finds the credential files below every mount (but those a policy shows) and puts them in
@@ -506,8 +603,9 @@ fn notices(outcome: &Outcome, spec: &SandboxSpec) -> Vec<String> {
     notes
 }
 
-fn outcome_json(outcome: &Outcome, spec: &SandboxSpec) -> serde_json::Value {
+fn outcome_json(outcome: &Outcome, spec: &SandboxSpec, audit: Value) -> Value {
     json!({
+        "audit": audit,
         "hidden": spec.hidden,
         "exit_code": outcome.exit_code,
         "signal": outcome.signal,
@@ -532,16 +630,22 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(recorder) => recorder,
         Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
     };
-    let spec = match (&args.policy, &args.tool) {
+    let resolved = match (&args.policy, &args.tool) {
         (Some(policy), Some(tool)) => {
             recorder.set_origin(crate::policy::origin(
                 policy,
                 tool,
                 args.workspace.as_deref(),
             ));
-            spec_from_policy(&args, policy, tool)
+            spec_from_policy(&args, policy, tool).inspect(|resolved| {
+                recorder.set_argv(&resolved.spec.command);
+            })
         }
-        _ => spec_from(&args),
+        _ => spec_from(&args).map(|spec| Resolved { spec, stdin: None }),
+    };
+    let (spec, stdin) = match resolved {
+        Ok(Resolved { spec, stdin }) => (Ok(spec), stdin),
+        Err(error) => (Err(error), None),
     };
     let refuse =
         |message: String| error_exit(args.json, RUNNER_ERROR.into(), &recorder.refused(&message));
@@ -567,9 +671,14 @@ pub fn main(args: RunArgs) -> ExitCode {
         Err(error) => return refuse(error.to_string()),
     };
     let io = IoMode {
-        stdin: args.stdin,
+        stdin: args.stdin || stdin.is_some(),
         capture: args.json,
     };
+    if let Some(input) = stdin {
+        if let Err(error) = feed_stdin(input) {
+            return refuse(format!("{error:#}"));
+        }
+    }
     // The start record goes to disk while the backend builds the sandbox; the command
     // starts only once it is there.
     let (invocation_id, tool) = recorder.invocation();
@@ -613,6 +722,10 @@ pub fn main(args: RunArgs) -> ExitCode {
             ),
         };
     };
+    let audit = match started.seq {
+        Some(seq) => json!({ "seq": seq, "invocation": recorder.invocation().0 }),
+        None => Value::Null,
+    };
     if let Err(error) = recorder.end(started, &result) {
         return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}"));
     }
@@ -626,7 +739,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     match result {
         Ok(outcome) => {
             if args.json {
-                println!("{}", outcome_json(&outcome, &spec));
+                println!("{}", outcome_json(&outcome, &spec, audit));
             }
             for note in notices(&outcome, &spec) {
                 eprintln!("nanoclaw: {note}");

@@ -49,7 +49,23 @@
 //! [tools.search.unsafe]                  # accepts named lint errors, reported every time
 //! reason = "why this is acceptable"
 //! allow = ["sensitive-mount"]
+//!
+//! [tools.lines]                          # declared parameters: the input schema of a tool
+//! command = ["grep", "-n", "-e", "{pattern}", "--", "{files}"]
+//! [tools.lines.params.pattern]           # `{pattern}` is a WHOLE argv element: one argument
+//! type = "string"                        # string, integer, number, boolean, array (of strings)
+//! description = "what to look for"       # an array is zero or more arguments; an absent
+//! required = true                        #   optional parameter none at all
+//! max_length = 1000                      # strings: also pattern = "regex", enum = ["a", "b"]
+//! [tools.lines.params.files]             # `stdin = true` (or the name `stdin`): the value is
+//! type = "array"                         #   the standard input instead of an argument
 //! ```
+//!
+//! In `command`, `{{` and `}}` are literal braces; any other brace, a placeholder inside a
+//! longer string (`"--x={p}"`), an undeclared placeholder, a placeholder as the program, and
+//! a parameter used nowhere are parse errors. [`Tool::input_schema`] is the JSON Schema of a
+//! tool's input (with `args`, an array of strings, when `args = "append"`), and
+//! [`Tool::bind`] checks one call's values and builds its argv.
 //!
 //! Sizes are strings (`"512m"`), durations are strings (`"30s"`), `cpus` is a number (or a
 //! string), `pids` a whole number. Unknown keys, wrong types, bad units, relative or `..`
@@ -72,6 +88,7 @@ mod diagnostic;
 mod digest;
 mod egress;
 mod lint;
+mod params;
 mod parse;
 mod policy;
 mod resolve;
@@ -84,11 +101,12 @@ pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use digest::{policy_sha256, spec_sha256};
 pub use egress::{is_broad as is_broad_egress, parse_rule as parse_egress_rule};
 pub use lint::{lint, Finding, Report, Rule, Severity};
+pub use params::{BoundCall, Param, ParamError, ParamType};
 pub use policy::{
     Acknowledgement, BackendKind, Defaults, ExtraArgs, HostPath, MountDecl, Policy, Resources,
     Secret, Tool, ToolNetwork,
 };
-pub use resolve::{Error, Invocation, Narrowing};
+pub use resolve::{Error, Invocation, Narrowing, Resolved};
 
 #[doc(no_inline)]
 pub use nanoclaw_spec::SandboxSpec;

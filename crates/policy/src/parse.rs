@@ -21,6 +21,7 @@ use toml::Spanned;
 use crate::diagnostic::{Diagnostic, Diagnostics, Source};
 use crate::egress;
 use crate::lint::Rule;
+use crate::params::{self, Param, ParamType, Piece};
 use crate::policy::{
     Acknowledgement, BackendKind, Defaults, ExtraArgs, HostPath, MountDecl, Policy, Resources,
     Secret, Spots, Tool, ToolNetwork,
@@ -71,12 +72,22 @@ const TOOL_KEYS: &[&str] = &[
     "limits",
     "mounts",
     "unsafe",
+    "params",
 ];
 const MOUNT_KEYS: &[&str] = &["host", "path", "mode", "credentials"];
 const NETWORK_KEYS: &[&str] = &["allow"];
 const SECRET_KEYS: &[&str] = &["name", "ttl"];
 const SYSCALL_KEYS: &[&str] = &["profile", "allow"];
 const UNSAFE_KEYS: &[&str] = &["reason", "allow"];
+const PARAM_KEYS: &[&str] = &[
+    "type",
+    "description",
+    "required",
+    "pattern",
+    "enum",
+    "max_length",
+    "stdin",
+];
 /// Syscall profiles a backend knows.
 const PROFILES: &[&str] = &["default"];
 /// Paths inside the sandbox that the sandbox itself provides; a mount may not cover them.
@@ -660,6 +671,14 @@ impl<'s> Parser<'s> {
             None => Some(Vec::new()),
             Some(v) => self.mounts(v, &tool_name, &mut spots),
         };
+        let params = match field("params") {
+            None => Some(Vec::new()),
+            Some(v) => self.params(v, &tool_name),
+        };
+        let params = match (params, &command) {
+            (Some(params), Some(_)) => self.placeholders(table, params, &header),
+            _ => None,
+        };
         let acknowledged = match field("unsafe") {
             None => Some(None),
             Some(v) => self.acknowledgement(v, &tool_name, &mut spots).map(Some),
@@ -684,6 +703,7 @@ impl<'s> Parser<'s> {
             resources,
             mounts: mounts?,
             acknowledged: acknowledged?,
+            params: params?,
             at,
             spots,
         };
@@ -723,6 +743,315 @@ impl<'s> Parser<'s> {
             }
             Some(_) => Some(argv.into_iter().map(|(s, _)| s).collect()),
         }
+    }
+
+    /// `[tools.NAME.params.*]`, in the order written, each with the span of its table.
+    fn params(&mut self, value: &Value<'_>, tool: &str) -> Option<Vec<(Param, Span)>> {
+        const EXAMPLE: &str = "[tools.NAME.params.command]\ntype = \"string\"\nrequired = true";
+        let name = format!("[tools.{tool}.params]");
+        let table = self.table(value, &name, EXAMPLE)?;
+        let mut entries: Vec<_> = table.iter().collect();
+        entries.sort_by_key(|(key, _)| key.span().start);
+        let mut params: Vec<(Param, Span)> = Vec::new();
+        let mut ok = true;
+        for (key, value) in entries {
+            match self.param(key, value, tool) {
+                Some(param) => params.push((param, value.span())),
+                None => ok = false,
+            }
+        }
+        let stdin: Vec<&(Param, Span)> = params.iter().filter(|(p, _)| p.stdin).collect();
+        if let [_, second, ..] = stdin.as_slice() {
+            let names: Vec<&str> = stdin.iter().map(|(p, _)| p.name.as_str()).collect();
+            self.error(
+                second.1.clone(),
+                format!(
+                    "tool `{tool}` has more than one stdin parameter ({}); a command has one standard input",
+                    names.join(", ")
+                ),
+                None,
+            );
+            ok = false;
+        }
+        ok.then_some(params)
+    }
+
+    fn param(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Value<'_>,
+        tool: &str,
+    ) -> Option<Param> {
+        let param_name = key.get_ref().to_string();
+        let header = format!("[tools.{tool}.params.{param_name}]");
+        let example = "type = \"string\"";
+        let mut ok = true;
+        if !params::is_param_name(&param_name) {
+            let help = if param_name == params::ARGS_PROPERTY {
+                "`args` is the name of the appended arguments (args = \"append\")"
+            } else {
+                "a parameter name is letters, digits and `_`, not starting with a digit (at most 64)"
+            };
+            self.error(
+                key.span(),
+                format!("invalid parameter name {param_name:?} in [tools.{tool}.params]"),
+                Some(help.into()),
+            );
+            ok = false;
+        }
+        let table = self.table(value, &header, example)?;
+        self.known_keys(table, &header, PARAM_KEYS);
+        let what = |k: &str| format!("`{k}` in {header}");
+        let valid_types: Vec<&str> = ParamType::ALL.iter().map(|t| t.as_str()).collect();
+        let kind = match get(table, "type") {
+            None => {
+                self.error(
+                    value.span(),
+                    format!("{header} has no `type`"),
+                    Some(format!("valid types: {}", valid_types.join(", "))),
+                );
+                None
+            }
+            Some(v) => match self.string(v, &what("type"), example) {
+                None => None,
+                Some(t) => match ParamType::ALL.iter().find(|k| k.as_str() == t) {
+                    Some(kind) => Some(*kind),
+                    None => {
+                        self.error(
+                            v.span(),
+                            format!(
+                                "invalid {} {t:?}; valid types: {} (an array is of strings)",
+                                what("type"),
+                                valid_types.join(", ")
+                            ),
+                            suggest(&t, &valid_types),
+                        );
+                        None
+                    }
+                },
+            },
+        };
+        let description = get(table, "description")
+            .and_then(|v| self.string(v, &what("description"), "description = \"the pattern\""));
+        let flag = |p: &mut Self, key: &str| match get(table, key) {
+            None => Some(false),
+            Some(v) => match v.get_ref() {
+                DeValue::Boolean(b) => Some(*b),
+                _ => {
+                    p.wrong_type(v, &what(key), "a boolean", &format!("{key} = true"));
+                    None
+                }
+            },
+        };
+        let required = flag(self, "required");
+        let stdin_flag = flag(self, "stdin");
+        // Only strings have these; what they constrain, a string's.
+        let string_only = |p: &mut Self, key: &str| {
+            let v = get(table, key)?;
+            if kind.is_some_and(|k| k != ParamType::String) {
+                p.error(
+                    v.span(),
+                    format!(
+                        "{} applies to strings only, and `{param_name}` is {} {}",
+                        what(key),
+                        article(kind.map_or("", |k| k.as_str())),
+                        kind.map_or("", |k| k.as_str())
+                    ),
+                    None,
+                );
+                return Some(Err(()));
+            }
+            Some(Ok(v))
+        };
+        let pattern = match string_only(self, "pattern") {
+            None => Some(None),
+            Some(Err(())) => None,
+            Some(Ok(v)) => match self.plain_string(v, &what("pattern"), "pattern = \"^[a-z]+$\"") {
+                None => None,
+                Some(p) => match params::compile_pattern(&p) {
+                    Ok(_) => Some(Some(p)),
+                    Err(why) => {
+                        let first = why.lines().last().unwrap_or_default().trim().to_string();
+                        self.error(
+                            v.span(),
+                            format!("{} does not compile: {first}", what("pattern")),
+                            Some("a pattern is a regular expression, matched anywhere unless anchored with ^ and $".into()),
+                        );
+                        None
+                    }
+                },
+            },
+        };
+        let choices = match string_only(self, "enum") {
+            None => Some(None),
+            Some(Err(())) => None,
+            Some(Ok(v)) => match self.strings(v, &what("enum"), "enum = [\"fast\", \"slow\"]") {
+                None => None,
+                Some(values) if values.is_empty() => {
+                    self.error(v.span(), format!("{} is empty", what("enum")), None);
+                    None
+                }
+                Some(values) => {
+                    let mut out: Vec<String> = Vec::new();
+                    let mut fine = true;
+                    for (choice, span) in values {
+                        if out.contains(&choice) {
+                            self.error(
+                                span,
+                                format!("duplicate value {choice:?} in {}", what("enum")),
+                                None,
+                            );
+                            fine = false;
+                        } else {
+                            out.push(choice);
+                        }
+                    }
+                    fine.then_some(Some(out))
+                }
+            },
+        };
+        let max_length = match string_only(self, "max_length") {
+            None => Some(None),
+            Some(Err(())) => None,
+            Some(Ok(v)) => {
+                let parsed = match v.get_ref() {
+                    DeValue::Integer(i) => u32::from_str_radix(i.as_str(), i.radix()).ok(),
+                    _ => {
+                        self.wrong_type(
+                            v,
+                            &what("max_length"),
+                            "a whole number",
+                            "max_length = 4096",
+                        );
+                        return None;
+                    }
+                };
+                match parsed {
+                    Some(n) => Some(Some(n as usize)),
+                    None => {
+                        self.error(
+                            v.span(),
+                            format!(
+                                "{} must be a whole number from 0 to {}",
+                                what("max_length"),
+                                u32::MAX
+                            ),
+                            None,
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let stdin = match stdin_flag {
+            Some(false) if param_name == "stdin" && get(table, "stdin").is_some() => {
+                self.error(
+                    get(table, "stdin").map_or(0..0, |v| v.span()),
+                    format!("a parameter named `stdin` always feeds standard input ({header})"),
+                    Some("give the parameter another name to pass it as an argument".into()),
+                );
+                None
+            }
+            Some(flag) => Some(flag || param_name == "stdin"),
+            None => None,
+        };
+        if stdin == Some(true) && kind.is_some_and(|k| k != ParamType::String) {
+            self.error(
+                get(table, "type").map_or(value.span(), |v| v.span()),
+                format!("{header} feeds standard input, so its type must be \"string\""),
+                None,
+            );
+            ok = false;
+        }
+        let param = Param {
+            name: param_name,
+            kind: kind?,
+            description,
+            required: required?,
+            pattern: pattern?,
+            choices: choices?,
+            max_length: max_length?,
+            stdin: stdin?,
+        };
+        ok.then_some(param)
+    }
+
+    /// Checks every brace in `command` against `params`: each placeholder names a declared
+    /// parameter that does not feed stdin, the program is fixed, and every argument
+    /// parameter is used. Returns the parameters.
+    fn placeholders(
+        &mut self,
+        table: &DeTable<'_>,
+        params: Vec<(Param, Span)>,
+        header: &str,
+    ) -> Option<Vec<Param>> {
+        let items = match get(table, "command").map(|v| v.get_ref()) {
+            Some(DeValue::Array(items)) => items,
+            _ => return None,
+        };
+        let mut ok = true;
+        let mut used: Vec<&str> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let DeValue::String(element) = item.get_ref() else {
+                return None;
+            };
+            let name = match params::piece(element) {
+                Ok(Piece::Literal(_)) => continue,
+                Ok(Piece::Param(name)) => name,
+                Err(why) => {
+                    self.error(
+                        item.span(),
+                        format!("`command` in {header}: {why}"),
+                        Some("a placeholder is a whole argument, e.g. [\"grep\", \"--\", \"{pattern}\"]; write {{ and }} for literal braces".into()),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            let declared = params.iter().find(|(p, _)| p.name == name);
+            let problem = match declared {
+                _ if i == 0 => Some((
+                    format!("the program in `command` of {header} is a placeholder, `{{{name}}}`"),
+                    "the policy names the program a tool runs; parameters fill its arguments".to_string(),
+                )),
+                None => Some((
+                    format!("unknown placeholder `{{{name}}}` in `command` of {header}"),
+                    format!("declare it: [{}.params.{name}] with type = \"string\"", header.trim_start_matches('[').trim_end_matches(']')),
+                )),
+                Some((p, _)) if p.stdin => Some((
+                    format!("parameter `{name}` feeds standard input, so `{{{name}}}` cannot be an argument in {header}"),
+                    "a stdin parameter is not a placeholder".to_string(),
+                )),
+                Some(_) if used.contains(&name) => Some((
+                    format!("placeholder `{{{name}}}` is used twice in `command` of {header}"),
+                    "use each parameter once".to_string(),
+                )),
+                Some(_) => None,
+            };
+            if let Some((message, help)) = problem {
+                self.error(item.span(), message, Some(help));
+                ok = false;
+            } else {
+                used.push(name);
+            }
+        }
+        for (param, span) in &params {
+            if !param.stdin && !used.contains(&param.name.as_str()) {
+                self.error(
+                    span.clone(),
+                    format!(
+                        "parameter `{}` of {header} is declared but not used in `command`",
+                        param.name
+                    ),
+                    Some(format!(
+                        "add \"{{{}}}\" as an argument of `command`, or remove the parameter",
+                        param.name
+                    )),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| params.into_iter().map(|(p, _)| p).collect())
     }
 
     fn absolute(&mut self, value: &Value<'_>, what: &str, example: &str) -> Option<PathBuf> {

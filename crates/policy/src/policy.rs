@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::lint::Rule;
+use crate::params::Param;
 use crate::resolve::Error;
 
 /// A policy file, parsed and checked for well-formedness (not yet linted).
@@ -284,6 +285,8 @@ pub struct Tool {
     pub mounts: Vec<MountDecl>,
     #[serde(rename = "unsafe")]
     pub acknowledged: Option<Acknowledgement>,
+    /// `[tools.NAME.params.*]`, in the order written.
+    pub params: Vec<Param>,
     /// The `[tools.NAME]` header.
     pub at: Location,
     #[serde(skip)]

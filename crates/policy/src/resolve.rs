@@ -15,6 +15,7 @@ use std::time::Duration;
 use nanoclaw_spec::{Mount, Network, Root, SandboxSpec, Tmpfs};
 
 use crate::lint::{self, Finding, Severity};
+use crate::params::{BoundCall, ParamError, ARGS_PROPERTY};
 use crate::policy::{BackendKind, ExtraArgs, HostPath, Policy, Tool, ToolNetwork};
 use crate::units;
 
@@ -24,7 +25,10 @@ pub struct Invocation {
     /// The task directory that `${workspace}` stands for (absolute).
     pub workspace: Option<PathBuf>,
     /// Arguments after the tool's command; refused unless the tool has `args = "append"`.
+    /// The same as an `args` entry in `params` (giving both is refused).
     pub extra_args: Vec<String>,
+    /// The values of the tool's parameters, as a JSON object ([`Tool::bind`]).
+    pub params: serde_json::Map<String, serde_json::Value>,
     pub narrowing: Narrowing,
 }
 
@@ -72,6 +76,20 @@ pub enum Error {
     },
     #[error("tool `{tool}` needs {what}, which no sandbox can be given yet")]
     Unsupported { tool: String, what: String },
+    /// The call's values do not fit the tool's parameters.
+    #[error("{error}")]
+    Param { tool: String, error: ParamError },
+    /// `resolve` was asked for a call that feeds standard input: `resolve_call` carries it.
+    #[error("tool `{tool}` takes standard input from its parameter `{param}`, which this caller cannot pass on")]
+    StdinDropped { tool: String, param: String },
+}
+
+/// One call resolved: the spec it runs in (argv bound) and what its standard input reads.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub spec: SandboxSpec,
+    /// The value of the tool's stdin parameter; `None`: the command reads nothing.
+    pub stdin: Option<Vec<u8>>,
 }
 
 fn known_tools(known: &[String]) -> String {
@@ -128,10 +146,76 @@ fn check_workspace(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// The call's values bound into the tool's argv: `extra_args` count as `args`.
+fn bind(tool: &Tool, invocation: &Invocation) -> Result<BoundCall, Error> {
+    let refused = |error: ParamError| Error::Param {
+        tool: tool.name.clone(),
+        error,
+    };
+    if invocation.extra_args.is_empty() {
+        return tool.bind(&invocation.params).map_err(refused);
+    }
+    if invocation.params.contains_key(ARGS_PROPERTY) {
+        return Err(refused(ParamError {
+            param: ARGS_PROPERTY.into(),
+            message: "the extra arguments were given twice: as trailing arguments and as `args`"
+                .into(),
+        }));
+    }
+    let mut params = invocation.params.clone();
+    params.insert(
+        ARGS_PROPERTY.into(),
+        invocation
+            .extra_args
+            .iter()
+            .cloned()
+            .map(serde_json::Value::String)
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    tool.bind(&params).map_err(refused)
+}
+
 impl Policy {
-    /// The spec tool `name` runs in for `invocation`. Refuses anything the policy does not
-    /// allow, and any tool the lint refuses.
+    /// The spec tool `name` runs in for `invocation`: [`Policy::resolve_call`] for a caller
+    /// that passes no standard input, refusing a call whose stdin parameter has a value.
     pub fn resolve(&self, name: &str, invocation: &Invocation) -> Result<SandboxSpec, Error> {
+        let resolved = self.resolve_call(name, invocation)?;
+        if resolved.stdin.is_some() {
+            let tool = self.tool(name)?;
+            let param = tool.params.iter().find(|p| p.stdin).map(|p| p.name.clone());
+            return Err(Error::StdinDropped {
+                tool: tool.name.clone(),
+                param: param.unwrap_or_default(),
+            });
+        }
+        Ok(resolved.spec)
+    }
+
+    /// The spec tool `name` runs in for `invocation`, its argv bound from the invocation's
+    /// parameters, and the standard input they give. Refuses anything the policy does not
+    /// allow, values that do not fit the parameters, and any tool the lint refuses.
+    pub fn resolve_call(&self, name: &str, invocation: &Invocation) -> Result<Resolved, Error> {
+        let tool = self.tool(name)?;
+        if !invocation.extra_args.is_empty() && tool.args != ExtraArgs::Append {
+            return Err(Error::ExtraArgsRefused {
+                tool: tool.name.clone(),
+                count: invocation.extra_args.len(),
+            });
+        }
+        let bound = bind(tool, invocation)?;
+        let mut spec = self.resolve_scope(name, invocation)?;
+        spec.command = bound.argv;
+        Ok(Resolved {
+            spec,
+            stdin: bound.stdin,
+        })
+    }
+
+    /// The sandbox tool `name` gets for `invocation`, without binding its parameters: the
+    /// spec's command is the tool's unbound `command` (placeholders and all), which nothing
+    /// may run. For `verify`, which runs its probe in the tool's sandbox instead.
+    pub fn resolve_scope(&self, name: &str, invocation: &Invocation) -> Result<SandboxSpec, Error> {
         let tool = &canonical_sources(self.tool(name)?);
         if let Some(path) = invocation.workspace.as_deref() {
             check_workspace(path)?;
@@ -147,12 +231,6 @@ impl Policy {
         if tool.uses_workspace() && workspace.is_none() {
             return Err(Error::WorkspaceRequired {
                 tool: tool.name.clone(),
-            });
-        }
-        if !invocation.extra_args.is_empty() && tool.args != ExtraArgs::Append {
-            return Err(Error::ExtraArgsRefused {
-                tool: tool.name.clone(),
-                count: invocation.extra_args.len(),
             });
         }
         let limits = narrowed(tool, &invocation.narrowing)?;
@@ -178,9 +256,7 @@ impl Policy {
             )));
         }
 
-        let mut argv = tool.command.clone();
-        argv.extend(invocation.extra_args.iter().cloned());
-        let mut spec = SandboxSpec::new(argv);
+        let mut spec = SandboxSpec::new(tool.command.clone());
         spec.root = match (tool.backend, &tool.rootfs, &tool.image) {
             (BackendKind::Docker, _, Some(image)) => Root::Image(image.clone()),
             // Made canonical once; the backend opens it without following a symlink.

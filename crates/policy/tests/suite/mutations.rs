@@ -135,6 +135,7 @@ fn exercise(text: &str, workspace: &Path) {
                 workspace: Some(workspace.to_path_buf()),
                 extra_args: vec!["x".into()],
                 narrowing,
+                ..Invocation::default()
             },
         ] {
             match policy.resolve(&tool.name, &invocation) {

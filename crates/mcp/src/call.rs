@@ -22,8 +22,6 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-#[allow(unused_imports)] // Until the params branch is merged: its methods replace the shim's.
-use crate::params_shim::ToolParams;
 use crate::Shared;
 
 /// How long a child has to tear its sandbox down after SIGTERM before it gets SIGKILL.

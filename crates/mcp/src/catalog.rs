@@ -9,8 +9,6 @@ use std::sync::Arc;
 
 use nanoclaw_policy::{Policy, Tool, ToolNetwork};
 
-#[allow(unused_imports)] // Until the params branch is merged: its methods replace the shim's.
-use crate::params_shim::ToolParams;
 use rmcp::model::{JsonObject, Tool as McpTool, ToolAnnotations};
 use serde_json::{json, Value};
 

@@ -21,7 +21,6 @@
 mod call;
 mod catalog;
 mod http;
-mod params_shim;
 mod server;
 
 use std::net::SocketAddr;

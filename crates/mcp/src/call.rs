@@ -15,7 +15,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nanoclaw_policy::Tool;
-use rmcp::model::{CallToolResult, ContentBlock as Content, JsonObject, ProgressNotificationParam, ProgressToken};
+use rmcp::model::{
+    CallToolResult, ContentBlock as Content, JsonObject, ProgressNotificationParam, ProgressToken,
+};
 use rmcp::service::{Peer, RequestContext, RoleServer};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
@@ -79,7 +81,10 @@ pub(crate) async fn call(
     context: RequestContext<RoleServer>,
 ) -> CallToolResult {
     if let Err(error) = tool.bind(&arguments) {
-        return refused(format!("invalid arguments for tool `{}`: {error}", tool.name));
+        return refused(format!(
+            "invalid arguments for tool `{}`: {error}",
+            tool.name
+        ));
     }
     let params = Value::Object(arguments).to_string();
     if params.len() > MAX_ARGUMENTS_BYTES {
@@ -115,10 +120,8 @@ struct Request<'a> {
 
 impl Request<'_> {
     async fn run(&self, params: &str) -> CallToolResult {
-        let mut ticks = tokio::time::interval_at(
-            tokio::time::Instant::now() + PROGRESS_EVERY,
-            PROGRESS_EVERY,
-        );
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         // Waiting for a slot: the acquire future keeps its place in the (fair) queue.
@@ -249,7 +252,10 @@ impl Request<'_> {
 
 /// SIGTERM, then SIGKILL after the grace period; returns once the child is reaped.
 async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+    {
         // The child is not reaped yet (only `wait` below reaps it), so the pid is its own.
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
@@ -287,7 +293,9 @@ fn outcome(stdout: &[u8], stderr: &[u8], code: Option<i32>) -> CallToolResult {
         ));
     };
     if let Some(error) = outcome.get("error") {
-        let reason = error.as_str().map_or_else(|| error.to_string(), str::to_owned);
+        let reason = error
+            .as_str()
+            .map_or_else(|| error.to_string(), str::to_owned);
         return refused(reason);
     }
     let field = |name: &str| outcome.get(name).cloned().unwrap_or(Value::Null);
@@ -373,6 +381,9 @@ mod tests {
     fn no_outcome_says_so_with_the_runner_stderr() {
         let result = outcome(b"", b"nanoclaw: boom\n", Some(2));
         let text = serde_json::to_string(&result.content).unwrap();
-        assert!(text.contains("without an outcome") && text.contains("boom"), "{text}");
+        assert!(
+            text.contains("without an outcome") && text.contains("boom"),
+            "{text}"
+        );
     }
 }

@@ -86,7 +86,7 @@ fn output_schema() -> Value {
             "stderr_truncated": { "type": "boolean" },
             "stdout_bytes": { "type": "integer" },
             "stderr_bytes": { "type": "integer" },
-            "audit_seq": { "type": ["integer", "null"], "description": "sequence number of the invocation's end record in the audit log" },
+            "audit_seq": { "type": ["integer", "null"], "description": "sequence number of the invocation.start record in the audit log" },
             "invocation": { "type": ["string", "null"], "description": "the invocation id in the audit log" },
             "writes": { "description": "changes of writable mounts applied to the host, and those refused" },
             "refused": { "type": "string", "description": "why nanoclaw did not run the command" }

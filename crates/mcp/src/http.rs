@@ -82,7 +82,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, args: &McpArgs, addr: &str) -> Re
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("listen on {addr}"))?;
-    let bound = listener.local_addr().context("read the listening address")?;
+    let bound = listener
+        .local_addr()
+        .context("read the listening address")?;
     if args.token_file.is_none() {
         eprintln!("nanoclaw mcp: bearer token (shown once): {token}");
     }
@@ -144,9 +146,16 @@ struct Gate {
 
 impl Gate {
     /// `None` when the request may go on; else the reply that refuses it.
-    async fn check(&self, request: &Request<Incoming>, peer: std::net::SocketAddr) -> Option<Reply> {
+    async fn check(
+        &self,
+        request: &Request<Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> Option<Reply> {
         if request.uri().path() != PATH {
-            return Some(reply(StatusCode::NOT_FOUND, "Not Found: the MCP endpoint is /mcp"));
+            return Some(reply(
+                StatusCode::NOT_FOUND,
+                "Not Found: the MCP endpoint is /mcp",
+            ));
         }
         let presented = request
             .headers()
@@ -166,13 +175,19 @@ impl Gate {
             StatusCode::UNAUTHORIZED,
             "Unauthorized: send Authorization: Bearer TOKEN (the token nanoclaw mcp printed, or the content of its --token-file)",
         );
-        refusal
-            .headers_mut()
-            .insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+        refusal.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
         Some(refusal)
     }
 
-    async fn record_unauthorized(&self, request: &Request<Incoming>, peer: std::net::SocketAddr, why: &str) {
+    async fn record_unauthorized(
+        &self,
+        request: &Request<Incoming>,
+        peer: std::net::SocketAddr,
+        why: &str,
+    ) {
         let admitted = match self.window.lock() {
             Ok(mut window) => {
                 if window.0.elapsed() >= Duration::from_secs(1) {
@@ -221,8 +236,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// A token file: yours alone (like a key file), at least 16 characters.
 fn read_token(path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("open token file {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("open token file {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         bail!(
             "token file {} can be read by others (mode {:o}); chmod 600 it",

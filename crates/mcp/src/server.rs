@@ -66,7 +66,12 @@ impl ServerHandler for Server {
     ) -> Result<CallToolResponse, ErrorData> {
         let shared = &self.shared;
         let tool = shared.policy.tool(&request.name).map_err(|_| {
-            let known: Vec<&str> = shared.policy.tools().iter().map(|t| t.name.as_str()).collect();
+            let known: Vec<&str> = shared
+                .policy
+                .tools()
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
             ErrorData::invalid_params(
                 format!(
                     "unknown tool `{}`; this server has: {}",

@@ -15,5 +15,6 @@ mod egress;
 mod egress_flood;
 mod hardening;
 mod lifeline;
+mod mcp;
 mod policy;
 mod writes;

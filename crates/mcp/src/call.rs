@@ -352,7 +352,6 @@ fn tail(bytes: &[u8], max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -353,6 +353,7 @@ fn mcp_http_refuses_requests_without_the_token_or_from_a_foreign_origin() {
     assert_eq!(report["foreign_origin"], 403, "{report:#}");
     assert_eq!(report["loopback_origin"], 200, "{report:#}");
     assert_eq!(report["no_origin"], 200, "{report:#}");
+    assert_eq!(report["foreign_host"], 403, "DNS rebinding: {report:#}");
     assert_eq!(report["other_path"], 404, "{report:#}");
     let refusals = setup.audit("mcp.unauthorized");
     assert_eq!(refusals.len(), 2, "each 401 is audited: {refusals:#?}");

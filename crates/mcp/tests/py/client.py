@@ -217,6 +217,7 @@ async def http_checks(args):
         report["foreign_origin"] = await status({"Authorization": f"Bearer {args.token}", "Origin": "https://evil.example"})
         report["loopback_origin"] = await status({"Authorization": f"Bearer {args.token}", "Origin": "http://localhost:3000"})
         report["no_origin"] = await status({"Authorization": f"Bearer {args.token}"})
+        report["foreign_host"] = await status({"Authorization": f"Bearer {args.token}", "Host": "evil.example"})
         other = args.url.replace("/mcp", "/other")
         response = await http.post(other, json=body, headers={**headers, "Authorization": f"Bearer {args.token}"})
         report["other_path"] = response.status_code

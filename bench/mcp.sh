@@ -43,7 +43,8 @@ echo "nanoclaw: $NANOCLAW"
 hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$OUT/run.json" -n run "$RUN" >/dev/null
 # ... and 8 at a time, from a shell.
 start=$(date +%s.%N)
-seq "$CALLS" | xargs -P 8 -I{} sh -c "$RUN >/dev/null"
+# (xargs replaces the -I string in the command: one that does not appear in it.)
+seq "$CALLS" | xargs -P 8 -I@N@ sh -c "$RUN >/dev/null"
 end=$(date +%s.%N)
 echo "$CALLS $start $end" >"$OUT/run-parallel.txt"
 

@@ -508,3 +508,65 @@ fn mcp_runs_parallel_calls_in_parallel_sandboxes() {
         "in parallel: {report:#}"
     );
 }
+
+#[test]
+fn mcp_serves_the_agent_workspace_example_as_a_coding_agent_uses_it() {
+    let Some(setup) = Setup::new() else { return };
+    let workspace = setup.scratch.path().join("repo");
+    std::fs::create_dir_all(workspace.join(".git/hooks")).unwrap();
+    std::fs::write(workspace.join("README.md"), "a repo\n").unwrap();
+    give_to_sandbox_user(&workspace);
+    let policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/agent-workspace.toml"
+    );
+    let mut args = vec![
+        "--nanoclaw".to_string(),
+        BIN.into(),
+        "--policy".into(),
+        policy.into(),
+    ];
+    args.extend(["--workspace".into(), workspace.display().to_string()]);
+    args.extend(["--audit".into(), setup.path("audit.jsonl")]);
+    args.push("workspace".into());
+    let report = setup.client(&args);
+    assert_eq!(
+        report["tools"],
+        serde_json::json!(["shell", "read_file", "write_file", "list_dir", "search"])
+    );
+    for call in [
+        "write_file",
+        "read_file",
+        "list_dir",
+        "list_src",
+        "search",
+        "shell",
+    ] {
+        assert_eq!(report[call]["is_error"], false, "{call}: {report:#}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("src/lib.rs")).unwrap(),
+        "// TODO: everything\n"
+    );
+    assert_eq!(text(&report["read_file"], 0), "// TODO: everything\n");
+    assert!(
+        text(&report["list_dir"], 0).contains("README.md"),
+        "{report:#}"
+    );
+    assert!(
+        text(&report["list_src"], 0).contains("lib.rs"),
+        "{report:#}"
+    );
+    assert_eq!(
+        text(&report["search"], 0),
+        "src/lib.rs:1:// TODO: everything\n"
+    );
+    assert_eq!(text(&report["shell"], 0), "1 lib.rs\n/work/src\n");
+    // The agent's shell cannot plant a git hook in the user's checkout.
+    assert_eq!(report["git_hook"]["is_error"], true, "{report:#}");
+    assert!(!workspace.join(".git/hooks/pre-commit").exists());
+    assert!(
+        !text(&report["network"], 0).contains("rc=0"),
+        "no network: {report:#}"
+    );
+}

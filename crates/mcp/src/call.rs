@@ -100,11 +100,14 @@ pub(crate) async fn call(
             .map(|token| (context.peer.clone(), token)),
         started: Instant::now(),
     };
+    // Over HTTP in a session, the call also ends when its response stream is closed.
+    let stream_closed = shared.streams.closed(&context);
     let request = Request {
         shared,
         tool: &tool.name,
         id: serde_json::to_value(&context.id).unwrap_or(Value::Null),
         cancel: &context.ct,
+        stream_closed,
         progress: &progress,
     };
     request.run(&params).await
@@ -115,6 +118,8 @@ struct Request<'a> {
     tool: &'a str,
     id: Value,
     cancel: &'a CancellationToken,
+    /// Never cancelled but over HTTP in a session (`http::Streams`).
+    stream_closed: CancellationToken,
     progress: &'a Progress,
 }
 
@@ -227,6 +232,7 @@ impl Request<'_> {
     async fn cancelled(&self) -> &'static str {
         tokio::select! {
             _ = self.cancel.cancelled() => "cancelled by the client",
+            _ = self.stream_closed.cancelled() => "the client closed the call's HTTP stream",
             _ = self.shared.shutdown.cancelled() => "the server stopped (client disconnected or signal)",
         }
     }

@@ -11,27 +11,38 @@
 //! This module must never serve a request that failed a check, never log or echo the
 //! token, and never listen beyond loopback unless told.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use http_body_util::{BodyExt, Full};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rmcp::service::{RequestContext, RoleServer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::server::Server;
 use crate::{McpArgs, Shared};
 
 const PATH: &str = "/mcp";
+
+/// The header naming a handshake revision's session.
+const SESSION_HEADER: &str = "mcp-session-id";
 
 /// Browser origins on this machine, always accepted (any port).
 const LOOPBACK_ORIGINS: [&str; 6] = [
@@ -116,10 +127,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, args: &McpArgs, addr: &str) -> Re
                 let gate = gate.clone();
                 let mcp = mcp.clone();
                 async move {
-                    Ok::<_, Infallible>(match gate.check(&request, peer).await {
-                        Some(refusal) => refusal,
-                        None => mcp.handle(request).await,
-                    })
+                    if let Some(refusal) = gate.check(&request, peer).await {
+                        return Ok::<_, Infallible>(refusal);
+                    }
+                    Ok(forward(&mcp, &gate.shared, request).await)
                 }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -133,14 +144,142 @@ pub(crate) async fn serve(shared: Arc<Shared>, args: &McpArgs, addr: &str) -> Re
     }
 }
 
-type Reply = Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>;
+type Reply = Response<BoxBody<Bytes, Infallible>>;
+
+/// Hands a checked request to the SDK. A `tools/call` in a session (the handshake
+/// revisions) gets its response stream watched: when the client closes it, the call is
+/// cancelled, as the SDK does itself for the session-less 2026-07-28 requests.
+async fn forward(
+    mcp: &StreamableHttpService<Server, LocalSessionManager>,
+    shared: &Arc<Shared>,
+    request: Request<Incoming>,
+) -> Reply {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = Limited::new(body, MAX_BODY_BYTES).collect().await else {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large, or the request body could not be read",
+        );
+    };
+    let body = body.to_bytes();
+    let watch = watch(shared, &parts, &body);
+    let response = mcp
+        .handle(Request::from_parts(parts, Full::new(body)))
+        .await;
+    match watch {
+        Some(guard) => response.map(|inner| {
+            Watched {
+                inner,
+                _guard: guard,
+            }
+            .boxed()
+        }),
+        None => response,
+    }
+}
+
+/// The biggest request body read (the SDK's own limit is below it).
+const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// The `tools/call` requests of sessions whose response stream is open, by session and
+/// request id; each token is cancelled when its stream is dropped.
+#[derive(Default)]
+pub(crate) struct Streams(Mutex<HashMap<String, CancellationToken>>);
+
+/// A guard for `body` when it is a `tools/call` request in a session.
+fn watch(shared: &Arc<Shared>, parts: &http::request::Parts, body: &[u8]) -> Option<StreamGuard> {
+    let session = parts.headers.get(SESSION_HEADER)?.to_str().ok()?;
+    let message: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if message.get("method")? != "tools/call" {
+        return None;
+    }
+    let key = stream_key(session, message.get("id")?);
+    let token = CancellationToken::new();
+    shared
+        .streams
+        .0
+        .lock()
+        .ok()?
+        .insert(key.clone(), token.clone());
+    Some(StreamGuard {
+        shared: shared.clone(),
+        key,
+        token,
+    })
+}
+
+impl Streams {
+    /// The token of the call `context` answers: cancelled when its stream closes; never
+    /// cancelled for a call outside an HTTP session.
+    pub fn closed(&self, context: &RequestContext<RoleServer>) -> CancellationToken {
+        let session = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get(SESSION_HEADER))
+            .and_then(|value| value.to_str().ok());
+        let id = serde_json::to_value(&context.id).unwrap_or_default();
+        session
+            .and_then(|session| {
+                let streams = self.0.lock().ok()?;
+                streams.get(&stream_key(session, &id)).cloned()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn stream_key(session: &str, id: &serde_json::Value) -> String {
+    format!("{session} {id}")
+}
+
+/// Cancels its call's token when the response body is dropped: sent to the end, or the
+/// client gone (a finished call is not affected).
+struct StreamGuard {
+    shared: Arc<Shared>,
+    key: String,
+    token: CancellationToken,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Ok(mut streams) = self.shared.streams.0.lock() {
+            streams.remove(&self.key);
+        }
+        self.token.cancel();
+    }
+}
+
+/// A response body that holds its call's `StreamGuard` as long as it is being sent.
+struct Watched {
+    inner: BoxBody<Bytes, Infallible>,
+    _guard: StreamGuard,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// The checks every request passes before the SDK sees it.
 struct Gate {
     token: String,
     shared: Arc<Shared>,
     /// Start of the current second and the records written in it.
-    window: std::sync::Mutex<(Instant, u64)>,
+    window: Mutex<(Instant, u64)>,
     suppressed: AtomicU64,
 }
 

@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The calls in flight, waited for before the server exits.
     pub calls: tokio_util::task::TaskTracker,
+    /// HTTP: the response streams of calls in a session, which cancel the call when closed.
+    pub streams: http::Streams,
 }
 
 pub fn main(args: McpArgs) -> ExitCode {
@@ -175,6 +177,7 @@ fn prepare(args: &McpArgs) -> Result<Shared> {
         max_concurrent,
         shutdown: tokio_util::sync::CancellationToken::new(),
         calls: tokio_util::task::TaskTracker::new(),
+        streams: http::Streams::default(),
     })
 }
 

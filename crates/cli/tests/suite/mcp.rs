@@ -488,6 +488,57 @@ fn mcp_a_client_that_disconnects_leaves_no_sandbox() {
 }
 
 #[test]
+fn mcp_an_http_client_killed_mid_call_leaves_no_sandbox() {
+    let Some(setup) = Setup::new() else { return };
+    let server = setup.http_server(&[]);
+    for mode in ["legacy", "2026-07-28"] {
+        let marker = unique_token("mcp-killed-client");
+        let mut client = Command::new(&setup.python)
+            .arg(CLIENT)
+            .args([
+                "--url",
+                &server.url,
+                "--token",
+                &server.token,
+                "--mode",
+                mode,
+            ])
+            .args(["--token-marker", &marker, "hang"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let sandboxed = || {
+            processes_with(&marker)
+                .into_iter()
+                .any(|(_, cmdline)| cmdline.starts_with("sh -c sleep 60"))
+        };
+        while !sandboxed() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{mode}: no sandbox"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // No DELETE, no notifications/cancelled: only the connection closes.
+        client.kill().unwrap();
+        client.wait().unwrap();
+        let killed = Instant::now();
+        while !processes_with(&marker).is_empty() {
+            assert!(
+                killed.elapsed() < Duration::from_secs(1),
+                "{mode}: a sandbox outlived its client's connection: {:#?}",
+                processes_with(&marker)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let cancelled = setup.audit("mcp.cancelled");
+    assert_eq!(cancelled.len(), 2, "{cancelled:#?}");
+}
+
+#[test]
 fn mcp_runs_parallel_calls_in_parallel_sandboxes() {
     let Some(setup) = Setup::new() else { return };
     let report = setup.stdio("legacy", "parallel", &["--max-concurrent", "8"]);

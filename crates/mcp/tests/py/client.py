@@ -180,6 +180,13 @@ async def disconnect(args):
     return {"left_at": time.time()}
 
 
+async def hang(args):
+    """Starts a slow call and waits for it: the test kills this process meanwhile."""
+    async with client(args) as c:
+        await call(c, "shell", {"command": f"sleep 60; : {args.token_marker}"})
+    return {}
+
+
 async def parallel(args):
     async with client(args) as c:
         started = time.monotonic()
@@ -247,6 +254,7 @@ SCENARIOS = {
     "progress": progress,
     "cancel": cancel,
     "disconnect": disconnect,
+    "hang": hang,
     "parallel": parallel,
     "http_checks": http_checks,
 }

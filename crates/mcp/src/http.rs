@@ -8,6 +8,10 @@
 //! else 403), which keeps a web page the user visits from driving the tools (DNS
 //! rebinding, cross-origin requests).
 //!
+//! A call's response stream closing cancels the call: the SDK does that for the
+//! session-less 2026-07-28 requests; `Streams` does it for calls inside a session (the
+//! handshake revisions), so a client that drops its connection leaves no sandbox running.
+//!
 //! This module must never serve a request that failed a check, never log or echo the
 //! token, and never listen beyond loopback unless told.
 

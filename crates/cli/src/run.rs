@@ -105,7 +105,8 @@ pub struct RunArgs {
     /// an array parameter takes one element per --param)
     #[arg(long = "param", value_name = "NAME=VALUE", requires = "tool")]
     param: Vec<String>,
-    /// The tool's parameters as one JSON object (instead of --param)
+    /// The tool's parameters as one JSON object (instead of --param); `-` reads it from
+    /// standard input
     #[arg(long, value_name = "JSON", requires = "tool", conflicts_with = "param")]
     params_json: Option<String>,
     /// Print one JSON object with the outcome instead of streaming the output
@@ -415,6 +416,9 @@ fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Res
     }
     let policy = crate::policy::load(policy)?;
     let declared = policy.tool(tool)?;
+    if args.stdin && args.params_json.as_deref() == Some("-") {
+        bail!("-i/--stdin cannot be combined with --params-json -, which reads standard input");
+    }
     if let Some(param) = declared
         .params
         .iter()
@@ -441,8 +445,13 @@ fn spec_from_policy(args: &RunArgs, policy: &std::path::Path, tool: &str) -> Res
 /// NAME. A value that does not parse as its type is passed on as a string, for `bind` to
 /// refuse with the parameter's name and type.
 fn params(args: &RunArgs, tool: &Tool) -> Result<Map<String, Value>> {
-    if let Some(text) = &args.params_json {
-        return match serde_json::from_str::<Value>(text) {
+    if let Some(given) = &args.params_json {
+        let text = if given == "-" {
+            params_from_stdin()?
+        } else {
+            given.clone()
+        };
+        return match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(map)) => Ok(map),
             Ok(other) => bail!(
                 "--params-json must be one JSON object, not {}",
@@ -491,6 +500,25 @@ fn params(args: &RunArgs, tool: &Tool) -> Result<Map<String, Value>> {
     }
     Ok(map)
 }
+
+/// `--params-json -`: the JSON object on nanoclaw's standard input (no argument can hold
+/// more than 128 KiB), up to `MAX_PARAMS_JSON`.
+fn params_from_stdin() -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_PARAMS_JSON + 1)
+        .read_to_string(&mut text)
+        .context("--params-json -: read the parameters from standard input")?;
+    if text.len() as u64 > MAX_PARAMS_JSON {
+        bail!("--params-json -: more than {MAX_PARAMS_JSON} bytes on standard input");
+    }
+    Ok(text)
+}
+
+/// The most `--params-json -` reads.
+const MAX_PARAMS_JSON: u64 = 64 << 20;
 
 /// Makes `input` the standard input this process passes on: a pipe, fed by a thread, in
 /// place of descriptor 0. The write end is close-on-exec, so the command sees end of file

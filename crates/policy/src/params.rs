@@ -17,6 +17,9 @@ use crate::policy::{ExtraArgs, Tool};
 /// The name of the JSON property that carries `args = "append"` arguments.
 pub(crate) const ARGS_PROPERTY: &str = "args";
 
+/// The longest one argument may be: Linux's MAX_ARG_STRLEN (32 pages), less its NUL.
+const MAX_ARGUMENT_BYTES: usize = 32 * 4096 - 1;
+
 /// The longest a pattern may compile to; a policy's patterns are small.
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
@@ -190,7 +193,7 @@ pub(crate) fn piece(element: &str) -> Result<Piece<'_>, String> {
                     format!("unmatched `{{` in {element:?}")
                 });
             }
-            _ if c == '}' => return Err(format!("unmatched `}}` in {element:?}")),
+            '}' => return Err(format!("unmatched `}}` in {element:?}")),
             _ => literal.push(c),
         }
     }
@@ -288,6 +291,7 @@ impl Tool {
             if param.stdin {
                 stdin = bound.and_then(|mut v| v.pop()).map(String::into_bytes);
             } else {
+                fits_an_argument(&param.name, bound.iter().flatten())?;
                 values.push((param.name.as_str(), bound));
             }
         }
@@ -310,7 +314,9 @@ impl Tool {
             }
         }
         if let Some(args) = input.get(ARGS_PROPERTY).filter(|v| !v.is_null()) {
-            argv.extend(strings(ARGS_PROPERTY, args)?);
+            let args = strings(ARGS_PROPERTY, args)?;
+            fits_an_argument(ARGS_PROPERTY, &args)?;
+            argv.extend(args);
         }
         Ok(BoundCall { argv, stdin })
     }
@@ -363,6 +369,24 @@ fn strings(name: &str, value: &Value) -> Result<Vec<String>, ParamError> {
         out.push(text.to_string());
     }
     Ok(out)
+}
+
+/// Refuses a value no `execve` could pass as one argument, naming the parameter, rather
+/// than letting the command fail to start.
+fn fits_an_argument<'a>(
+    name: &str,
+    values: impl IntoIterator<Item = &'a String>,
+) -> Result<(), ParamError> {
+    match values.into_iter().find(|v| v.len() > MAX_ARGUMENT_BYTES) {
+        None => Ok(()),
+        Some(long) => Err(ParamError::new(
+            name,
+            format!(
+                "parameter `{name}` is too long for one argument: {} bytes, at most {MAX_ARGUMENT_BYTES}",
+                long.len()
+            ),
+        )),
+    }
 }
 
 fn no_nul(name: &str, text: &str) -> Result<(), ParamError> {

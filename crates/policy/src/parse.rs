@@ -29,6 +29,8 @@ use crate::policy::{
 
 type Value<'i> = Spanned<DeValue<'i>>;
 type Span = Range<usize>;
+/// A tool's parameters that parsed, each with its table's span, and the names of those refused.
+type Declared = (Vec<(Param, Span)>, Vec<String>);
 
 /// More than this many errors are not worth reading; the rest would be noise.
 const MAX_ERRORS: usize = 50;
@@ -671,12 +673,16 @@ impl<'s> Parser<'s> {
             None => Some(Vec::new()),
             Some(v) => self.mounts(v, &tool_name, &mut spots),
         };
+        // Placeholders are checked against every parameter declared, even one refused, so
+        // that one run reports every problem.
         let params = match field("params") {
-            None => Some(Vec::new()),
+            None => Some((Vec::new(), Vec::new())),
             Some(v) => self.params(v, &tool_name),
         };
         let params = match (params, &command) {
-            (Some(params), Some(_)) => self.placeholders(table, params, &header),
+            (Some((params, refused)), Some(_)) => {
+                self.placeholders(table, params, &refused, &header)
+            }
             _ => None,
         };
         let acknowledged = match field("unsafe") {
@@ -745,19 +751,20 @@ impl<'s> Parser<'s> {
         }
     }
 
-    /// `[tools.NAME.params.*]`, in the order written, each with the span of its table.
-    fn params(&mut self, value: &Value<'_>, tool: &str) -> Option<Vec<(Param, Span)>> {
+    /// `[tools.NAME.params.*]`, in the order written, each with the span of its table; and
+    /// the names of those refused.
+    fn params(&mut self, value: &Value<'_>, tool: &str) -> Option<Declared> {
         const EXAMPLE: &str = "[tools.NAME.params.command]\ntype = \"string\"\nrequired = true";
         let name = format!("[tools.{tool}.params]");
         let table = self.table(value, &name, EXAMPLE)?;
         let mut entries: Vec<_> = table.iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
         let mut params: Vec<(Param, Span)> = Vec::new();
-        let mut ok = true;
+        let mut refused = Vec::new();
         for (key, value) in entries {
             match self.param(key, value, tool) {
                 Some(param) => params.push((param, value.span())),
-                None => ok = false,
+                None => refused.push(key.get_ref().to_string()),
             }
         }
         let stdin: Vec<&(Param, Span)> = params.iter().filter(|(p, _)| p.stdin).collect();
@@ -771,9 +778,8 @@ impl<'s> Parser<'s> {
                 ),
                 None,
             );
-            ok = false;
         }
-        ok.then_some(params)
+        Some((params, refused))
     }
 
     fn param(
@@ -871,7 +877,8 @@ impl<'s> Parser<'s> {
                 Some(p) => match params::compile_pattern(&p) {
                     Ok(_) => Some(Some(p)),
                     Err(why) => {
-                        let first = why.lines().last().unwrap_or_default().trim().to_string();
+                        let last = why.lines().last().unwrap_or_default().trim();
+                        let first = last.strip_prefix("error: ").unwrap_or(last).to_string();
                         self.error(
                             v.span(),
                             format!("{} does not compile: {first}", what("pattern")),
@@ -983,6 +990,7 @@ impl<'s> Parser<'s> {
         &mut self,
         table: &DeTable<'_>,
         params: Vec<(Param, Span)>,
+        refused: &[String],
         header: &str,
     ) -> Option<Vec<Param>> {
         let items = match get(table, "command").map(|v| v.get_ref()) {
@@ -991,6 +999,7 @@ impl<'s> Parser<'s> {
         };
         let mut ok = true;
         let mut used: Vec<&str> = Vec::new();
+        let names: Vec<&str> = params.iter().map(|(p, _)| p.name.as_str()).collect();
         for (i, item) in items.iter().enumerate() {
             let DeValue::String(element) = item.get_ref() else {
                 return None;
@@ -999,6 +1008,13 @@ impl<'s> Parser<'s> {
                 Ok(Piece::Literal(_)) => continue,
                 Ok(Piece::Param(name)) => name,
                 Err(why) => {
+                    // One error for `--x={p}`, not a second one for `p` unused.
+                    used.extend(
+                        params
+                            .iter()
+                            .map(|(p, _)| p.name.as_str())
+                            .filter(|name| element.contains(&format!("{{{name}}}"))),
+                    );
                     self.error(
                         item.span(),
                         format!("`command` in {header}: {why}"),
@@ -1010,13 +1026,17 @@ impl<'s> Parser<'s> {
             };
             let declared = params.iter().find(|(p, _)| p.name == name);
             let problem = match declared {
+                None if refused.iter().any(|r| r == name) => None,
                 _ if i == 0 => Some((
                     format!("the program in `command` of {header} is a placeholder, `{{{name}}}`"),
                     "the policy names the program a tool runs; parameters fill its arguments".to_string(),
                 )),
                 None => Some((
                     format!("unknown placeholder `{{{name}}}` in `command` of {header}"),
-                    format!("declare it: [{}.params.{name}] with type = \"string\"", header.trim_start_matches('[').trim_end_matches(']')),
+                    suggest(name, &names).unwrap_or_else(|| {
+                        let table = header.trim_start_matches('[').trim_end_matches(']');
+                        format!("declare it: [{table}.params.{name}] with type = \"string\"")
+                    }),
                 )),
                 Some((p, _)) if p.stdin => Some((
                     format!("parameter `{name}` feeds standard input, so `{{{name}}}` cannot be an argument in {header}"),

@@ -2,7 +2,9 @@
 //!
 //! The spec starts from `SandboxSpec::new` (the strict defaults) and takes exactly the
 //! tool's values. The invocation can only narrow them: a workspace for `${workspace}`,
-//! arguments where the tool says `args = "append"`, and limits at or below the tool's.
+//! arguments where the tool says `args = "append"`, values for the parameters it declares
+//! (each bound into exactly the argv elements, or the stdin, the policy gave it), and limits
+//! at or below the tool's.
 //! Before a spec is returned the tool is linted again with the invocation's workspace, and
 //! any error refuses it.
 //!

@@ -16,5 +16,6 @@ mod egress_flood;
 mod hardening;
 mod lifeline;
 mod mcp;
+mod params;
 mod policy;
 mod writes;

@@ -1,4 +1,5 @@
-//! Any input through parse, lint and resolve, and every rendering: none may panic.
+//! Any input through parse, lint, resolve and parameter binding, and every rendering: none
+//! may panic.
 //! Seed it with the examples: `cargo fuzz run policy ../../examples`.
 
 #![no_main]
@@ -28,6 +29,25 @@ fuzz_target!(|data: &[u8]| {
     for tool in policy.tools() {
         if let Err(e) = policy.resolve(&tool.name, &invocation) {
             let _ = e.to_string();
+        }
+        // Every parameter given the same value of each JSON type: bind never panics.
+        let _ = tool.input_schema().to_string();
+        for value in [
+            serde_json::json!("x y"),
+            serde_json::json!(["a", "-b"]),
+            serde_json::json!(-3),
+            serde_json::json!(2.5),
+            serde_json::json!(true),
+            serde_json::Value::Null,
+        ] {
+            let input = tool
+                .params
+                .iter()
+                .map(|p| (p.name.clone(), value.clone()))
+                .collect();
+            if let Err(e) = tool.bind(&input) {
+                let _ = e.to_string();
+            }
         }
     }
 });

@@ -2,6 +2,7 @@ mod corpus;
 mod examples;
 mod lint;
 mod mutations;
+mod params;
 mod resolve;
 mod verify;
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nanoclaw_policy::{lint, verify, Invocation, Narrowing, Policy};
+use serde_json::{json, Map, Value};
 
 use super::{examples, repo_root, TempDir};
 
@@ -58,6 +59,11 @@ const INTERESTING: &[&[u8]] = &[
     b"\"rw\"",
     b"\"host\"",
     b"*.",
+    b"{p}",
+    b"{{",
+    b"\"{files}\"",
+    b"stdin = true",
+    b"[tools.t.params.p]",
     b":",
     b"[tools.x]\ncommand = [\"a\"]\n",
     b"[[tools.x.mounts]]\n",
@@ -106,6 +112,42 @@ fn mutate(rng: &mut Rng, input: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// A policy with parameters of every kind, mutated as the examples are.
+const PARAMS_SEED: &str = r#"
+[tools.grep]
+description = "search"
+command = ["grep", "{count}", "-e", "{pattern}", "--", "{files}", "{{}}"]
+args = "append"
+[tools.grep.params.pattern]
+type = "string"
+required = true
+pattern = "^[a-z]+$"
+max_length = 10
+[tools.grep.params.files]
+type = "array"
+[tools.grep.params.count]
+type = "string"
+enum = ["-c", "-n"]
+[tools.typed]
+command = ["printf", "{i}", "{n}", "{b}"]
+[tools.typed.params.i]
+type = "integer"
+[tools.typed.params.n]
+type = "number"
+[tools.typed.params.b]
+type = "boolean"
+[tools.typed.params.stdin]
+type = "string"
+"#;
+
+/// Every parameter of `tool` given `value`.
+fn all_params(tool: &nanoclaw_policy::Tool, value: &Value) -> Map<String, Value> {
+    tool.params
+        .iter()
+        .map(|p| (p.name.clone(), value.clone()))
+        .collect()
+}
+
 /// Everything a caller could do with a policy text.
 fn exercise(text: &str, workspace: &Path) {
     let policy = match Policy::parse(text, Path::new("m.toml"), Path::new("/srv/p")) {
@@ -129,6 +171,29 @@ fn exercise(text: &str, workspace: &Path) {
         write_files: Some(10),
     };
     for tool in policy.tools() {
+        let _ = tool.input_schema().to_string();
+        for value in [
+            json!("abc"),
+            json!(["a", "b"]),
+            json!(3),
+            json!(-1.5),
+            json!(true),
+            Value::Null,
+            json!({}),
+        ] {
+            let input = all_params(tool, &value);
+            match tool.bind(&input) {
+                Ok(bound) => assert!(!bound.argv.is_empty(), "{:?}", tool.command),
+                Err(e) => assert!(!e.to_string().is_empty()),
+            }
+            let invocation = Invocation {
+                params: input,
+                ..Invocation::default()
+            };
+            if let Err(e) = policy.resolve_call(&tool.name, &invocation) {
+                let _ = e.to_string();
+            }
+        }
         for invocation in [
             Invocation::default(),
             Invocation {
@@ -161,6 +226,7 @@ fn random_mutations_never_panic() {
         .iter()
         .map(|p| std::fs::read(p).unwrap())
         .collect();
+    seeds.push(PARAMS_SEED.as_bytes().to_vec());
     let examples_count = seeds.len();
     for entry in std::fs::read_dir(repo_root().join("crates/policy/tests/bad")).unwrap() {
         seeds.push(std::fs::read(entry.unwrap().path()).unwrap());

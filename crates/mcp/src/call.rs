@@ -20,7 +20,7 @@ use rmcp::model::{
 };
 use rmcp::service::{Peer, RequestContext, RoleServer};
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -31,9 +31,6 @@ const GRACE: Duration = Duration::from_secs(3);
 
 /// How often a client that asked for progress hears about a call.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// Above this, the arguments would not fit one argv element (Linux: 128 KiB).
-const MAX_ARGUMENTS_BYTES: usize = 120 * 1024;
 
 /// The stderr of the runner itself (its notices) kept for the model.
 const MAX_NOTICES_BYTES: usize = 8 * 1024;
@@ -87,12 +84,6 @@ pub(crate) async fn call(
         ));
     }
     let params = Value::Object(arguments).to_string();
-    if params.len() > MAX_ARGUMENTS_BYTES {
-        return refused(format!(
-            "the arguments are {} bytes of JSON; one call takes at most {MAX_ARGUMENTS_BYTES}",
-            params.len()
-        ));
-    }
     let progress = Progress {
         target: context
             .meta
@@ -151,7 +142,7 @@ impl Request<'_> {
             }
         };
 
-        let mut child = match self.spawn(params) {
+        let mut child = match self.spawn() {
             Ok(child) => child,
             Err(error) => {
                 return refused(format!(
@@ -161,11 +152,16 @@ impl Request<'_> {
             }
         };
         let running_since = Instant::now();
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let mut finished = Box::pin(async {
-            let (stdout, stderr, status) =
-                tokio::join!(read_all(stdout), read_all(stderr), child.wait());
+            let (_, stdout, stderr, status) = tokio::join!(
+                write_all(stdin, params.as_bytes()),
+                read_all(stdout),
+                read_all(stderr),
+                child.wait()
+            );
             (stdout, stderr, status)
         });
         let (stdout, stderr, status) = loop {
@@ -189,9 +185,11 @@ impl Request<'_> {
         }
     }
 
-    /// `nanoclaw run` for this call, its stdin closed (a stdin parameter travels in the
-    /// params and `run` feeds it), killed with the server.
-    fn spawn(&self, params: &str) -> std::io::Result<Child> {
+    /// `nanoclaw run` for this call, reading the arguments on its stdin (`run` then feeds a
+    /// stdin parameter to the command; the command's stdin is closed otherwise), killed with
+    /// the server. On stdin rather than the command line: no size limit of one argument,
+    /// and not in `/proc/PID/cmdline` for every user of the host to read.
+    fn spawn(&self) -> std::io::Result<Child> {
         let shared = self.shared;
         let mut command = Command::new(&shared.exe);
         command
@@ -205,8 +203,8 @@ impl Request<'_> {
             .arg("--audit")
             .arg(shared.audit.path())
             .arg("--json")
-            .arg(format!("--params-json={params}"))
-            .stdin(Stdio::null())
+            .arg("--params-json=-")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -267,6 +265,14 @@ async fn terminate(child: &mut Child) {
     if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
         let _ = child.start_kill();
         let _ = child.wait().await;
+    }
+}
+
+/// Writes `bytes` and closes the pipe; a child that exits without reading them is not an
+/// error here (its outcome says why).
+async fn write_all(stdin: Option<tokio::process::ChildStdin>, bytes: &[u8]) {
+    if let Some(mut stdin) = stdin {
+        let _ = stdin.write_all(bytes).await;
     }
 }
 

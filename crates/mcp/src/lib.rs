@@ -4,7 +4,7 @@
 //! A client (Claude Code, Codex, Claude Desktop, an Agents SDK) sees exactly the tools of
 //! one policy file, with the input schema their declared parameters give, and nothing else.
 //! Each `tools/call` is validated against the tool's parameters, then runs as one
-//! `nanoclaw run --policy F --tool T --params-json JSON --json` child: the runner the CLI
+//! `nanoclaw run --policy F --tool T --params-json - --json` child (the arguments on its stdin): the runner the CLI
 //! uses, with its audit records, its refusals and its lifeline. This crate speaks the
 //! protocol (through `rmcp`, the official SDK, pinned exactly) and manages those children:
 //! the queue, progress, cancellation and shutdown.

@@ -613,6 +613,11 @@ fn mcp_serves_the_agent_workspace_example_as_a_coding_agent_uses_it() {
         "src/lib.rs:1:// TODO: everything\n"
     );
     assert_eq!(text(&report["shell"], 0), "1 lib.rs\n/work/src\n");
+    assert_eq!(report["big_file"]["is_error"], false, "{report:#}");
+    assert_eq!(
+        std::fs::metadata(workspace.join("big.txt")).unwrap().len(),
+        300_000
+    );
     // The agent's shell cannot plant a git hook in the user's checkout.
     assert_eq!(report["git_hook"]["is_error"], true, "{report:#}");
     assert!(!workspace.join(".git/hooks/pre-commit").exists());

@@ -83,6 +83,18 @@ pub(crate) async fn call(
             tool.name
         ));
     }
+    // `run` reads the policy file again: it must still be the one whose tools the client
+    // was shown.
+    match crate::policy_digest(&shared.policy_path) {
+        Ok(digest) if digest == shared.policy_sha256 => {}
+        Ok(_) => {
+            return refused(format!(
+                "the policy file {} changed since this server started; restart `nanoclaw mcp` to serve it",
+                shared.policy_path.display()
+            ))
+        }
+        Err(error) => return refused(format!("{error:#}")),
+    }
     let params = Value::Object(arguments).to_string();
     let progress = Progress {
         target: context

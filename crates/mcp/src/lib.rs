@@ -31,7 +31,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use nanoclaw_audit::AuditLog;
-use nanoclaw_policy::{lint, Policy};
+use nanoclaw_policy::{lint, policy_sha256, Policy};
 
 /// Exit status for errors of nanoclaw itself, as the CLI uses it.
 const RUNNER_ERROR: u8 = 125;
@@ -72,6 +72,8 @@ pub struct McpArgs {
 pub(crate) struct Shared {
     pub policy: Policy,
     pub policy_path: PathBuf,
+    /// The policy file's sha256 when the server started: what `tools/list` shows.
+    pub policy_sha256: String,
     pub workspace: PathBuf,
     /// The `nanoclaw` binary that runs each sandbox (this executable).
     pub exe: PathBuf,
@@ -145,6 +147,7 @@ fn prepare(args: &McpArgs) -> Result<Shared> {
     }
     let policy_path = std::fs::canonicalize(&args.policy)
         .with_context(|| format!("open policy {}", args.policy.display()))?;
+    let policy_sha256 = policy_digest(&policy_path)?;
     let workspace = match &args.workspace {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("read the current directory")?,
@@ -169,6 +172,7 @@ fn prepare(args: &McpArgs) -> Result<Shared> {
     Ok(Shared {
         policy,
         policy_path,
+        policy_sha256,
         workspace,
         exe,
         audit: Arc::new(audit),
@@ -179,6 +183,12 @@ fn prepare(args: &McpArgs) -> Result<Shared> {
         calls: tokio_util::task::TaskTracker::new(),
         streams: http::Streams::default(),
     })
+}
+
+/// The sha256 of the policy file as it is now.
+pub(crate) fn policy_digest(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("read policy {}", path.display()))?;
+    Ok(policy_sha256(&bytes))
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {

@@ -395,6 +395,18 @@ fn mcp_refuses_to_start_with_a_policy_that_does_not_parse() {
 }
 
 #[test]
+fn mcp_refuses_calls_once_the_policy_file_changed() {
+    let Some(setup) = Setup::new() else { return };
+    let report = setup.stdio("legacy", "policy_edit", &[]);
+    assert_eq!(report["before"]["is_error"], false, "{report:#}");
+    assert_eq!(report["after"]["is_error"], true, "{report:#}");
+    assert!(
+        text(&report["after"], 0).contains("changed since this server started"),
+        "{report:#}"
+    );
+}
+
+#[test]
 fn mcp_reports_progress_while_a_tool_runs() {
     let Some(setup) = Setup::new() else { return };
     for mode in ["legacy", "2026-07-28"] {

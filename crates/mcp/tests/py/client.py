@@ -187,6 +187,16 @@ async def hang(args):
     return {}
 
 
+async def policy_edit(args):
+    """A call, an edit of the policy file the server serves, the same call again."""
+    async with client(args) as c:
+        before = await call(c, "echo", {"text": "before"})
+        with open(args.policy, "a") as policy:
+            policy.write("\n# edited while served\n")
+        after = await call(c, "echo", {"text": "after"})
+    return {"before": before, "after": after}
+
+
 async def parallel(args):
     async with client(args) as c:
         started = time.monotonic()
@@ -257,6 +267,7 @@ SCENARIOS = {
     "cancel": cancel,
     "disconnect": disconnect,
     "hang": hang,
+    "policy_edit": policy_edit,
     "parallel": parallel,
     "http_checks": http_checks,
 }

@@ -174,6 +174,19 @@ impl Setup {
         serde_json::from_str(last).unwrap_or_else(|e| panic!("client.py printed {stdout:?}: {e}"))
     }
 
+    /// The audit records of `kind`, once there are at least `count` (the server appends
+    /// them after the runner is reaped, a moment after the sandbox is gone).
+    fn audit_at_least(&self, kind: &str, count: usize) -> Vec<Value> {
+        let since = Instant::now();
+        loop {
+            let records = self.audit(kind);
+            if records.len() >= count || since.elapsed() > Duration::from_secs(10) {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The audit records of `kind`.
     fn audit(&self, kind: &str) -> Vec<Value> {
         let text = std::fs::read_to_string(self.path("audit.jsonl")).unwrap_or_default();
@@ -355,7 +368,7 @@ fn mcp_http_refuses_requests_without_the_token_or_from_a_foreign_origin() {
     assert_eq!(report["no_origin"], 200, "{report:#}");
     assert_eq!(report["foreign_host"], 403, "DNS rebinding: {report:#}");
     assert_eq!(report["other_path"], 404, "{report:#}");
-    let refusals = setup.audit("mcp.unauthorized");
+    let refusals = setup.audit_at_least("mcp.unauthorized", 2);
     assert_eq!(refusals.len(), 2, "each 401 is audited: {refusals:#?}");
     let log = std::fs::read_to_string(setup.path("audit.jsonl")).unwrap();
     assert!(!log.contains(&server.token), "the token is never logged");
@@ -455,7 +468,7 @@ fn assert_cancelled(setup: &Setup, report: &Value, marker: &str) {
     assert_eq!(report["left"], serde_json::json!([]), "{report:#}");
     assert_eq!(text(&report["after"], 0), "still serving|\n", "{report:#}");
     assert!(processes_with(marker).is_empty());
-    let cancelled = setup.audit("mcp.cancelled");
+    let cancelled = setup.audit_at_least("mcp.cancelled", 1);
     assert!(
         cancelled
             .iter()
@@ -546,7 +559,7 @@ fn mcp_an_http_client_killed_mid_call_leaves_no_sandbox() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let cancelled = setup.audit("mcp.cancelled");
+    let cancelled = setup.audit_at_least("mcp.cancelled", 2);
     assert_eq!(cancelled.len(), 2, "{cancelled:#?}");
 }
 

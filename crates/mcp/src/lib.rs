@@ -109,6 +109,12 @@ pub fn main(args: McpArgs) -> ExitCode {
             return ExitCode::from(RUNNER_ERROR);
         }
     };
+    eprintln!(
+        "nanoclaw mcp: serving {} tool(s) of {} on workspace {}",
+        shared.policy.tools().len(),
+        shared.policy_path.display(),
+        shared.workspace.display()
+    );
     let result = runtime.block_on(async {
         let served = match &args.http {
             Some(addr) => http::serve(shared.clone(), &args, addr).await,

@@ -40,6 +40,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// A coding agent's PreToolUse hook: `nanoclaw hook claude-code|codex --policy FILE`
     Hook(nanoclaw_hooks::HookArgs),
+    /// Serve a policy's tools over MCP (stdio, or Streamable HTTP), each call in its own sandbox
+    Mcp(nanoclaw_mcp::McpArgs),
     /// Try one escape from inside a sandbox and report whether it was blocked
     #[command(hide = true)]
     Probe {
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => policy::verify_main(args),
         Command::Audit(args) => audit::main(args),
         Command::Hook(args) => nanoclaw_hooks::main(args),
+        Command::Mcp(args) => nanoclaw_mcp::main(args),
         Command::Probe { name, args, list } => probe(name, args, list),
     }
 }

@@ -15,6 +15,7 @@ mod egress;
 mod egress_flood;
 mod hardening;
 mod lifeline;
+mod mcp;
 mod params;
 mod policy;
 mod secrets;

@@ -34,8 +34,9 @@ fn every_example_parses_lints_clean_and_resolves() {
                 workspace: Some(workspace.path().to_path_buf()),
                 ..Invocation::default()
             };
+            // The scope: a tool with required parameters resolves a call only with them.
             let spec = policy
-                .resolve(&tool.name, &invocation)
+                .resolve_scope(&tool.name, &invocation)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(spec.command, tool.command);
             assert_eq!(spec.root, Root::Host);

@@ -1,0 +1,653 @@
+//! `nanoclaw mcp` driven by a real client: the official MCP Python SDK (`mcp` from PyPI,
+//! pinned in `.ci/run`), over stdio and Streamable HTTP, in the handshake revisions
+//! (2025-06-18, 2025-11-25) and the handshake-free 2026-07-28. The client script
+//! (`crates/mcp/tests/py/client.py`) performs one scenario and reports what it saw; these
+//! tests judge it, and check the host themselves: files written, processes left, the audit
+//! log.
+//!
+//! The SDK lives in a venv: `$NANOCLAW_MCP_VENV`, else `target/mcp-venv` of the repository
+//! (`.ci/run` makes it). Without it these tests say so loudly and pass, except under CI
+//! (`CI` or `NANOCLAW_CI` set), where they fail.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::support::{give_to_sandbox_user, processes_with, scratch_dir, unique_token, BIN};
+
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../mcp/tests/py/client.py");
+
+/// The tools every test serves: parameters of each type, a failing command, a refusal (a
+/// mount whose source is missing), a stdin parameter, a writable workspace.
+const POLICY: &str = r#"
+[defaults]
+timeout = "90s"
+
+[tools.echo]
+description = "print the text and the count"
+command = ["printf", "%s|%s\n", "{text}", "{count}"]
+[tools.echo.params.text]
+type = "string"
+required = true
+[tools.echo.params.count]
+type = "integer"
+
+[tools.shell]
+description = "sh -c in the workspace"
+command = ["sh", "-c", "{command}"]
+workdir = "/work"
+[tools.shell.params.command]
+type = "string"
+required = true
+[[tools.shell.mounts]]
+host = "${workspace}"
+path = "/work"
+mode = "ro"
+
+[tools.write]
+description = "write a file of the workspace"
+command = ["sh", "-c", "mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\"", "write", "{path}"]
+workdir = "/work"
+[tools.write.params.path]
+type = "string"
+required = true
+[tools.write.params.content]
+type = "string"
+required = true
+stdin = true
+[[tools.write.mounts]]
+host = "${workspace}"
+path = "/work"
+mode = "rw"
+
+[tools.refused-mount]
+description = "mounts a directory the workspace does not have"
+command = ["true"]
+[[tools.refused-mount.mounts]]
+host = "${workspace}/missing"
+path = "/data"
+mode = "ro"
+"#;
+
+const TOOLS: [&str; 4] = ["echo", "shell", "write", "refused-mount"];
+
+/// The SDK's python, or `None` (said loudly) when it is not installed outside CI.
+fn sdk_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("NANOCLAW_MCP_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/mcp-venv"));
+    let python = venv.join("bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    let ci = ["CI", "NANOCLAW_CI"]
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"));
+    assert!(
+        !ci,
+        "the MCP Python SDK is not installed at {}: .ci/run makes it (python3 -m venv target/mcp-venv && target/mcp-venv/bin/pip install mcp==2.3.0)",
+        venv.display()
+    );
+    eprintln!(
+        "\n*** SKIPPED: the MCP Python SDK is not installed at {} (python3 -m venv target/mcp-venv && target/mcp-venv/bin/pip install mcp==2.3.0, or set NANOCLAW_MCP_VENV) ***\n",
+        venv.display()
+    );
+    None
+}
+
+/// A scratch directory with the policy, a workspace and the audit log.
+struct Setup {
+    scratch: tempfile::TempDir,
+    python: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Option<Setup> {
+        let python = sdk_python()?;
+        let scratch = scratch_dir();
+        std::fs::write(scratch.path().join("tools.toml"), POLICY).unwrap();
+        std::fs::create_dir(scratch.path().join("workspace")).unwrap();
+        std::fs::write(scratch.path().join("workspace/hello.txt"), "hello\n").unwrap();
+        // The sandbox user writes there (as a user's agent does in the user's checkout).
+        give_to_sandbox_user(&scratch.path().join("workspace"));
+        Some(Setup { scratch, python })
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.scratch.path().join(name).display().to_string()
+    }
+
+    /// The options of `nanoclaw mcp` (and of client.py, which starts it over stdio).
+    fn server_args(&self) -> Vec<String> {
+        vec![
+            "--policy".into(),
+            self.path("tools.toml"),
+            "--workspace".into(),
+            self.path("workspace"),
+            "--audit".into(),
+            self.path("audit.jsonl"),
+        ]
+    }
+
+    /// Runs one scenario of client.py against a stdio server and returns its report.
+    fn stdio(&self, mode: &str, scenario: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["--nanoclaw".to_string(), BIN.into()];
+        args.extend(self.server_args());
+        args.extend(["--mode".into(), mode.into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(scenario.into());
+        self.client(&args)
+    }
+
+    fn http(&self, server: &HttpServer, mode: &str, scenario: &str, extra: &[&str]) -> Value {
+        let mut args = vec![
+            "--url".to_string(),
+            server.url.clone(),
+            "--token".into(),
+            server.token.clone(),
+            "--mode".into(),
+            mode.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(scenario.into());
+        self.client(&args)
+    }
+
+    fn client(&self, args: &[String]) -> Value {
+        let output = Command::new(&self.python)
+            .arg(CLIENT)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "client.py {args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("client.py printed {stdout:?}: {e}"))
+    }
+
+    /// The audit records of `kind`, once there are at least `count` (the server appends
+    /// them after the runner is reaped, a moment after the sandbox is gone).
+    fn audit_at_least(&self, kind: &str, count: usize) -> Vec<Value> {
+        let since = Instant::now();
+        loop {
+            let records = self.audit(kind);
+            if records.len() >= count || since.elapsed() > Duration::from_secs(10) {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The audit records of `kind`.
+    fn audit(&self, kind: &str) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.path("audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|record| record["kind"] == kind)
+            .collect()
+    }
+
+    /// Starts `nanoclaw mcp --http 127.0.0.1:0` and reads its address and token.
+    fn http_server(&self, extra: &[&str]) -> HttpServer {
+        let mut child = Command::new(BIN)
+            .arg("mcp")
+            .args(self.server_args())
+            .args(["--http", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (mut token, mut url) = (None, None);
+        while url.is_none() {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("nanoclaw mcp --http ended: {:?}", child.wait()))
+                .unwrap();
+            if let Some(t) = line.strip_prefix("nanoclaw mcp: bearer token (shown once): ") {
+                token = Some(t.to_string());
+            }
+            if let Some(u) = line.strip_prefix("nanoclaw mcp: listening on ") {
+                url = Some(u.to_string());
+            }
+        }
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        HttpServer {
+            child,
+            url: url.unwrap(),
+            token: token.expect("a generated token is printed"),
+        }
+    }
+}
+
+struct HttpServer {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(result: &Value, index: usize) -> String {
+    result["texts"][index]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What every transport and revision must show and do for the same calls.
+fn assert_basics(setup: &Setup, report: &Value, version: &str) {
+    assert_eq!(report["protocol_version"], version, "{report:#}");
+    let tools = report["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, TOOLS, "exactly the policy's tools");
+    let echo = &tools[0];
+    assert_eq!(
+        echo["input_schema"]["properties"]["count"]["type"],
+        "integer"
+    );
+    assert_eq!(
+        echo["input_schema"]["required"],
+        serde_json::json!(["text"])
+    );
+    assert_eq!(echo["input_schema"]["additionalProperties"], false);
+    assert_eq!(
+        echo["output_schema"]["required"],
+        serde_json::json!(["exit_status"])
+    );
+    assert_eq!(echo["annotations"]["readOnlyHint"], true, "{echo:#}");
+    assert_eq!(echo["annotations"]["openWorldHint"], false, "{echo:#}");
+    assert_eq!(
+        tools[2]["annotations"]["readOnlyHint"], false,
+        "write mounts rw"
+    );
+
+    // One argv element each, no shell: quotes, `;` and `$( )` arrive as written.
+    let called = &report["echo"];
+    assert_eq!(called["is_error"], false, "{called:#}");
+    assert_eq!(text(called, 0), "it's a \"quoted\"; $(rm -rf /) string|2\n");
+    let structured = &called["structured"];
+    assert_eq!(structured["exit_status"], 0);
+    assert_eq!(structured["timed_out"], false);
+    assert!(structured["audit_seq"].as_u64().is_some(), "{structured:#}");
+    assert!(
+        structured["invocation"].as_str().is_some(),
+        "{structured:#}"
+    );
+
+    let failed = &report["fail"];
+    assert_eq!(failed["is_error"], true, "{failed:#}");
+    assert_eq!(failed["structured"]["exit_status"], 3);
+    assert!(text(failed, 1).contains("to-stderr"), "{failed:#}");
+
+    let refused = &report["refused"];
+    assert_eq!(refused["is_error"], true, "{refused:#}");
+    assert_eq!(refused["structured"]["exit_status"], 125);
+    assert!(
+        text(refused, 0).contains("missing"),
+        "the reason names the mount: {refused:#}"
+    );
+
+    assert_eq!(
+        report["unknown"]["protocol_error"]["code"], -32602,
+        "{report:#}"
+    );
+    for (case, param) in [
+        ("bad_args", "count"),
+        ("missing_args", "text"),
+        ("extra_args", "mount"),
+    ] {
+        let result = &report[case];
+        assert_eq!(result["is_error"], true, "{case}: {result:#}");
+        assert!(
+            text(result, 0).contains(param),
+            "{case} names `{param}`: {result:#}"
+        );
+    }
+
+    let written = &report["write"];
+    assert_eq!(written["is_error"], false, "{written:#}");
+    let on_host = setup.scratch.path().join("workspace/notes/new.txt");
+    assert_eq!(
+        std::fs::read_to_string(&on_host).unwrap(),
+        "line one\nline two\n"
+    );
+    std::fs::remove_dir_all(setup.scratch.path().join("workspace/notes")).unwrap();
+}
+
+#[test]
+fn mcp_stdio_lists_and_calls_in_every_revision() {
+    let Some(setup) = Setup::new() else { return };
+    for (mode, version) in [
+        ("2025-06-18", "2025-06-18"),
+        ("legacy", "2025-11-25"),
+        ("2026-07-28", "2026-07-28"),
+        ("auto", "2026-07-28"),
+    ] {
+        let report = setup.stdio(mode, "basics", &[]);
+        assert_basics(&setup, &report, version);
+    }
+}
+
+#[test]
+fn mcp_http_lists_and_calls_in_both_lifecycles() {
+    let Some(setup) = Setup::new() else { return };
+    let server = setup.http_server(&[]);
+    for (mode, version) in [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")] {
+        let report = setup.http(&server, mode, "basics", &[]);
+        assert_basics(&setup, &report, version);
+    }
+}
+
+#[test]
+fn mcp_http_refuses_requests_without_the_token_or_from_a_foreign_origin() {
+    let Some(setup) = Setup::new() else { return };
+    let server = setup.http_server(&[]);
+    let report = setup.http(&server, "legacy", "http_checks", &[]);
+    assert_eq!(report["no_token"], 401, "{report:#}");
+    assert_eq!(report["wrong_token"], 401, "{report:#}");
+    assert_eq!(report["foreign_origin"], 403, "{report:#}");
+    assert_eq!(report["loopback_origin"], 200, "{report:#}");
+    assert_eq!(report["no_origin"], 200, "{report:#}");
+    assert_eq!(report["foreign_host"], 403, "DNS rebinding: {report:#}");
+    assert_eq!(report["other_path"], 404, "{report:#}");
+    let refusals = setup.audit_at_least("mcp.unauthorized", 2);
+    assert_eq!(refusals.len(), 2, "each 401 is audited: {refusals:#?}");
+    let log = std::fs::read_to_string(setup.path("audit.jsonl")).unwrap();
+    assert!(!log.contains(&server.token), "the token is never logged");
+}
+
+#[test]
+fn mcp_http_listens_on_loopback_only_unless_told() {
+    let Some(setup) = Setup::new() else { return };
+    let output = Command::new(BIN)
+        .arg("mcp")
+        .args(setup.server_args())
+        .args(["--http", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--allow-remote"), "{stderr}");
+}
+
+#[test]
+fn mcp_refuses_to_start_with_a_policy_that_does_not_parse() {
+    let scratch = scratch_dir();
+    let policy = scratch.path().join("bad.toml");
+    std::fs::write(&policy, "[tools.x]\ncommand = [\"echo\", \"{nope}\"]\n").unwrap();
+    let output = Command::new(BIN)
+        .args(["mcp", "--policy"])
+        .arg(&policy)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml:2"),
+        "names file and line: {stderr}"
+    );
+}
+
+#[test]
+fn mcp_refuses_calls_once_the_policy_file_changed() {
+    let Some(setup) = Setup::new() else { return };
+    let report = setup.stdio("legacy", "policy_edit", &[]);
+    assert_eq!(report["before"]["is_error"], false, "{report:#}");
+    assert_eq!(report["after"]["is_error"], true, "{report:#}");
+    assert!(
+        text(&report["after"], 0).contains("changed since this server started"),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn mcp_reports_progress_while_a_tool_runs() {
+    let Some(setup) = Setup::new() else { return };
+    for mode in ["legacy", "2026-07-28"] {
+        let report = setup.stdio(mode, "progress", &[]);
+        assert_eq!(report["result"]["is_error"], false, "{report:#}");
+        assert_eq!(text(&report["result"], 0), "slept\n");
+        let seen = report["progress"].as_array().unwrap();
+        assert!(seen.len() >= 2, "about one a second: {report:#}");
+        assert!(
+            seen.iter()
+                .all(|p| p["message"].as_str().unwrap().starts_with("running for")),
+            "{report:#}"
+        );
+    }
+}
+
+#[test]
+fn mcp_reports_the_wait_in_the_queue() {
+    let Some(setup) = Setup::new() else { return };
+    // One slot: the second of two parallel calls waits a second for the first.
+    let report = setup.stdio("legacy", "parallel", &["--max-concurrent", "1"]);
+    let results = report["results"].as_array().unwrap();
+    assert!(results.iter().all(|r| r["is_error"] == false), "{report:#}");
+    assert!(
+        report["elapsed_ms"].as_u64().unwrap() >= 8000,
+        "one at a time: {report:#}"
+    );
+    let progress = report["progress"].as_array().unwrap();
+    assert!(
+        progress
+            .iter()
+            .any(|m| m.as_str().unwrap().starts_with("queued for")),
+        "the wait is reported: {report:#}"
+    );
+}
+
+/// Cancels a `sleep 60` once its sandbox runs; the client checks that every process of it
+/// (the runner too) is gone within a second, and that the server still serves.
+fn assert_cancelled(setup: &Setup, report: &Value, marker: &str) {
+    assert!(report.get("never_started").is_none(), "{report:#}");
+    assert_eq!(report["timed_out"], false, "{report:#}");
+    assert!(
+        report["gone_after_ms"].as_u64().unwrap() < 1000,
+        "the sandbox is gone within a second: {report:#}"
+    );
+    assert_eq!(report["left"], serde_json::json!([]), "{report:#}");
+    assert_eq!(text(&report["after"], 0), "still serving|\n", "{report:#}");
+    assert!(processes_with(marker).is_empty());
+    let cancelled = setup.audit_at_least("mcp.cancelled", 1);
+    assert!(
+        cancelled
+            .iter()
+            .any(|r| r["data"]["tool"] == "shell" && r["data"]["phase"] == "running"),
+        "the cancellation is audited: {cancelled:#?}"
+    );
+}
+
+#[test]
+fn mcp_cancel_stops_the_sandbox_at_once_over_stdio() {
+    let Some(setup) = Setup::new() else { return };
+    let marker = unique_token("mcp-cancel");
+    let report = setup.stdio("legacy", "cancel", &["--token-marker", &marker]);
+    assert_cancelled(&setup, &report, &marker);
+}
+
+#[test]
+fn mcp_cancel_stops_the_sandbox_at_once_over_http() {
+    let Some(setup) = Setup::new() else { return };
+    let server = setup.http_server(&[]);
+    for mode in ["legacy", "2026-07-28"] {
+        let marker = unique_token("mcp-cancel-http");
+        let report = setup.http(&server, mode, "cancel", &["--token-marker", &marker]);
+        assert_cancelled(&setup, &report, &marker);
+    }
+}
+
+#[test]
+fn mcp_a_client_that_disconnects_leaves_no_sandbox() {
+    let Some(setup) = Setup::new() else { return };
+    let marker = unique_token("mcp-disconnect");
+    setup.stdio("legacy", "disconnect", &["--token-marker", &marker]);
+    let left = Instant::now();
+    while !processes_with(&marker).is_empty() {
+        assert!(
+            left.elapsed() < Duration::from_secs(2),
+            "a sandbox outlived its client: {:#?}",
+            processes_with(&marker)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mcp_an_http_client_killed_mid_call_leaves_no_sandbox() {
+    let Some(setup) = Setup::new() else { return };
+    let server = setup.http_server(&[]);
+    for mode in ["legacy", "2026-07-28"] {
+        let marker = unique_token("mcp-killed-client");
+        let mut client = Command::new(&setup.python)
+            .arg(CLIENT)
+            .args([
+                "--url",
+                &server.url,
+                "--token",
+                &server.token,
+                "--mode",
+                mode,
+            ])
+            .args(["--token-marker", &marker, "hang"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let sandboxed = || {
+            processes_with(&marker)
+                .into_iter()
+                .any(|(_, cmdline)| cmdline.starts_with("sh -c sleep 60"))
+        };
+        while !sandboxed() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{mode}: no sandbox"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // No DELETE, no notifications/cancelled: only the connection closes.
+        client.kill().unwrap();
+        client.wait().unwrap();
+        let killed = Instant::now();
+        while !processes_with(&marker).is_empty() {
+            assert!(
+                killed.elapsed() < Duration::from_secs(1),
+                "{mode}: a sandbox outlived its client's connection: {:#?}",
+                processes_with(&marker)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let cancelled = setup.audit_at_least("mcp.cancelled", 2);
+    assert_eq!(cancelled.len(), 2, "{cancelled:#?}");
+}
+
+#[test]
+fn mcp_runs_parallel_calls_in_parallel_sandboxes() {
+    let Some(setup) = Setup::new() else { return };
+    let report = setup.stdio("legacy", "parallel", &["--max-concurrent", "8"]);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 8);
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["is_error"], false, "{report:#}");
+        assert_eq!(text(result, 0), format!("call-{i}\n"));
+    }
+    let invocations: std::collections::BTreeSet<&str> = results
+        .iter()
+        .map(|r| r["structured"]["invocation"].as_str().unwrap())
+        .collect();
+    assert_eq!(invocations.len(), 8, "one sandbox per call");
+    // Eight `sleep 1` one after another would take 8 s.
+    assert!(
+        report["elapsed_ms"].as_u64().unwrap() < 7000,
+        "in parallel: {report:#}"
+    );
+}
+
+#[test]
+fn mcp_serves_the_agent_workspace_example_as_a_coding_agent_uses_it() {
+    let Some(setup) = Setup::new() else { return };
+    let workspace = setup.scratch.path().join("repo");
+    std::fs::create_dir_all(workspace.join(".git/hooks")).unwrap();
+    std::fs::write(workspace.join("README.md"), "a repo\n").unwrap();
+    give_to_sandbox_user(&workspace);
+    let policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/agent-workspace.toml"
+    );
+    let mut args = vec![
+        "--nanoclaw".to_string(),
+        BIN.into(),
+        "--policy".into(),
+        policy.into(),
+    ];
+    args.extend(["--workspace".into(), workspace.display().to_string()]);
+    args.extend(["--audit".into(), setup.path("audit.jsonl")]);
+    args.push("workspace".into());
+    let report = setup.client(&args);
+    assert_eq!(
+        report["tools"],
+        serde_json::json!(["shell", "read_file", "write_file", "list_dir", "search"])
+    );
+    for call in [
+        "write_file",
+        "read_file",
+        "list_dir",
+        "list_src",
+        "search",
+        "shell",
+    ] {
+        assert_eq!(report[call]["is_error"], false, "{call}: {report:#}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("src/lib.rs")).unwrap(),
+        "// TODO: everything\n"
+    );
+    assert_eq!(text(&report["read_file"], 0), "// TODO: everything\n");
+    assert!(
+        text(&report["list_dir"], 0).contains("README.md"),
+        "{report:#}"
+    );
+    assert!(
+        text(&report["list_src"], 0).contains("lib.rs"),
+        "{report:#}"
+    );
+    assert_eq!(
+        text(&report["search"], 0),
+        "src/lib.rs:1:// TODO: everything\n"
+    );
+    assert_eq!(text(&report["shell"], 0), "1 lib.rs\n/work/src\n");
+    assert_eq!(report["big_file"]["is_error"], false, "{report:#}");
+    assert_eq!(
+        std::fs::metadata(workspace.join("big.txt")).unwrap().len(),
+        300_000
+    );
+    // The agent's shell cannot plant a git hook in the user's checkout.
+    assert_eq!(report["git_hook"]["is_error"], true, "{report:#}");
+    assert!(!workspace.join(".git/hooks/pre-commit").exists());
+    assert!(
+        !text(&report["network"], 0).contains("rc=0"),
+        "no network: {report:#}"
+    );
+}

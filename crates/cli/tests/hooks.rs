@@ -257,7 +257,9 @@ fn the_sandbox_starts_in_the_shells_directory() {
 fn a_leading_cd_carries_over_to_the_next_call() {
     let setup = Setup::shell();
     let first = setup.rewrite(&setup.workspace, "cd sub && pwd && cat file.txt");
-    assert!(first.starts_with("cd 'sub' && "), "{first}");
+    // On the host, to the directory the hook checked: absolute, physical.
+    let host_cd = format!("cd -P -- '{}' && ", setup.workspace.join("sub").display());
+    assert!(first.starts_with(&host_cd), "{first}");
     // The agent's shell then reports its new directory in the next call's payload.
     let second = setup.rewrite(&setup.workspace.join("sub"), "pwd");
     // One shell, as the agent keeps one between calls; `pwd -P` runs on the host.
@@ -283,7 +285,17 @@ fn a_leading_cd_carries_over_to_the_next_call() {
 fn only_cds_change_the_directory_and_run_nothing() {
     let setup = Setup::shell();
     let rewritten = setup.rewrite(&setup.workspace, "cd sub");
-    assert_eq!(rewritten, "cd 'sub';");
+    let sub = setup.workspace.join("sub");
+    assert_eq!(rewritten, format!("cd -P -- '{}'", sub.display()));
+    let rewritten = setup.rewrite(&setup.workspace, "cd sub; cd deeper;");
+    assert_eq!(
+        rewritten,
+        format!(
+            "cd -P -- '{}'; cd -P -- '{}'",
+            sub.display(),
+            sub.join("deeper").display()
+        )
+    );
 }
 
 #[test]
@@ -569,14 +581,13 @@ fn decisions_and_results_are_audited_without_the_text() {
 }
 
 #[test]
-fn without_workspace_it_is_claude_codes_project_dir_or_the_session_cwd() {
+fn without_workspace_only_claude_codes_project_dir_will_do() {
     let setup = Setup::shell();
     let sub = setup.workspace.join("sub");
-    let payload = claude_bash(&sub, "pwd").to_string();
-    let hook = |project_dir: Option<&Path>| {
+    let hook = |agent: &str, cwd: &Path, project_dir: Option<&Path>| {
         let mut command = Command::new(BIN);
         command
-            .args(["hook", "claude-code", "--policy"])
+            .args(["hook", agent, "--policy"])
             .arg(&setup.policy)
             .arg("--audit")
             .arg(&setup.audit)
@@ -584,20 +595,39 @@ fn without_workspace_it_is_claude_codes_project_dir_or_the_session_cwd() {
         if let Some(dir) = project_dir {
             command.env("CLAUDE_PROJECT_DIR", dir);
         }
-        let reply = answer(&feed(&mut command, payload.as_bytes()));
-        reply["hookSpecificOutput"]["updatedInput"]["command"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        let payload = match agent {
+            "codex" => codex_bash(cwd, "pwd"),
+            _ => claude_bash(cwd, "pwd"),
+        };
+        answer(&feed(&mut command, payload.to_string().as_bytes()))
     };
-    let rewritten = hook(Some(&setup.workspace));
+    let reply = hook("claude-code", &sub, Some(&setup.workspace));
+    let rewritten = reply["hookSpecificOutput"]["updatedInput"]["command"]
+        .as_str()
+        .unwrap();
     let quoted = format!("--workspace '{}' ", setup.workspace.display());
     assert!(rewritten.contains(&quoted), "{rewritten}");
-    assert_eq!(text(&agent_shell(&sub, &rewritten).stdout), "/work/sub\n");
-    let rewritten = hook(None);
-    let quoted = format!("--workspace '{}' ", sub.display());
-    assert!(rewritten.contains(&quoted), "{rewritten}");
-    assert_eq!(text(&agent_shell(&sub, &rewritten).stdout), "/work\n");
+    assert_eq!(text(&agent_shell(&sub, rewritten).stdout), "/work/sub\n");
+    // Never the session's directory, which is wherever the model moved the shell: it
+    // would make any host directory the shell reached the next call's (writable) workspace.
+    for (agent, project_dir) in [
+        ("claude-code", None),
+        ("claude-code", Some(Path::new(""))),
+        ("codex", None),
+        ("codex", Some(setup.workspace.as_path())),
+    ] {
+        let reason = denied(&hook(agent, &sub, project_dir));
+        assert!(
+            reason.contains("no workspace") && reason.contains("--workspace DIR"),
+            "{agent} {project_dir:?}: {reason}"
+        );
+    }
+    let reason = denied(&hook(
+        "claude-code",
+        Path::new("/usr/local/bin"),
+        Some(&setup.workspace),
+    ));
+    assert!(reason.contains("outside every directory"), "{reason}");
 }
 
 #[test]
@@ -624,4 +654,187 @@ fn a_policy_or_log_the_sandbox_could_write_is_refused() {
     std::fs::copy(&setup.policy, &inside).unwrap();
     setup.policy = inside;
     setup.rewrite(&setup.workspace, "ls");
+}
+
+/// Runs `script` in `cwd` with both shells the agents use, `sh` (dash here) and bash,
+/// with `env` added to the environment.
+fn both_shells(cwd: &Path, script: &str, env: &[(&str, &Path)]) -> Vec<(&'static str, Output)> {
+    ["/bin/sh", "bash"]
+        .into_iter()
+        .map(|shell| {
+            let out = Command::new(shell)
+                .arg("-c")
+                .arg(script)
+                .current_dir(cwd)
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            (shell, out)
+        })
+        .collect()
+}
+
+/// The last line `script` printed in each shell: `pwd -P` after the rewritten command
+/// shows where the agent's shell is for its next call.
+fn last_line(out: &Output) -> String {
+    text(&out.stdout).lines().last().unwrap_or("").to_string()
+}
+
+/// The attack: a symlink planted by an earlier sandboxed call (`a -> d1/d2/...`, deeper
+/// than the workspace is from `/`) makes `a/..` repeated `/` to the shell, which resolves
+/// `..` logically, and a directory inside the workspace to anything that resolves the
+/// symlink first. The shell must end where the hook checked, never in the host's
+/// `/usr/local/bin`.
+#[test]
+fn a_symlink_and_dotdot_cannot_walk_the_shell_out_of_the_workspace() {
+    let setup = Setup::shell();
+    let ws = &setup.workspace;
+    let depth = ws.components().count() - 1;
+    let chain: Vec<String> = (1..=depth + 2).map(|i| format!("d{i}")).collect();
+    std::fs::create_dir_all(ws.join(chain.join("/"))).unwrap();
+    std::os::unix::fs::symlink(chain.join("/"), ws.join("a")).unwrap();
+    let up = format!("a{}", "/..".repeat(depth + 1));
+    let landed = ws.join("d1");
+    let command = format!("cd {up} && cd usr/local/bin && pwd");
+    // What the shell itself makes of it: the host's /usr/local/bin.
+    let direct = agent_shell(ws, &format!("{command} -P"));
+    assert_eq!(text(&direct.stdout), "/usr/local/bin\n", "{direct:?}");
+
+    let rewritten = setup.rewrite(ws, &command);
+    let host_cd = format!("cd -P -- '{}' && ", landed.display());
+    assert!(rewritten.starts_with(&host_cd), "{rewritten}");
+    // `usr/local/bin` is not in the workspace's d1: that cd and the rest run sandboxed.
+    assert_eq!(rewritten.matches("cd -P").count(), 1, "{rewritten}");
+    for (shell, out) in both_shells(ws, &format!("{rewritten}\npwd -P"), &[]) {
+        assert_eq!(
+            text(&out.stdout),
+            format!("{}\n", landed.display()),
+            "{shell}: {out:?}"
+        );
+    }
+    // One cd through the symlink to a directory the workspace lacks: all of it sandboxed.
+    let rewritten = setup.rewrite(ws, &format!("cd {up}/usr/local/bin; pwd"));
+    assert!(!rewritten.starts_with("cd "), "{rewritten}");
+    for (shell, out) in both_shells(ws, &format!("{rewritten}\npwd -P"), &[]) {
+        assert_eq!(
+            last_line(&out),
+            ws.display().to_string(),
+            "{shell}: {out:?}"
+        );
+    }
+
+    // With the directory in the workspace, both cds stay on the host, and the shell lands
+    // exactly where the hook checked: the next call's directory maps into the sandbox.
+    let inside = landed.join("usr/local/bin");
+    std::fs::create_dir_all(&inside).unwrap();
+    let rewritten = setup.rewrite(ws, &command);
+    let host_cds = format!(
+        "cd -P -- '{}' && cd -P -- '{}' && ",
+        landed.display(),
+        inside.display()
+    );
+    assert!(rewritten.starts_with(&host_cds), "{rewritten}");
+    for (shell, out) in both_shells(ws, &format!("{rewritten}\npwd -P"), &[]) {
+        assert_eq!(
+            text(&out.stdout),
+            format!("/work/d1/usr/local/bin\n{}\n", inside.display()),
+            "{shell}: {out:?}"
+        );
+    }
+    // A cd out of the workspace through the symlink is still denied.
+    let reason = denied(&setup.pre(ws, &format!("cd a/{} && ls", "../".repeat(depth + 3))));
+    assert!(reason.contains("leaves the workspace"), "{reason}");
+}
+
+/// A `cd` the hook cannot check (its directory does not exist yet, or is a file) ends the
+/// host side: it and every later `cd` run in the sandbox, even if the directory appears
+/// before the command runs (a concurrent sandboxed call, a stale session directory).
+#[test]
+fn a_cd_the_hook_cannot_check_runs_sandboxed_with_all_after_it() {
+    let setup = Setup::shell();
+    let ws = &setup.workspace;
+    let sub = ws.join("sub");
+    for command in [
+        "cd later && cd /etc && pwd",
+        "cd later; cd /etc; pwd",
+        "cd sub/file.txt && cd /etc && pwd",
+        "cd sub/file.txt; cd /etc",
+    ] {
+        let rewritten = setup.rewrite(ws, command);
+        assert!(!rewritten.starts_with("cd "), "{command:?}: {rewritten}");
+        std::fs::create_dir_all(ws.join("later")).unwrap();
+        for (shell, out) in both_shells(ws, &format!("{rewritten}\npwd -P"), &[]) {
+            assert_eq!(
+                last_line(&out),
+                ws.display().to_string(),
+                "{shell} {command:?}: {out:?}"
+            );
+        }
+        std::fs::remove_dir(ws.join("later")).unwrap();
+    }
+    // The cds before it stay on the host; from it on, the sandbox.
+    let rewritten = setup.rewrite(ws, "cd sub && cd later && cd /etc && pwd");
+    let host_cd = format!("cd -P -- '{}' && ", sub.display());
+    assert!(rewritten.starts_with(&host_cd), "{rewritten}");
+    assert_eq!(rewritten.matches("cd -P").count(), 1, "{rewritten}");
+    std::fs::create_dir_all(sub.join("later")).unwrap();
+    for (shell, out) in both_shells(ws, &format!("{rewritten}\npwd -P"), &[]) {
+        assert_eq!(
+            last_line(&out),
+            sub.display().to_string(),
+            "{shell}: {out:?}"
+        );
+    }
+}
+
+/// An exported `CDPATH` in the agent's shell does not redirect a checked `cd`.
+#[test]
+fn cdpath_cannot_redirect_a_cd() {
+    let setup = Setup::shell();
+    let ws = &setup.workspace;
+    let elsewhere = setup.root.join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("sub")).unwrap();
+    let env = [("CDPATH", elsewhere.as_path())];
+    // What CDPATH does to a plain `cd sub` in these shells.
+    for (shell, out) in both_shells(ws, "cd sub >/dev/null && pwd -P", &env) {
+        assert_eq!(
+            last_line(&out),
+            elsewhere.join("sub").display().to_string(),
+            "{shell}: {out:?}"
+        );
+    }
+    let sub = ws.join("sub");
+    for command in ["cd sub && pwd", "cd sub"] {
+        let rewritten = setup.rewrite(ws, command);
+        for (shell, out) in both_shells(ws, &format!("{rewritten}\npwd -P"), &env) {
+            let expected = match command {
+                "cd sub" => format!("{}\n", sub.display()),
+                _ => format!("/work/sub\n{}\n", sub.display()),
+            };
+            assert_eq!(text(&out.stdout), expected, "{shell} {command:?}: {out:?}");
+        }
+    }
+}
+
+/// sh splits on space, tab and newline only: a vertical tab, form feed, carriage return or
+/// no-break space after `cd DIR &&` is the command that `&&` runs (sandboxed), not nothing;
+/// the rewritten command never ends in a dangling `&&`.
+#[test]
+fn only_what_sh_skips_is_blank() {
+    let setup = Setup::shell();
+    let ws = &setup.workspace;
+    for blank in ["\x0b", "\x0c", "\r", "\u{a0}"] {
+        let rewritten = setup.rewrite(ws, &format!("cd sub && {blank}"));
+        assert!(rewritten.contains(" hook exec "), "{blank:?}: {rewritten}");
+        assert!(
+            !rewritten.trim_end().ends_with("&&"),
+            "{blank:?}: {rewritten}"
+        );
+        for (shell, out) in both_shells(ws, &rewritten, &[]) {
+            // The sandboxed sh found no such command.
+            assert_eq!(out.status.code(), Some(127), "{shell} {blank:?}: {out:?}");
+            assert!(text(&out.stderr).contains("not found"), "{shell}: {out:?}");
+        }
+    }
 }

@@ -6,8 +6,9 @@
 //! shell tool the hook answers "allow, but run this instead": the same command line, passed
 //! single-quoted to `nanoclaw hook exec`, which the agent's own shell then runs in its
 //! working directory, and which becomes `nanoclaw run --tool shell` in the directory of the
-//! sandbox that matches it. A leading plain `cd DIR &&` stays on the host side, so the
-//! agent's shell keeps its working directory between calls as it expects. What the policy
+//! sandbox that matches it. A leading plain `cd DIR &&` stays on the host side, as a `cd`
+//! to the canonical directory the hook checked, so the agent's shell keeps its working
+//! directory between calls as it expects. What the policy
 //! forbids is denied with a reason; other tools pass, unless the policy names them.
 //!
 //! At the edge, outside the trusted core: it decides nothing about isolation (the policy and
@@ -95,8 +96,8 @@ struct AgentArgs {
     /// Policy file with the shell tool
     #[arg(long, value_name = "FILE")]
     policy: PathBuf,
-    /// The task directory the tool's ${workspace} mounts stand for [default: Claude Code's
-    /// $CLAUDE_PROJECT_DIR, else the session's working directory]
+    /// The task directory the tool's ${workspace} mounts stand for [default for
+    /// claude-code: $CLAUDE_PROJECT_DIR; required otherwise]
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
     /// The policy's tool shell commands run as (`sh -c {command}`)

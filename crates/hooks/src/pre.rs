@@ -3,9 +3,9 @@
 //! policy names is denied (it belongs to the MCP server); anything else passes.
 //!
 //! Everything is checked here that can be known before the call runs (the policy and its
-//! shell tool, the policy and the audit log out of the sandbox's reach, the working directory and every leading `cd` staying in the workspace, the
-//! command against the tool's parameter schema, the size the kernel takes as one
-//! argument), so that a refusal reaches the model as a reason it can act on. `hook exec`
+//! shell tool, the policy and the audit log out of the sandbox's reach, the working
+//! directory and every leading `cd` kept on the host staying in the workspace, the command
+//! against the tool's parameter schema, the size the kernel takes as one argument), so that a refusal reaches the model as a reason it can act on. `hook exec`
 //! checks the working directory again when the call runs, because only then is it known
 //! for certain. This module must never allow a call without rewriting it, and never put
 //! anything of the model's command on the host shell's command line unquoted.
@@ -16,7 +16,7 @@ use nanoclaw_policy::{Invocation, Policy, Tool};
 use serde_json::{Map, Value};
 
 use crate::agent::{Agent, Decision, Event};
-use crate::shell::{quote, split_leading_cds, Separator};
+use crate::shell::{host_cd, is_empty_command, quote, split_leading_cds, Separator, Split};
 use crate::workdir::{canonical, check_out_of_reach, sandbox_dir};
 use crate::{sandbox_script, SHELL_PARAM};
 
@@ -85,19 +85,18 @@ fn try_decide(setup: &Setup, event: &Event) -> Result<Decision, String> {
         Some(cwd) => canonical("the session's working directory", Path::new(cwd))?,
         None => return Err("the hook event has no `cwd` string".into()),
     };
-    let workspace = workspace(setup, &cwd)?;
+    let workspace = workspace(setup)?;
     check_out_of_reach(tool, Some(&workspace), "the policy", &setup.policy)?;
     check_out_of_reach(tool, Some(&workspace), "the audit log", &setup.audit)?;
     let split = split_leading_cds(command);
-    let start = follow_cds(tool, &workspace, &cwd, &split.cds)?;
-    let rest = split.rest;
+    let followed = follow_cds(tool, &workspace, &cwd, &split)?;
+    let rest = followed.rest;
 
-    let prefix = split.host_prefix();
-    let rewritten = if rest.trim().is_empty() {
-        // Only `cd`s: nothing to run but the directory change itself.
-        prefix.trim_end().to_string()
+    let rewritten = if is_empty_command(rest) {
+        // Only `cd`s: nothing to run but the directory changes themselves.
+        followed.host_cds(false)
     } else {
-        let dir = sandbox_dir(tool, Some(&workspace), &start)?;
+        let dir = sandbox_dir(tool, Some(&workspace), &followed.start)?;
         let script = sandbox_script(tool, &dir, rest);
         let params_len = serde_json::json!({ SHELL_PARAM: script }).to_string().len();
         if params_len > MAX_ARG {
@@ -107,6 +106,7 @@ fn try_decide(setup: &Setup, event: &Event) -> Result<Decision, String> {
         format!(
             "{prefix}{exe} hook exec --policy {policy} --tool {tool} --workspace {workspace} \
              --audit {audit} -- {rest}",
+            prefix = followed.host_cds(true),
             exe = quote(&setup.exe.to_string_lossy()),
             policy = quote(&setup.policy.to_string_lossy()),
             tool = quote(&setup.tool),
@@ -137,46 +137,91 @@ fn too_long(len: usize) -> String {
     )
 }
 
-/// The workspace: `--workspace`, else Claude Code's project directory, else the session's
-/// working directory.
-fn workspace(setup: &Setup, cwd: &Path) -> Result<PathBuf, String> {
+/// The workspace: `--workspace`, else Claude Code's project directory. Never the session's
+/// working directory: that is wherever the agent's shell is, which the model moves.
+fn workspace(setup: &Setup) -> Result<PathBuf, String> {
     if let Some(workspace) = &setup.workspace {
         return Ok(workspace.clone());
     }
-    if setup.agent == Agent::ClaudeCode {
-        if let Some(dir) = std::env::var_os("CLAUDE_PROJECT_DIR") {
-            return canonical("$CLAUDE_PROJECT_DIR", Path::new(&dir));
-        }
+    match setup.agent {
+        Agent::ClaudeCode => match std::env::var_os("CLAUDE_PROJECT_DIR") {
+            Some(dir) if !dir.is_empty() => canonical("$CLAUDE_PROJECT_DIR", Path::new(&dir)),
+            _ => Err(
+                "the hook has no workspace: give it `--workspace DIR` (the project \
+                      directory, e.g. `--workspace \"$CLAUDE_PROJECT_DIR\"`) in the hook's \
+                      command line; $CLAUDE_PROJECT_DIR is not set either"
+                    .into(),
+            ),
+        },
+        Agent::Codex => Err("the hook has no workspace: `nanoclaw hook codex` needs \
+                             `--workspace DIR` (the project directory) in the hook's command \
+                             line"
+            .into()),
     }
-    Ok(cwd.to_path_buf())
 }
 
-/// The directory the sandboxed rest starts in after the leading `cd`s, each of which must
-/// stay where the tool's mounts reach. A `cd` to a directory that does not exist fails on
-/// the host: after `&&` nothing more runs, after `;` the rest runs where the shell was.
-fn follow_cds(
+/// The leading `cd`s the hook checked, kept on the host side, and what runs sandboxed.
+struct Followed<'a> {
+    /// Each checked `cd`'s canonical target and what joins it to what follows.
+    cds: Vec<(PathBuf, Separator)>,
+    /// Where the shell is after them (the session's directory if there are none).
+    start: PathBuf,
+    /// The rest of the command, from the first `cd` not checked on.
+    rest: &'a str,
+}
+
+impl Followed<'_> {
+    /// The host side: `cd -P -- 'ABS'` for each checked `cd`, joined as the model joined
+    /// them; followed by the last separator if `more` follows.
+    fn host_cds(&self, more: bool) -> String {
+        let mut text = String::new();
+        for (i, (dir, sep)) in self.cds.iter().enumerate() {
+            text.push_str(&host_cd(&dir.to_string_lossy()));
+            if more || i + 1 < self.cds.len() {
+                text.push_str(sep.as_str());
+            }
+        }
+        text
+    }
+}
+
+/// Follows the leading `cd`s from `cwd` as the host shell will run them: each to the
+/// canonical directory it names (symlinks resolved first, then `..`), which must stay where
+/// the tool's mounts reach. The first `cd` whose target the hook cannot check here (it does
+/// not exist, is not a directory, is not UTF-8) ends them: it and everything after it,
+/// later `cd`s included, run in the sandbox, where they change nothing on the host.
+fn follow_cds<'a>(
     tool: &Tool,
     workspace: &Path,
     cwd: &Path,
-    cds: &[(String, Separator)],
-) -> Result<PathBuf, String> {
-    let mut at = cwd.to_path_buf();
-    for (dir, sep) in cds {
-        let Ok(target) = std::fs::canonicalize(at.join(dir)) else {
-            match sep {
-                Separator::And => break,
-                Separator::Then => continue,
-            }
+    split: &Split<'a>,
+) -> Result<Followed<'a>, String> {
+    let mut followed = Followed {
+        cds: Vec::new(),
+        start: cwd.to_path_buf(),
+        rest: split.rest,
+    };
+    for cd in &split.cds {
+        let target = canonical("", &followed.start.join(&cd.dir))
+            .ok()
+            .filter(|target| target.is_dir());
+        let Some(target) = target else {
+            followed.rest = cd.from;
+            break;
         };
         if sandbox_dir(tool, Some(workspace), &target).is_err() {
             return Err(format!(
-                "`cd {dir}` leaves the workspace {}: shell commands run sandboxed in it only",
-                workspace.display()
+                "`cd {}` leaves the workspace {} (it is {}): shell commands run sandboxed in it \
+                 only",
+                cd.dir,
+                workspace.display(),
+                target.display()
             ));
         }
-        at = target;
+        followed.cds.push((target.clone(), cd.sep));
+        followed.start = target;
     }
-    Ok(at)
+    Ok(followed)
 }
 
 /// The shell tool must be a shell: `SHELL -c {command}`, so that the `cd` into the working

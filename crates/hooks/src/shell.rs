@@ -1,11 +1,15 @@
 //! The shell text the hook hands back to the agent: its own shell runs it on the host.
 //!
 //! Everything the model wrote reaches that shell single-quoted, so the host shell
-//! evaluates none of it. The one exception is a leading `cd DIR &&` / `cd DIR;` whose DIR
-//! is a plain word (no expansion, no glob, no quote the host could misread): it is kept on
-//! the host side, re-quoted, so that the agent's shell changes directory for its later
-//! calls as it would have without the hook. This module must never pass anything else of
-//! the command to the host shell unquoted.
+//! evaluates none of it. Leading `cd DIR &&` / `cd DIR;` whose DIR is a plain word (no
+//! expansion, no glob, no quote the host could misread) are split off here, so that the
+//! hook can check where each goes and keep them on the host side: the agent's shell then
+//! changes directory for its later calls as it would have without the hook. The host side
+//! never gets the model's word, only `cd -P -- 'ABS'` to the canonical directory the hook
+//! checked (`host_cd`): absolute, so `CDPATH` and the shell's idea of its directory (a
+//! logical `..` through a symlink) cannot send it elsewhere; `-P`, so the shell's `$PWD` is
+//! that very path. This module must never pass anything else of the command to the host
+//! shell unquoted.
 
 /// `text` as one single-quoted shell word: `'` becomes `'\''`; newlines, `$`, backquotes
 /// and backslashes stay literal inside the quotes.
@@ -33,7 +37,7 @@ pub enum Separator {
 }
 
 impl Separator {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Separator::And => " && ",
             Separator::Then => "; ",
@@ -41,24 +45,30 @@ impl Separator {
     }
 }
 
+/// One leading plain `cd DIR` of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeadingCd<'a> {
+    /// The directory: the word's value, quotes removed, as the model wrote it.
+    pub dir: String,
+    /// What joins it to what follows.
+    pub sep: Separator,
+    /// The command from this `cd` on, verbatim: what runs sandboxed instead if the hook
+    /// cannot check where this `cd` goes.
+    pub from: &'a str,
+}
+
 /// A command split into its leading plain `cd`s and the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split<'a> {
-    /// Each directory (the word's value, quotes removed) and what follows it.
-    pub cds: Vec<(String, Separator)>,
+    pub cds: Vec<LeadingCd<'a>>,
     /// The rest of the command, verbatim but for leading blanks (may be empty after
     /// `cd DIR;`).
     pub rest: &'a str,
 }
 
-impl Split<'_> {
-    /// The host-side prefix: `cd 'DIR' && ` for each leading cd, re-quoted.
-    pub fn host_prefix(&self) -> String {
-        self.cds
-            .iter()
-            .map(|(dir, sep)| format!("cd {}{}", quote(dir), sep.as_str()))
-            .collect()
-    }
+/// The host-side `cd` into `dir`, a canonical absolute directory the hook checked.
+pub fn host_cd(dir: &str) -> String {
+    format!("cd -P -- {}", quote(dir))
 }
 
 /// Splits the leading `cd DIR &&` / `cd DIR;` / `cd DIR<newline>` of `command` off,
@@ -69,11 +79,18 @@ pub fn split_leading_cds(command: &str) -> Split<'_> {
         cds: Vec::new(),
         rest: command,
     };
-    while let Some((dir, sep, rest)) = leading_cd(split.rest) {
-        split.cds.push((dir, sep));
+    while let Some((cd, rest)) = leading_cd(split.rest) {
+        split.cds.push(cd);
         split.rest = rest;
     }
     split
+}
+
+/// Whether `text` is empty as a command: nothing but the blanks and newlines sh skips.
+/// Not `str::trim`, whose whitespace (`\v`, `\f`, `\r`, Unicode spaces) is a command
+/// name to sh.
+pub fn is_empty_command(text: &str) -> bool {
+    text.chars().all(|c| is_blank(c) || c == '\n')
 }
 
 fn is_blank(c: char) -> bool {
@@ -85,12 +102,8 @@ fn is_plain(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_./+-@%:,=".contains(c)
 }
 
-/// Whether the rest of a command is blank (spaces, tabs, newlines).
-fn is_empty_command(text: &str) -> bool {
-    text.chars().all(|c| is_blank(c) || c == '\n')
-}
-
-fn leading_cd(command: &str) -> Option<(String, Separator, &str)> {
+/// The leading plain `cd` of `command`, and the command after it.
+fn leading_cd(command: &str) -> Option<(LeadingCd<'_>, &str)> {
     let text = command.trim_start_matches(|c| is_blank(c) || c == '\n');
     let after_cd = text.strip_prefix("cd")?;
     let word = after_cd.trim_start_matches(is_blank);
@@ -119,11 +132,12 @@ fn leading_cd(command: &str) -> Option<(String, Separator, &str)> {
     } else {
         return None; // `cd x | y`, `cd x > f`, `cd x &`, `cd a b`, ...
     };
-    Some((
+    let cd = LeadingCd {
         dir,
         sep,
-        rest.trim_start_matches(|c| is_blank(c) || c == '\n'),
-    ))
+        from: text,
+    };
+    Some((cd, rest.trim_start_matches(|c| is_blank(c) || c == '\n')))
 }
 
 /// A word whose value the shell takes literally: plain characters, or `'...'`, or `"..."`
@@ -159,7 +173,8 @@ mod tests {
 
     fn cds(command: &str) -> (Vec<(String, Separator)>, &str) {
         let split = split_leading_cds(command);
-        (split.cds, split.rest)
+        let cds = split.cds.into_iter().map(|cd| (cd.dir, cd.sep)).collect();
+        (cds, split.rest)
     }
 
     fn dirs(cds: &[(&str, Separator)]) -> Vec<(String, Separator)> {
@@ -236,8 +251,35 @@ mod tests {
     }
 
     #[test]
-    fn host_prefix_requotes() {
-        let split = split_leading_cds("cd 'a b' && cd c; ls");
-        assert_eq!(split.host_prefix(), "cd 'a b' && cd 'c'; ");
+    fn each_cd_keeps_the_command_from_it_on() {
+        let split = split_leading_cds("  cd 'a b' && cd c;\ncd d && ls");
+        let from: Vec<&str> = split.cds.iter().map(|cd| cd.from).collect();
+        assert_eq!(
+            from,
+            [
+                "cd 'a b' && cd c;\ncd d && ls",
+                "cd c;\ncd d && ls",
+                "cd d && ls"
+            ]
+        );
+        assert_eq!(split.rest, "ls");
+    }
+
+    #[test]
+    fn only_sh_blanks_make_an_empty_command() {
+        assert!(is_empty_command(" \t\n"));
+        assert!(is_empty_command(""));
+        for text in ["\x0b", "\x0c", "\r", "\u{a0}", "\u{2003}"] {
+            assert!(!is_empty_command(text), "{text:?}");
+            // Nor may such a character end a `&&` list early: it is the command after it.
+            let split = split_leading_cds(&format!("cd sub && {text}")).cds.len();
+            assert_eq!(split, 1, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_host_cd_is_physical_and_absolute() {
+        assert_eq!(host_cd("/w/a b"), "cd -P -- '/w/a b'");
+        assert_eq!(host_cd("/w/it's"), "cd -P -- '/w/it'\\''s'");
     }
 }

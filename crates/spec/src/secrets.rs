@@ -519,7 +519,7 @@ mod tests {
                 hexed(&inner).to_ascii_lowercase(),
             ];
             let mut padded = b64(&inner).into_bytes();
-            while padded.len() % 4 != 0 {
+            while !padded.len().is_multiple_of(4) {
                 padded.push(b'=');
             }
             encoded.push(padded);

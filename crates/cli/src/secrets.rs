@@ -265,61 +265,80 @@ fn run_command(name: &str, argv: &[String]) -> Result<Zeroizing<Vec<u8>>> {
     finish_value(name, value)
 }
 
-/// A random stand-in of the value's shape: the same length, each ASCII letter or digit
-/// replaced by a random one of its class, punctuation kept, a recognisable prefix such as
-/// `ghp_` or `sk-proj-` kept. It differs from the value, or the run is refused.
+/// A random stand-in for the value: the same length, a well-known token prefix such as
+/// `ghp_` or `sk-proj-` kept (see `KNOWN_PREFIXES`), every other byte replaced by a random
+/// one of `[A-Za-z0-9]`. Nothing else of the value shows through: not its words, not the
+/// positions of its punctuation (a passphrase's `-`, a URL's `://`, `@` and `/`), not which
+/// positions are letters or digits. It differs from the value, or the run is refused.
 fn placeholder_for(secret: &SandboxSecret) -> Result<String> {
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let value = secret.value.expose();
     let keep = prefix_len(value);
     for _ in 0..8 {
-        let mut random = Zeroizing::new(vec![0u8; value.len()]);
-        fill_random(&mut random)?;
         let mut out = String::with_capacity(value.len());
-        for (i, (&b, &r)) in value.iter().zip(random.iter()).enumerate() {
-            const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-            const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-            const DIGIT: &[u8] = b"0123456789";
-            const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-            let pick = |set: &[u8]| char::from(set[usize::from(r) % set.len()]);
-            out.push(match b {
-                _ if i < keep => char::from(b),
-                b'a'..=b'z' => pick(LOWER),
-                b'A'..=b'Z' => pick(UPPER),
-                b'0'..=b'9' => pick(DIGIT),
-                b'!'..=b'~' => char::from(b),
-                _ => pick(ALNUM),
-            });
+        out.extend(value[..keep].iter().map(|&b| char::from(b)));
+        while out.len() < value.len() {
+            let mut random = Zeroizing::new(vec![0u8; value.len() - out.len()]);
+            fill_random(&mut random)?;
+            // Bytes of 248 (4 * 62) and above are dropped, so that each character is uniform.
+            for &r in random.iter().filter(|&&r| r < 248) {
+                out.push(char::from(ALNUM[usize::from(r) % ALNUM.len()]));
+            }
         }
         if out.as_bytes() != value {
             return Ok(out);
         }
     }
     bail!(
-        "secret {}: no placeholder of its shape differs from it (it has no letters or digits); \
-         deliver it as a file",
+        "secret {}: no placeholder of its length differs from it; deliver it as a file",
         secret.name
     )
 }
 
-/// The length of a leading `word_`/`word-` run (e.g. `ghp_`, `github_pat_`, `sk-proj-`)
-/// that a placeholder keeps, if at least 8 bytes remain after it.
+/// Well-known token prefixes a placeholder keeps, so that a client or library that checks
+/// a token's kind by its prefix still accepts it. Longest first where one extends another.
+const KNOWN_PREFIXES: &[&str] = &[
+    "github_pat_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "sk-proj-",
+    "sk-ant-",
+    "sk-",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "xoxs-",
+    "xoxe-",
+    "glpat-",
+    "AKIA",
+    "ASIA",
+    "AIza",
+    "npm_",
+    "pypi-",
+    "hf_",
+    "sk_live_",
+    "sk_test_",
+    "rk_live_",
+    "rk_test_",
+    "pk_live_",
+    "pk_test_",
+    "dop_v1_",
+    "shpat_",
+    "SG.",
+];
+
+/// The length of the known prefix of `value` that a placeholder keeps: only if at least 8
+/// bytes remain after it to randomise.
 fn prefix_len(value: &[u8]) -> usize {
-    let mut keep = 0;
-    let mut i = 0;
-    while i < value.len() && i < 16 {
-        let start = i;
-        while i < value.len() && value[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        if i == start || i >= value.len() || !matches!(value[i], b'_' | b'-') {
-            break;
-        }
-        i += 1;
-        if value.len() - i >= 8 {
-            keep = i;
-        }
-    }
-    keep
+    KNOWN_PREFIXES
+        .iter()
+        .filter(|p| value.starts_with(p.as_bytes()) && value.len() - p.len() >= 8)
+        .map(|p| p.len())
+        .max()
+        .unwrap_or(0)
 }
 
 fn fill_random(buf: &mut [u8]) -> Result<()> {
@@ -448,39 +467,61 @@ mod tests {
     }
 
     #[test]
-    fn a_placeholder_has_the_values_shape_and_prefix_but_not_its_value() {
-        for value in [
-            "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
-            "sk-proj-Abc123xyz789QQ",
-            "plain0token",
+    fn a_placeholder_keeps_the_length_and_a_known_prefix_only() {
+        for (value, prefix) in [
+            ("ghp_16C7e42F292c6912E7710c838347Ae178B4a", "ghp_"),
+            (
+                "github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuvwxyz",
+                "github_pat_",
+            ),
+            ("sk-proj-Abc123xyz789QQ", "sk-proj-"),
+            ("sk-ant-api03-Abc123xyz789QQ", "sk-ant-"),
+            ("sk-Abc123xyz789QQ", "sk-"),
+            ("AKIAIOSFODNN7EXAMPLE", "AKIA"),
+            ("xoxb-1234-5678-abcdef", "xoxb-"),
+            ("plain0token", ""),
+            // Word prefixes that are no known token prefix are not kept.
+            ("correcthorsebatterystaple-Xk29fj3k", ""),
+            ("mycompany_internal_Xk29fj3k", ""),
+            // Too short after the prefix: nothing kept.
+            ("ghp_1234567", ""),
+            ("--__--", ""),
         ] {
             let p = placeholder_for(&secret(value.as_bytes())).unwrap();
-            assert_eq!(p.len(), value.len());
+            assert_eq!(p.len(), value.len(), "{p} {value}");
             assert_ne!(p, value);
-            for (a, b) in p.bytes().zip(value.bytes()) {
-                assert_eq!(
-                    (
-                        a.is_ascii_lowercase(),
-                        a.is_ascii_uppercase(),
-                        a.is_ascii_digit()
-                    ),
-                    (
-                        b.is_ascii_lowercase(),
-                        b.is_ascii_uppercase(),
-                        b.is_ascii_digit()
-                    ),
-                    "{p} {value}"
-                );
+            assert!(p.starts_with(prefix), "{p} {value}");
+            assert!(
+                p[prefix.len()..].bytes().all(|b| b.is_ascii_alphanumeric()),
+                "{p} {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_placeholder_shows_no_word_or_layout_of_the_value() {
+        let phrase = "correcthorsebatterystaple-Xk29fj3k";
+        let url = "postgres://app:hunter2@db.internal:5432/prod?sslmode=require";
+        let multibyte = "pässwörd-ünïcode-1234";
+        for value in [phrase, url, multibyte] {
+            for _ in 0..20 {
+                let p = placeholder_for(&secret(value.as_bytes())).unwrap();
+                assert_eq!(p.len(), value.len());
+                assert!(p.bytes().all(|b| b.is_ascii_alphanumeric()), "{p}");
+                for word in ["correct", "horse", "staple", "postgres", "hunter2", "5432"] {
+                    assert!(!p.contains(word), "{p}");
+                }
             }
         }
-        assert!(
-            placeholder_for(&secret(b"ghp_16C7e42F292c6912E7710c838347Ae178B4a"))
-                .unwrap()
-                .starts_with("ghp_")
-        );
-        assert!(placeholder_for(&secret(b"sk-proj-Abc123xyz789QQ"))
-            .unwrap()
-            .starts_with("sk-proj-"));
-        assert!(placeholder_for(&secret(b"--__--")).is_err());
+        // The class of each position is not kept either: over many draws, letters land
+        // where the value has digits and digits where it has letters.
+        let mut digit_where_letter = false;
+        let mut letter_where_digit = false;
+        for _ in 0..50 {
+            let p = placeholder_for(&secret(b"abcdefgh12345678")).unwrap();
+            digit_where_letter |= p[..8].bytes().any(|b| b.is_ascii_digit());
+            letter_where_digit |= p[8..].bytes().any(|b| b.is_ascii_alphabetic());
+        }
+        assert!(digit_where_letter && letter_where_digit);
     }
 }

@@ -34,7 +34,8 @@ pub const MAX_SECRET_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Delivery {
-    /// A random stand-in of the same shape in `NAME`; the egress proxy puts the value into
+    /// A random stand-in of the same length in `NAME` (a known token prefix such as `ghp_`
+    /// kept, the rest random letters and digits); the egress proxy puts the value into
     /// requests to the secret's hosts.
     Placeholder,
     /// A 0400 file on a tmpfs only this sandbox sees, its path in `NAME_FILE`.
@@ -147,34 +148,104 @@ impl SandboxSecret {
 
 /// Replaces every secret value of one invocation in a stream of output with
 /// `[REDACTED:NAME]`: raw, base64 (standard, with or without padding, at each of the three
-/// alignments), base64url, hex (both cases) and URL-encoded, also when split across reads.
-/// It holds back the last (longest pattern - 1) bytes until more arrive or `finish`.
+/// alignments), base64url, hex (both cases) and URL-encoded (any mix of raw bytes and `%XX`
+/// in either case, `+` for a space: `quote`, `quote_plus`, `encodeURIComponent`, curl's
+/// `--data-urlencode`), also when split across reads, and also when a line break (`\n` or
+/// `\r\n`) falls between any two of its characters (`base64` wraps at 76, PEM and
+/// `openssl base64` at 64, `xxd -p` at 60, `fold` anywhere). It holds back the last
+/// (longest match - 1) bytes until more arrive or `finish`.
 #[derive(Debug, Default)]
 pub struct Redactor {
-    /// (pattern, index of the secret), longest first.
-    patterns: Vec<(Zeroizing<Vec<u8>>, usize)>,
+    patterns: Vec<Pattern>,
     names: Vec<String>,
     counts: Vec<u64>,
     held: Zeroizing<Vec<u8>>,
+    /// The most bytes one match can span.
     longest: usize,
 }
 
 /// Encodings shorter than this are not searched for: they would redact ordinary text.
 const MIN_PATTERN: usize = 4;
 
+/// One form of one secret: a sequence of units, each matching any one of its alternatives
+/// (longest first); a line break may fall between two units.
+#[derive(Debug)]
+struct Pattern {
+    units: Vec<Vec<Zeroizing<Vec<u8>>>>,
+    secret: usize,
+}
+
+impl Pattern {
+    /// A pattern whose every unit is exactly one byte of `form`.
+    fn exact(form: &[u8], secret: usize) -> Self {
+        Pattern {
+            units: form
+                .iter()
+                .map(|&b| vec![Zeroizing::new(vec![b])])
+                .collect(),
+            secret,
+        }
+    }
+
+    /// The most bytes a match can span: every unit at its longest, a `\r\n` between each two.
+    fn max_span(&self) -> usize {
+        let units: usize = self
+            .units
+            .iter()
+            .map(|alts| alts.iter().map(|a| a.len()).max().unwrap_or(0))
+            .sum();
+        units + 2 * self.units.len().saturating_sub(1)
+    }
+
+    /// The length of the match at the start of `text`, if there is one. Greedy: each unit
+    /// takes its longest alternative that matches, a line break is skipped only where the
+    /// next unit does not match it itself.
+    fn match_at(&self, text: &[u8]) -> Option<usize> {
+        let mut at = 0;
+        for (n, alts) in self.units.iter().enumerate() {
+            let unit = |at: usize| {
+                alts.iter()
+                    .find(|a| text[at..].starts_with(a))
+                    .map(|a| at + a.len())
+            };
+            at = match unit(at) {
+                Some(next) => next,
+                None if n > 0 => {
+                    let rest = &text[at..];
+                    let skip = if rest.starts_with(b"\r\n") {
+                        2
+                    } else if rest.starts_with(b"\n") {
+                        1
+                    } else {
+                        return None;
+                    };
+                    unit(at + skip)?
+                }
+                None => return None,
+            };
+        }
+        Some(at)
+    }
+}
+
 impl Redactor {
     /// A redactor for `secrets` (with their values filled in).
     pub fn new(secrets: &[SandboxSecret]) -> Self {
-        let mut patterns: Vec<(Zeroizing<Vec<u8>>, usize)> = Vec::new();
+        let mut patterns: Vec<Pattern> = Vec::new();
         for (i, secret) in secrets.iter().enumerate() {
-            for pattern in encodings(secret.value.expose()) {
-                if pattern.len() >= MIN_PATTERN && !patterns.iter().any(|(p, _)| *p == pattern) {
-                    patterns.push((pattern, i));
+            let value = secret.value.expose();
+            let mut forms: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+            for form in encodings(value) {
+                if form.len() >= MIN_PATTERN && !forms.contains(&form) {
+                    forms.push(form);
                 }
             }
+            patterns.extend(forms.iter().map(|form| Pattern::exact(form, i)));
+            if value.len() >= MIN_PATTERN {
+                patterns.push(url_encoded(value, i));
+            }
         }
-        patterns.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
-        let longest = patterns.first().map_or(0, |(p, _)| p.len());
+        let longest = patterns.iter().map(Pattern::max_span).max().unwrap_or(0);
         Redactor {
             patterns,
             names: secrets.iter().map(|s| s.name.clone()).collect(),
@@ -183,7 +254,6 @@ impl Redactor {
             longest,
         }
     }
-
     /// Whether there is anything to look for.
     pub fn is_active(&self) -> bool {
         !self.patterns.is_empty()
@@ -225,13 +295,19 @@ impl Redactor {
         let mut pos = 0;
         let mut at = 0;
         while at < limit {
-            let found = self.patterns.iter().find(|(p, _)| buf[at..].starts_with(p));
+            // The longest match of any pattern here (a padded base64 over its unpadded
+            // prefix, a whole encoding over the part of it that one alignment fixes).
+            let found = self
+                .patterns
+                .iter()
+                .filter_map(|p| p.match_at(&buf[at..]).map(|len| (len, p.secret)))
+                .max_by_key(|&(len, _)| len);
             match found {
-                Some((pattern, i)) => {
+                Some((len, i)) => {
                     out.extend_from_slice(&buf[pos..at]);
-                    out.extend_from_slice(format!("[REDACTED:{}]", self.names[*i]).as_bytes());
-                    self.counts[*i] += 1;
-                    at += pattern.len();
+                    out.extend_from_slice(format!("[REDACTED:{}]", self.names[i]).as_bytes());
+                    self.counts[i] += 1;
+                    at += len;
                     pos = at;
                 }
                 None => at += 1,
@@ -301,26 +377,46 @@ fn encodings(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
         }
         drop(whole);
     }
-    for digits in [b"0123456789abcdef", b"0123456789ABCDEF"] {
+    for digits in [LOWER_HEX, UPPER_HEX] {
         let mut hex = Vec::with_capacity(value.len() * 2);
-        let mut url = Vec::with_capacity(value.len() * 3);
         for &b in value {
             hex.push(digits[usize::from(b >> 4)]);
             hex.push(digits[usize::from(b & 15)]);
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                url.push(b);
-            } else {
-                url.extend_from_slice(&[
+        }
+        forms.push(Zeroizing::new(hex));
+    }
+    forms
+}
+
+const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
+const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// `value` URL-encoded by any encoder: each byte as itself, as `%XX` in either case, and a
+/// space also as `+`. One pattern covers every choice of which bytes are left unencoded
+/// (Python's `quote` keeps `/`, `quote_plus` does not, `encodeURIComponent` keeps `!'()*`).
+fn url_encoded(value: &[u8], secret: usize) -> Pattern {
+    let units = value
+        .iter()
+        .map(|&b| {
+            let mut alts = Vec::new();
+            for digits in [UPPER_HEX, LOWER_HEX] {
+                let escaped = Zeroizing::new(vec![
                     b'%',
                     digits[usize::from(b >> 4)],
                     digits[usize::from(b & 15)],
                 ]);
+                if !alts.contains(&escaped) {
+                    alts.push(escaped);
+                }
             }
-        }
-        forms.push(Zeroizing::new(hex));
-        forms.push(Zeroizing::new(url));
-    }
-    forms
+            alts.push(Zeroizing::new(vec![b]));
+            if b == b' ' {
+                alts.push(Zeroizing::new(b"+".to_vec()));
+            }
+            alts
+        })
+        .collect();
+    Pattern { units, secret }
 }
 
 #[cfg(test)]
@@ -400,6 +496,87 @@ mod tests {
             .iter()
             .flat_map(|b| format!("{b:02X}").into_bytes())
             .collect()
+    }
+
+    /// `text` with `sep` inserted after every `width` bytes, as `base64` (76), PEM (64) and
+    /// `xxd -p` (60) wrap their output.
+    fn wrapped(text: &[u8], width: usize, sep: &[u8]) -> Vec<u8> {
+        text.chunks(width).collect::<Vec<_>>().join(sep)
+    }
+
+    #[test]
+    fn wrapped_base64_and_hex_are_redacted_at_every_width_and_alignment() {
+        // 100 bytes: its base64 and hex span several lines.
+        let value: Vec<u8> = (0..100u8)
+            .map(|i| b"Zq7/+xK2-_ P"[usize::from(i) % 12])
+            .collect();
+        for lead in 0..3 {
+            let mut inner = b"xyz"[..lead].to_vec();
+            inner.extend_from_slice(&value);
+            let mut encoded = vec![
+                b64(&inner).into_bytes(),
+                hexed(&inner),
+                hexed(&inner).to_ascii_lowercase(),
+            ];
+            let mut padded = b64(&inner).into_bytes();
+            while !padded.len().is_multiple_of(4) {
+                padded.push(b'=');
+            }
+            encoded.push(padded);
+            for text in encoded {
+                for width in [76, 64, 60, 3, 1] {
+                    for sep in [&b"\n"[..], b"\r\n"] {
+                        let mut line = b"before\n".to_vec();
+                        line.extend(wrapped(&text, width, sep));
+                        line.extend_from_slice(b"\nafter");
+                        for chunk in [1, 5, 4096] {
+                            let (out, n) = redact(&value, &line, chunk);
+                            assert_eq!(n, 1, "{width} {chunk}: {out}");
+                            assert!(out.starts_with("before\n"), "{out}");
+                            assert!(out.ends_with("\nafter"), "{out}");
+                            // Left: at most the characters that hold the lead's bits or
+                            // the padding, and the breaks next to them.
+                            let left = out.len() - "before\n[REDACTED:T]\nafter".len();
+                            assert!(left <= 3 * 5, "{width} {chunk}: {out:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_url_encoding_is_redacted() {
+        let value = b"pa ss/w+rd:@x?&=!'()*~";
+        for text in [
+            // Python quote (keeps '/'), quote(safe=''), quote_plus, encodeURIComponent,
+            // lower-case escapes, everything escaped.
+            &b"pa%20ss/w%2Brd%3A%40x%3F%26%3D%21%27%28%29%2A~"[..],
+            b"pa%20ss%2Fw%2Brd%3A%40x%3F%26%3D%21%27%28%29%2A~",
+            b"pa+ss%2Fw%2Brd%3A%40x%3F%26%3D%21%27%28%29%2A%7E",
+            b"pa%20ss%2Fw%2Brd%3A%40x%3F%26%3D!'()*~",
+            b"pa%20ss%2fw%2brd%3a%40x%3f%26%3d!'()*~",
+            b"%70%61%20%73%73%2F%77%2B%72%64%3A%40%78%3F%26%3D%21%27%28%29%2A%7E",
+        ] {
+            let mut line = b"q=".to_vec();
+            line.extend_from_slice(text);
+            line.extend_from_slice(b"&next=1");
+            for chunk in [1, 2, 7, 1000] {
+                let (out, n) = redact(value, &line, chunk);
+                assert_eq!(out, "q=[REDACTED:T]&next=1", "{chunk}");
+                assert_eq!(n, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_break_splits_nothing_it_does_not_touch() {
+        // A break before the first or after the last character stays in the output.
+        let (out, n) = redact(b"abcdefgh", b"x\nabcd\nefgh\ny", 3);
+        assert_eq!((out.as_str(), n), ("x\n[REDACTED:T]\ny", 1));
+        // Two breaks in a row, or a break in ordinary text, match nothing.
+        let (out, n) = redact(b"abcdefgh", b"abcd\n\nefgh ab\ncd", 2);
+        assert_eq!((out.as_str(), n), ("abcd\n\nefgh ab\ncd", 0));
     }
 
     #[test]

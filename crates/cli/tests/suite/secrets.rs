@@ -813,3 +813,104 @@ fn verify_proves_each_secrets_delivery_on_a_live_sandbox() {
         "ghp_verifyPlaceholder0123",
     ]);
 }
+
+#[test]
+fn wrapped_base64_and_hex_and_every_url_quoting_of_a_secret_are_redacted() {
+    // Long enough to wrap over several lines; '/', '+' and spaces that the quotings treat
+    // differently.
+    let value = "pass phrase/with slashes+plus & more=Xk29fj3k/".repeat(3);
+    let case = Case::new("", "");
+    let file = case.secret_file("source-t", &value);
+    fs::write(
+        &case.policy,
+        format!("[tools.t]\ndescription = \"t\"\ncommand = [\"sh\", \"-c\"]\nargs = \"append\"\nsecrets = [{{ name = \"TOK\", ttl = \"5m\", from = \"file:{file}\" }}]\n"),
+    )
+    .unwrap();
+    let quote = |f: &str| {
+        shell_quote(&format!(
+            "import sys, urllib.parse as u; print(u.{f}(open(sys.argv[1]).read()))"
+        ))
+    };
+    // coreutils base64 (76), openssl (64), xxd -p (60), base64 of the value at offsets 1
+    // and 2 (wrapped), Python's quote (keeps '/') and quote_plus ('+' for a space), and
+    // base64 -w 64 with CRLF line ends.
+    let script = format!(
+        "f=$TOK_FILE; echo '#--#'; base64 $f; echo '#--#'; openssl base64 -in $f; echo '#--#'; xxd -p $f; \
+         echo '#--#'; (printf a; cat $f) | base64; echo '#--#'; (printf ab; cat $f) | base64 -w 64; \
+         echo '#--#'; python3 -c {} $f; echo '#--#'; python3 -c {} $f; \
+         echo '#--#'; base64 -w 64 $f | sed 's/$/\\r/'; echo '#--#'",
+        quote("quote"),
+        quote("quote_plus"),
+    );
+    let ran = case.run(&[], true, &script);
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    let json = ran.json();
+    let out = json["stdout"].as_str().unwrap();
+    let blocks: Vec<&str> = out.split("#--#\n").skip(1).collect();
+    assert_eq!(blocks.len(), 9, "{out}");
+    for block in &blocks[..8] {
+        assert_eq!(
+            block.matches("[REDACTED:TOK]").count(),
+            1,
+            "{block:?} in\n{out}"
+        );
+        // Left: only the characters that hold the offset's bits, and the padding.
+        let left: String = block
+            .replace("[REDACTED:TOK]", "")
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        assert!(left.len() <= 6, "{left:?} left of {block:?} in\n{out}");
+    }
+    assert_eq!(json["redactions"]["TOK"], 8, "{out}");
+    case.assert_nowhere(&[&value]);
+}
+
+#[test]
+fn a_placeholder_keeps_a_known_token_prefix_and_nothing_else_of_the_value() {
+    let phrase = "correcthorsebatterystaple-Xk29fj3k";
+    let url = "postgres://app:hunter2@db.internal:5432/prod?sslmode=require";
+    let token = "ghp_RealValue0123456789abcdefABCDEF0123";
+    let host = "api.example.com:443";
+    let case = Case::new(
+        &format!(
+            "{{ name = \"PHRASE\", ttl = \"5m\", from = \"env:TEST_PHRASE\", hosts = [\"{host}\"] }}, \
+             {{ name = \"DB\", ttl = \"5m\", from = \"env:TEST_DB\", hosts = [\"{host}\"] }}, \
+             {{ name = \"GH\", ttl = \"5m\", from = \"env:TEST_GH\", hosts = [\"{host}\"] }}"
+        ),
+        &format!("network = {{ allow = [\"{host}\"] }}\n"),
+    );
+    let ran = case.run(
+        &[
+            ("TEST_PHRASE", phrase),
+            ("TEST_DB", url),
+            ("TEST_GH", token),
+        ],
+        true,
+        "printf '%s\\n' \"$PHRASE\" \"$DB\" \"$GH\"",
+    );
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    let json = ran.json();
+    let out = json["stdout"].as_str().unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (line, value, prefix) in [
+        (lines[0], phrase, ""),
+        (lines[1], url, ""),
+        (lines[2], token, "ghp_"),
+    ] {
+        assert_eq!(line.len(), value.len(), "{line} for {value}");
+        assert!(line.starts_with(prefix), "{line}");
+        let rest = &line[prefix.len()..];
+        assert!(
+            rest.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{line} keeps the value's punctuation"
+        );
+        for word in [
+            "correct", "horse", "battery", "postgres", "hunter2", "internal",
+        ] {
+            assert!(!line.contains(word), "{line} keeps {word}");
+        }
+    }
+    case.assert_nowhere(&[phrase, url, token]);
+}

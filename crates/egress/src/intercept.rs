@@ -10,6 +10,11 @@
 //! the upstream's close. The upstream's TLS is verified before the client is told the
 //! tunnel is established: a certificate that does not verify is a 502, never a bypass.
 //!
+//! Responses are scanned for the values of the secrets (heads, and bodies after
+//! de-chunking) and a value found is put back as its placeholder; a request that carried a
+//! value asks for `Accept-Encoding: identity` and an encoded response to it is a 502. In
+//! plain HTTP, nothing is substituted toward port 443 (cleartext where TLS is meant).
+//!
 //! This module must never send a request upstream before its head was parsed and checked,
 //! never replace a placeholder toward a host not listed for its secret, and never put a
 //! value into a record or an error.

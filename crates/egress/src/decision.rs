@@ -53,14 +53,15 @@ pub enum Phase {
 pub enum SecretEvent {
     /// The placeholder was replaced by the value in a request to a listed host.
     Substituted,
-    /// The placeholder was sent to a host not listed for the secret: left unreplaced, the
-    /// request went on unchanged.
+    /// The placeholder was sent to a host not listed for the secret, or in plain HTTP to
+    /// port 443 (cleartext): left unreplaced, the request went on unchanged.
     Misdirected,
     /// The placeholder was sent to a listed host after the secret's TTL: left unreplaced
     /// (recorded once per secret).
     Expired,
     /// The request could not be substituted (its body is over the bound): refused with
-    /// 413 before anything reached the upstream.
+    /// 413 before anything reached the upstream; or the response to a request that carried
+    /// the value was encoded (it could hide the value): not passed, a 502.
     Refused,
     /// A response carried the value (an upstream echoing what it received): it reached
     /// the sandbox as the placeholder instead.

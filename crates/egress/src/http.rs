@@ -407,13 +407,34 @@ impl Body {
                 *remaining -= take as u64;
                 Ok(take)
             }
-            Body::Chunked(state) => state.feed(bytes),
+            Body::Chunked(state) => state.feed(bytes, None),
+        }
+    }
+
+    /// Like `feed`, and adds the body's data (without chunk framing or trailers) to
+    /// `data`.
+    pub(crate) fn feed_data(
+        &mut self,
+        bytes: &[u8],
+        data: &mut Vec<u8>,
+    ) -> Result<usize, &'static str> {
+        match self {
+            Body::Length(_) => {
+                let take = self.feed(bytes)?;
+                data.extend_from_slice(&bytes[..take]);
+                Ok(take)
+            }
+            Body::Chunked(state) => state.feed(bytes, Some(data)),
         }
     }
 }
 
 impl Chunked {
-    fn feed(&mut self, bytes: &[u8]) -> Result<usize, &'static str> {
+    fn feed(
+        &mut self,
+        bytes: &[u8],
+        mut data: Option<&mut Vec<u8>>,
+    ) -> Result<usize, &'static str> {
         let bad = Err("malformed chunked body");
         let mut i = 0;
         while i < bytes.len() {
@@ -424,6 +445,9 @@ impl Chunked {
                     let take = usize::try_from(remaining)
                         .unwrap_or(usize::MAX)
                         .min(bytes.len() - i);
+                    if let Some(data) = data.as_deref_mut() {
+                        data.extend_from_slice(&bytes[i..i + take]);
+                    }
                     i += take;
                     let left = remaining - take as u64;
                     *self = if left == 0 {
@@ -566,6 +590,29 @@ pub(crate) fn parse_response(head: &[u8], method: &str) -> Result<Response, &'st
         status,
         body,
         close,
+    })
+}
+
+/// Whether a response head declares a content coding other than `identity`, or a
+/// transfer coding other than `chunked`: a body that could carry a value in a form the
+/// proxy does not scan.
+pub(crate) fn encoded(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n").skip(1).any(|line| {
+        let Some((name, value)) = line.split_once(':') else {
+            return false;
+        };
+        let plain = if name.trim().eq_ignore_ascii_case("content-encoding") {
+            "identity"
+        } else if name.trim().eq_ignore_ascii_case("transfer-encoding") {
+            "chunked"
+        } else {
+            return false;
+        };
+        value
+            .split(',')
+            .map(|t| t.trim_matches([' ', '\t']))
+            .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case(plain))
     })
 }
 
@@ -850,6 +897,32 @@ mod tests {
         .unwrap();
         assert!(r.close && matches!(r.body, ResponseBody::Framed(Body::Chunked(_))));
         assert!(parse_response(b"SSH-2.0\r\n\r\n", "GET").is_err());
+    }
+
+    #[test]
+    fn encoded_responses_are_told_apart() {
+        let head = |h: &str| format!("HTTP/1.1 200 OK\r\n{h}\r\n\r\n").into_bytes();
+        assert!(encoded(&head("Content-Encoding: gzip")));
+        assert!(encoded(&head("content-encoding: identity, br")));
+        assert!(encoded(&head("Transfer-Encoding: gzip, chunked")));
+        assert!(!encoded(&head("Content-Encoding: identity")));
+        assert!(!encoded(&head("Transfer-Encoding: chunked")));
+        assert!(!encoded(&head("X-Content-Encoding: gzip")));
+    }
+
+    #[test]
+    fn chunked_data_is_taken_without_its_framing() {
+        let wire = b"7\r\nabcdefg\r\n3;x=1\r\nhij\r\n0\r\nT: 1\r\n\r\nNEXT";
+        for split in 0..wire.len() {
+            let mut body = chunked();
+            let mut data = Vec::new();
+            let n = body.feed_data(&wire[..split], &mut data).unwrap();
+            assert_eq!(n, split.min(wire.len() - 4));
+            let m = body.feed_data(&wire[split..], &mut data).unwrap();
+            assert_eq!(n + m, wire.len() - 4, "split {split}");
+            assert_eq!(data, b"abcdefghij", "split {split}");
+            assert!(body.done());
+        }
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! the upstream's close. The upstream's TLS is verified before the client is told the
 //! tunnel is established: a certificate that does not verify is a 502, never a bypass.
 //!
+//! Responses are scanned for the values of the secrets (heads, and bodies after
+//! de-chunking) and a value found is put back as its placeholder; a request that carried a
+//! value asks for `Accept-Encoding: identity` and an encoded response to it is a 502. In
+//! plain HTTP, nothing is substituted toward port 443 (cleartext where TLS is meant).
+//!
 //! This module must never send a request upstream before its head was parsed and checked,
 //! never replace a placeholder toward a host not listed for its secret, and never put a
 //! value into a record or an error.
@@ -134,7 +139,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
         Ok(())
     }
 
-    /// Copies a response body framed by `body` to `to`, values back to placeholders.
+    /// Takes the data of the body framed by `body` from the buffer (reading more as
+    /// needed): without chunk framing or trailers.
+    async fn next_body_data(&mut self, body: &mut Body, meter: &Meter) -> std::io::Result<Vec<u8>> {
+        if self.buf.is_empty() && self.fill(meter).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut data = Vec::new();
+        let take = body
+            .feed_data(&self.buf, &mut data)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.buf.drain(..take);
+        Ok(data)
+    }
+
+    /// Copies a response body framed by `body` to `to`, values back to placeholders. The
+    /// values are looked for in the body's data, not its wire form: a chunked body is
+    /// de-chunked, scanned across chunk and read boundaries, and sent re-chunked (its
+    /// trailers dropped: they are not scanned).
     async fn response_to<W: AsyncWrite + Unpin>(
         &mut self,
         mut body: Body,
@@ -143,11 +165,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
         meter: &Meter,
         un: &mut Unsubstitute<'_>,
     ) -> std::io::Result<()> {
+        let chunked = matches!(body, Body::Chunked(_));
+        let frame = |data: &[u8]| -> Zeroizing<Vec<u8>> {
+            if !chunked {
+                return Zeroizing::new(data.to_vec());
+            }
+            let mut out = Zeroizing::new(Vec::with_capacity(data.len() + 16));
+            if !data.is_empty() {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            }
+            out
+        };
         while !body.done() {
-            let bytes = self.next_body_bytes(&mut body, meter).await?;
-            relay::send(to, &un.push(&bytes), counter, meter).await?;
+            let data = Zeroizing::new(self.next_body_data(&mut body, meter).await?);
+            relay::send(to, &frame(&un.push(&data)), counter, meter).await?;
         }
-        relay::send(to, &un.finish(), counter, meter).await
+        relay::send(to, &frame(&un.finish()), counter, meter).await?;
+        if chunked {
+            relay::send(to, b"0\r\n\r\n", counter, meter).await?;
+        }
+        Ok(())
     }
 
     /// The body framed by `body`, as on the wire, if it is at most `limit` bytes; `None`
@@ -194,7 +233,8 @@ pub(crate) type Uses = Vec<(usize, Met)>;
 
 /// Replaces placeholders in the header values of `forward` for the secrets that list its
 /// target; notes misdirected ones (also in the path).
-pub(crate) fn substitute_head(secrets: &Secrets, forward: &mut Forward) -> Uses {
+/// `cleartext`: a plain-HTTP request (never substituted toward port 443).
+pub(crate) fn substitute_head(secrets: &Secrets, forward: &mut Forward, cleartext: bool) -> Uses {
     let mut uses = Vec::new();
     for (i, secret) in secrets.list.iter().enumerate() {
         let in_headers = forward
@@ -205,7 +245,7 @@ pub(crate) fn substitute_head(secrets: &Secrets, forward: &mut Forward) -> Uses 
         if !in_headers && !in_path {
             continue;
         }
-        let met = secret.meet(&forward.target);
+        let met = secret.meet(&forward.target, cleartext);
         match met {
             Met::Substitute if in_headers => {
                 for (_, value) in forward.headers.iter_mut() {
@@ -218,7 +258,7 @@ pub(crate) fn substitute_head(secrets: &Secrets, forward: &mut Forward) -> Uses 
             }
             // Only in the path: never substituted there, and nothing to record.
             Met::Substitute => continue,
-            Met::Misdirected | Met::Expired { .. } => {}
+            Met::Misdirected | Met::Cleartext | Met::Expired { .. } => {}
         }
         uses.push((i, met));
     }
@@ -290,23 +330,38 @@ pub(crate) fn substitute_body(
     target: &Target,
     data: Zeroizing<Vec<u8>>,
     uses: &mut Uses,
+    cleartext: bool,
 ) -> Zeroizing<Vec<u8>> {
     let mut data = data;
     for (i, secret) in secrets.list.iter().enumerate() {
         if !secret.occurs_in(&data) {
             continue;
         }
-        let met = secret.meet(target);
+        let met = secret.meet(target, cleartext);
         match met {
             Met::Substitute if secret.body => data = secret.replace(&data),
             Met::Substitute => continue,
-            Met::Misdirected | Met::Expired { .. } => {}
+            Met::Misdirected | Met::Cleartext | Met::Expired { .. } => {}
         }
         if !uses.iter().any(|(j, m)| *j == i && *m == met) {
             uses.push((i, met));
         }
     }
     data
+}
+
+/// Whether a request's value was substituted (in its head or body).
+fn substituted(uses: &Uses) -> bool {
+    uses.iter().any(|(_, met)| *met == Met::Substitute)
+}
+
+/// For a request that carries a value: asks the upstream for an unencoded response, so
+/// that an echo of the value can be found (an encoded one is refused).
+fn identity_only(forward: &mut Forward) {
+    forward.remove_header("accept-encoding");
+    forward
+        .headers
+        .push(("Accept-Encoding".into(), "identity".into()));
 }
 
 /// Adds to `into` the secrets of `found` it does not have yet.
@@ -337,7 +392,12 @@ impl Connection<'_> {
                 continue;
             };
             let Some(event) = met.event() else { continue };
-            self.secret_record(asked, &secret.name, event);
+            if *met == Met::Cleartext {
+                let what = "sent in cleartext (plain HTTP to port 443): not substituted";
+                self.secret_record_why(asked, &secret.name, event, what);
+            } else {
+                self.secret_record(asked, &secret.name, event);
+            }
         }
     }
 
@@ -349,6 +409,17 @@ impl Connection<'_> {
             SecretEvent::Refused => "not substituted: request body over the bound",
             SecretEvent::Reflected => "echoed by the upstream: the sandbox got the placeholder",
         };
+        self.secret_record_why(asked, name, event, what);
+    }
+
+    /// Records `event` for the secret `name`, `what` saying what happened.
+    pub(crate) fn secret_record_why(
+        &self,
+        asked: &Asked<'_>,
+        name: &str,
+        event: SecretEvent,
+        what: &str,
+    ) {
         self.sandbox.ledger.refuse(Decision {
             connection: self.id,
             phase: Phase::Secret,
@@ -378,6 +449,7 @@ impl Connection<'_> {
         client: &mut Side<S>,
         forward: &mut Forward,
         uses: &mut Uses,
+        cleartext: bool,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
         let body = std::mem::replace(&mut forward.body, Body::Length(0));
         let chunked = matches!(body, Body::Chunked(_));
@@ -398,7 +470,13 @@ impl Connection<'_> {
         if data.len() > MAX_SUBSTITUTED_BODY {
             return Ok(None);
         }
-        let data = substitute_body(&self.sandbox.secrets, &forward.target, data, uses);
+        let data = substitute_body(
+            &self.sandbox.secrets,
+            &forward.target,
+            data,
+            uses,
+            cleartext,
+        );
         forward.remove_header("content-length");
         forward.remove_header("transfer-encoding");
         forward
@@ -527,7 +605,7 @@ impl Connection<'_> {
             };
             let method = forward.method.clone();
             let asked = asked(protocol, target, Some(&method));
-            let mut uses = substitute_head(&self.sandbox.secrets, &mut forward);
+            let mut uses = substitute_head(&self.sandbox.secrets, &mut forward, false);
             let continues = forward.expects_continue();
             forward.remove_header("expect");
             if continues && !forward.body.done() {
@@ -539,7 +617,10 @@ impl Connection<'_> {
                 }
             }
             let body = if buffers_body(&self.sandbox.secrets, target) && !forward.body.done() {
-                match self.buffer_body(client, &mut forward, &mut uses).await {
+                match self
+                    .buffer_body(client, &mut forward, &mut uses, false)
+                    .await
+                {
                     Ok(Some(body)) => Some(body),
                     Ok(None) => {
                         self.body_refused(&asked, &uses);
@@ -553,6 +634,10 @@ impl Connection<'_> {
             } else {
                 None
             };
+            let substituted = substituted(&uses);
+            if substituted {
+                identity_only(&mut forward);
+            }
             self.secret_records(&asked, &mut uses);
             let head = Zeroizing::new(forward.render(forward.close));
             if let Err(e) = relay::send(&mut upstream.io, &head, &self.meter.up, &self.meter).await
@@ -605,6 +690,10 @@ impl Connection<'_> {
                         return self.refuse_inside(client, &asked, 502, reason.into()).await;
                     }
                 };
+                if substituted && http::encoded(&head) {
+                    let reason = self.encoded_refused(&asked, &uses);
+                    return self.refuse_inside(client, &asked, 502, reason).await;
+                }
                 let head = unsubstitute_head(&self.sandbox.secrets, &head, &mut reflected);
                 if let Err(e) =
                     relay::send(&mut client.io, &head, &self.meter.down, &self.meter).await
@@ -656,7 +745,7 @@ impl Connection<'_> {
         asked: &Asked<'_>,
     ) -> String {
         let secrets = &self.sandbox.secrets;
-        let mut uses = substitute_head(secrets, &mut forward);
+        let mut uses = substitute_head(secrets, &mut forward, true);
         let target = forward.target.clone();
         if buffers_body(secrets, &target) && !forward.body.done() {
             let continues = forward.expects_continue();
@@ -670,7 +759,10 @@ impl Connection<'_> {
                     return format!("client failed: {e}");
                 }
             }
-            let body = match self.buffer_body(&mut side, &mut forward, &mut uses).await {
+            let body = match self
+                .buffer_body(&mut side, &mut forward, &mut uses, true)
+                .await
+            {
                 Ok(Some(body)) => body,
                 Ok(None) => {
                     self.body_refused(asked, &uses);
@@ -681,6 +773,10 @@ impl Connection<'_> {
                 }
                 Err(reason) => return reason,
             };
+            let substituted = substituted(&uses);
+            if substituted {
+                identity_only(&mut forward);
+            }
             self.secret_records(asked, &mut uses);
             let head = Zeroizing::new(forward.render(true));
             for part in [&head[..], &body[..]] {
@@ -690,7 +786,10 @@ impl Connection<'_> {
                 }
             }
             drop((head, body));
-            return self.response(client, upstream, asked).await;
+            return self.response(client, upstream, asked, &uses).await;
+        }
+        if substituted(&uses) {
+            identity_only(&mut forward);
         }
         self.secret_records(asked, &mut uses);
         let head = Zeroizing::new(forward.render(true));
@@ -711,41 +810,71 @@ impl Connection<'_> {
                 Some(&mut scan),
             )
             .await;
-        let mut uses = scan.uses();
-        self.secret_records(asked, &mut uses);
+        let mut body_uses = scan.uses();
+        self.secret_records(asked, &mut body_uses);
         if let Err(e) = sent {
             return format!("relaying the request body failed: {e}");
         }
-        self.response(client, upstream, asked).await
+        self.response(client, upstream, asked, &uses).await
     }
 
     /// Relays a plain-HTTP response (the upstream closes after it), values back to
-    /// placeholders.
+    /// placeholders (in the body's data: chunked bodies are de-chunked to be scanned).
+    /// `uses`: what the request did with the secrets (one that carried a value gets no
+    /// encoded response).
     async fn response(
         &self,
         client: &mut UnixStream,
         upstream: TcpStream,
         asked: &Asked<'_>,
+        uses: &Uses,
     ) -> String {
         let mut upstream = Side::new(upstream, Vec::new(), self.config().idle_timeout);
         let mut reflected = Vec::new();
-        match upstream.head(MAX_RESPONSE_HEAD, &self.meter).await {
-            Ok(head) => {
-                let head = unsubstitute_head(&self.sandbox.secrets, &head, &mut reflected);
-                if let Err(e) = relay::send(client, &head, &self.meter.down, &self.meter).await {
-                    return format!("client failed: {e}");
+        let method = asked.method.unwrap_or("GET");
+        // Interim (1xx) responses first.
+        let response = loop {
+            let head = match upstream.head(MAX_RESPONSE_HEAD, &self.meter).await {
+                Ok(head) => head,
+                Err(HeadError::Closed) => return "closed".into(),
+                Err(HeadError::TooLarge) => {
+                    let reason = format!("the response head is over {MAX_RESPONSE_HEAD} bytes");
+                    return self.refuse(client, asked, 502, reason).await;
                 }
+                Err(HeadError::Io(e)) => return format!("upstream failed: {e}"),
+            };
+            let response = match http::parse_response(&head, method) {
+                Ok(response) => response,
+                Err(reason) => return self.refuse(client, asked, 502, reason.into()).await,
+            };
+            if substituted(uses) && http::encoded(&head) {
+                let reason = self.encoded_refused(asked, uses);
+                return self.refuse(client, asked, 502, reason).await;
             }
-            Err(HeadError::Closed) => return "closed".into(),
-            Err(HeadError::TooLarge) => {
-                return format!("the response head is over {MAX_RESPONSE_HEAD} bytes");
+            let head = unsubstitute_head(&self.sandbox.secrets, &head, &mut reflected);
+            if let Err(e) = relay::send(client, &head, &self.meter.down, &self.meter).await {
+                return format!("client failed: {e}");
             }
-            Err(HeadError::Io(e)) => return format!("upstream failed: {e}"),
-        }
+            if response.status == 101 {
+                return "the upstream switched protocols: not relayed".into();
+            }
+            if !(100..200).contains(&response.status) {
+                break response;
+            }
+        };
         let mut un = Unsubstitute::new(&self.sandbox.secrets);
-        let relayed = upstream
-            .rest_to(client, &self.meter.down, &self.meter, &mut un)
-            .await;
+        let relayed = match response.body {
+            ResponseBody::Framed(body) => {
+                upstream
+                    .response_to(body, client, &self.meter.down, &self.meter, &mut un)
+                    .await
+            }
+            ResponseBody::UntilClose => {
+                upstream
+                    .rest_to(client, &self.meter.down, &self.meter, &mut un)
+                    .await
+            }
+        };
         merge(&mut reflected, &un.found);
         self.reflected(asked, &reflected);
         match relayed {
@@ -762,6 +891,23 @@ impl Connection<'_> {
                 self.secret_record(asked, &secret.name, SecretEvent::Reflected);
             }
         }
+    }
+
+    /// Records that the response to a request that carried a value was refused for its
+    /// encoding; returns the refusal's reason.
+    fn encoded_refused(&self, asked: &Asked<'_>, uses: &Uses) -> String {
+        let what = "refused: the response was encoded (an encoded response could hide the value)";
+        for (i, met) in uses {
+            if *met != Met::Substitute {
+                continue;
+            }
+            if let Some(secret) = self.sandbox.secrets.list.get(*i) {
+                self.secret_record_why(asked, &secret.name, SecretEvent::Refused, what);
+            }
+        }
+        "the upstream sent an encoded response to a request that carried a secret: \
+         refused, since an encoded response could hide the value"
+            .into()
     }
 
     /// Records that a request's secrets were not substituted for its body's size.

@@ -32,8 +32,17 @@
 //! Limits: HTTP/1.1 only inside an intercepted tunnel (ALPN offers `http/1.1`), no
 //! protocol upgrades there (the Upgrade header is dropped), a substituted body at most
 //! `MAX_SUBSTITUTED_BODY` (else 413). A value an upstream echoes back reaches the sandbox
-//! as the placeholder (`SecretEvent::Reflected`): in response heads, and in bodies when
-//! the placeholder is as long as the value; not through a compressed or re-encoded echo.
+//! as the placeholder (`SecretEvent::Reflected`): in response heads and bodies (their data:
+//! chunked bodies are de-chunked to be scanned, across chunks and reads, and sent
+//! re-chunked without trailers; a value whose placeholder has another length becomes `*`s,
+//! so that a Content-Length stays right). A request that carries a value is sent with
+//! `Accept-Encoding: identity`, and a response to it that still has a content coding (or a
+//! transfer coding other than chunked) is refused (502, `SecretEvent::Refused`): an
+//! encoded echo could hide the value. Not caught: an echo the upstream transforms itself
+//! (JSON escapes, base64) or one it stores and returns to a later request.
+//! Plain HTTP is cleartext: a placeholder in a plain-HTTP request to port 443 (where the
+//! value is meant to travel inside TLS) is never replaced, and recorded as misdirected
+//! (reason: cleartext); to other listed ports it is substituted.
 //!
 //! ```no_run
 //! use nanoclaw_egress::{Policy, Proxy, ProxyConfig};

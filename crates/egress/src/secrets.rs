@@ -96,6 +96,9 @@ pub(crate) enum Met {
     Misdirected,
     /// Listed host, after the TTL: left unreplaced (`first`: the first time).
     Expired { first: bool },
+    /// Listed host, but a cleartext (plain-HTTP) request to port 443, where the value is
+    /// meant to travel only inside TLS: left unreplaced.
+    Cleartext,
 }
 
 impl Met {
@@ -103,7 +106,7 @@ impl Met {
     pub(crate) fn event(self) -> Option<SecretEvent> {
         match self {
             Met::Substitute => Some(SecretEvent::Substituted),
-            Met::Misdirected => Some(SecretEvent::Misdirected),
+            Met::Misdirected | Met::Cleartext => Some(SecretEvent::Misdirected),
             Met::Expired { first: true } => Some(SecretEvent::Expired),
             Met::Expired { first: false } => None,
         }
@@ -164,10 +167,13 @@ impl Secret {
         self.hosts.check(target, &Ask::Tunnel).is_ok()
     }
 
-    /// What the placeholder meets in a request to `target` (call only when it occurs).
-    pub(crate) fn meet(&self, target: &Target) -> Met {
+    /// What the placeholder meets in a request to `target`, sent `cleartext` (plain HTTP)
+    /// or inside TLS (call only when it occurs).
+    pub(crate) fn meet(&self, target: &Target, cleartext: bool) -> Met {
         if !self.lists(target) {
             Met::Misdirected
+        } else if cleartext && target.port == 443 {
+            Met::Cleartext
         } else if Instant::now() >= self.expires {
             Met::Expired {
                 first: !self.expiry_noted.swap(true, Ordering::Relaxed),
@@ -205,13 +211,14 @@ impl Secret {
     }
 }
 
-/// Puts placeholders back where a response carries a secret's value (an upstream that
-/// echoes what it received), so that the sandbox does not learn the value that way. Works
-/// on a stream, holding back the last bytes that could be the start of a value; only for
-/// secrets whose placeholder is as long as the value (so that the response's framing
-/// stays right), which is what a placeholder "of the value's shape" is.
+/// Puts placeholders back where a response body carries a secret's value (an upstream
+/// that echoes what it received), so that the sandbox does not learn the value that way.
+/// Works on a stream of body data (chunk framing already removed by the caller), holding
+/// back the last bytes that could be the start of a value. The replacement is as long as
+/// the value, so that a Content-Length stays right: the placeholder when it is as long
+/// (a placeholder "of the value's shape"), else `*` repeated.
 pub(crate) struct Unsubstitute<'s> {
-    secrets: Vec<(usize, &'s Secret)>,
+    secrets: Vec<(usize, &'s Secret, Zeroizing<Vec<u8>>)>,
     held: Zeroizing<Vec<u8>>,
     keep: usize,
     /// The secrets whose value was found.
@@ -220,15 +227,22 @@ pub(crate) struct Unsubstitute<'s> {
 
 impl<'s> Unsubstitute<'s> {
     pub(crate) fn new(secrets: &'s Secrets) -> Unsubstitute<'s> {
-        let secrets: Vec<(usize, &Secret)> = secrets
+        let secrets: Vec<(usize, &Secret, Zeroizing<Vec<u8>>)> = secrets
             .list
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.placeholder.len() == s.value.len())
+            .map(|(i, s)| {
+                let mask = if s.placeholder.len() == s.value.len() {
+                    s.placeholder.clone()
+                } else {
+                    vec![b'*'; s.value.len()]
+                };
+                (i, s, Zeroizing::new(mask))
+            })
             .collect();
         let keep = secrets
             .iter()
-            .map(|(_, s)| s.value.len())
+            .map(|(_, s, _)| s.value.len())
             .max()
             .unwrap_or(1)
             .saturating_sub(1);
@@ -246,11 +260,11 @@ impl<'s> Unsubstitute<'s> {
             return Zeroizing::new(bytes.to_vec());
         }
         self.held.extend_from_slice(bytes);
-        for (i, secret) in &self.secrets {
+        for (i, secret, mask) in &self.secrets {
             let mut at = 0;
             while let Some(found) = find(&self.held, &secret.value, at) {
                 let end = found + secret.value.len();
-                self.held[found..end].copy_from_slice(&secret.placeholder);
+                self.held[found..end].copy_from_slice(mask);
                 at = end;
                 if !self.found.contains(i) {
                     self.found.push(*i);
@@ -395,10 +409,13 @@ mod tests {
             &s.replace(b"a ph-0123456789 b ph-0123456789ph-0123456789")[..],
             b"a VALUE b VALUEVALUE"
         );
-        assert_eq!(s.meet(&target("api.test")), Met::Substitute);
-        assert_eq!(s.meet(&target("a.b.x.test")), Met::Substitute);
-        assert_eq!(s.meet(&target("other.test")), Met::Misdirected);
-        assert_eq!(s.meet(&target("api.test:444")), Met::Misdirected);
+        assert_eq!(s.meet(&target("api.test"), false), Met::Substitute);
+        assert_eq!(s.meet(&target("a.b.x.test"), false), Met::Substitute);
+        assert_eq!(s.meet(&target("other.test"), false), Met::Misdirected);
+        assert_eq!(s.meet(&target("api.test:444"), false), Met::Misdirected);
+        // Never in cleartext to 443.
+        assert_eq!(s.meet(&target("api.test"), true), Met::Cleartext);
+        assert_eq!(s.meet(&target("other.test"), true), Met::Misdirected);
     }
 
     #[test]
@@ -406,9 +423,15 @@ mod tests {
         let mut raw = secret("ph-0123456789", "VALUE", &["api.test"]);
         raw.expires = Instant::now();
         let s = Secret::new(raw).unwrap();
-        assert_eq!(s.meet(&target("api.test")), Met::Expired { first: true });
-        assert_eq!(s.meet(&target("api.test")), Met::Expired { first: false });
-        assert_eq!(s.meet(&target("other.test")), Met::Misdirected);
+        assert_eq!(
+            s.meet(&target("api.test"), false),
+            Met::Expired { first: true }
+        );
+        assert_eq!(
+            s.meet(&target("api.test"), false),
+            Met::Expired { first: false }
+        );
+        assert_eq!(s.meet(&target("other.test"), false), Met::Misdirected);
     }
 
     #[test]
@@ -456,6 +479,23 @@ mod tests {
             );
             assert_eq!(un.found, [0]);
         }
+        // A placeholder of another length: the value is masked, the length kept.
+        let secrets =
+            Secrets::new(vec![secret("ph-0123456789", "VALUE-xy", &["api.test"])]).unwrap();
+        let stream = b"a VALUE-xy b";
+        for split in 0..stream.len() {
+            let mut un = Unsubstitute::new(&secrets);
+            let mut out = un.push(&stream[..split]).to_vec();
+            out.extend_from_slice(&un.push(&stream[split..]));
+            out.extend_from_slice(&un.finish());
+            assert_eq!(out, b"a ******** b", "split {split}");
+        }
+        let secrets = Secrets::new(vec![secret(
+            "ph-0123456789",
+            "VA-9876543210",
+            &["api.test"],
+        )])
+        .unwrap();
         let mut found = Vec::new();
         let head = unsubstitute_head(&secrets, b"X-Echo: VA-9876543210\r\n\r\n", &mut found);
         assert_eq!(head, b"X-Echo: ph-0123456789\r\n\r\n");

@@ -4,10 +4,16 @@
     upstream.py tls NAME BIND CERT KEY    the same over TLS, also reporting the SNI
     upstream.py silent BIND               accepts connections and never answers
 
-Each binds port 0 on BIND, prints "port N" and then one "request ..." or "accepted"
+Paths starting with /echo-headers answer with the request's whole head (an echo of every
+header): /echo-headers-gzip gzips it when the request's Accept-Encoding asks for gzip,
+/echo-headers-gzip-always gzips it whatever was asked, /echo-headers-chunk7 sends it
+chunked in 7-byte chunks.
+
+Each binds port 0 on BIND (or PORT, for BIND#PORT), prints "port N" and then one "request ..." or "accepted"
 line per event, flushing every line, until it is killed.
 """
 
+import gzip
 import http.server
 import socket
 import ssl
@@ -31,10 +37,14 @@ def handler_for(name):
             text = (
                 f"upstream={name} method={self.command} path={self.path} "
                 f"host={self.headers.get('Host')} sni={sni} body={body.decode(errors='replace')} "
-                f"auth={self.headers.get('Authorization')} te={self.headers.get('Transfer-Encoding')}\n"
+                f"auth={self.headers.get('Authorization')} te={self.headers.get('Transfer-Encoding')} "
+                f"ae={self.headers.get('Accept-Encoding')} rid={self.headers.get('X-Request-Id')}\n"
             )
             say("request " + text.strip())
             data = text.encode()
+            if self.path.startswith("/echo-headers"):
+                self.echo_headers()
+                return
             if self.path.startswith("/no-content"):
                 self.send_response(204)
                 self.end_headers()
@@ -57,6 +67,29 @@ def handler_for(name):
             if self.command != "HEAD":
                 self.wfile.write(data)
 
+        def echo_headers(self):
+            data = f"{self.requestline}\n{self.headers}".encode()
+            asked = self.headers.get("Accept-Encoding") or ""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            gzipped = self.path.startswith("/echo-headers-gzip-always") or (
+                self.path.startswith("/echo-headers-gzip") and "gzip" in asked
+            )
+            if gzipped:
+                data = gzip.compress(data)
+                self.send_header("Content-Encoding", "gzip")
+            if self.path.startswith("/echo-headers-chunk7"):
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for at in range(0, len(data), 7):
+                    part = data[at : at + 7]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.write(b"0\r\n\r\n")
+                return
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         do_GET = do_POST = do_PUT = do_HEAD = answer
 
         def log_message(self, *args):
@@ -66,7 +99,8 @@ def handler_for(name):
 
 
 def serve_http(name, bind, tls=None):
-    server = http.server.ThreadingHTTPServer((bind, 0), handler_for(name))
+    bind, _, port = bind.partition("#")
+    server = http.server.ThreadingHTTPServer((bind, int(port or 0)), handler_for(name))
     if tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*tls)

@@ -714,3 +714,150 @@ fn the_sandbox_ca_is_constrained_to_the_secret_hosts_and_has_no_key() {
     // The key is nowhere in what the sandbox gets.
     assert!(!pem.contains("PRIVATE KEY"));
 }
+
+/// An upstream that echoes the request's headers gzip'd (when asked, as `curl
+/// --compressed` does) or in 7-byte chunks: the value it got never reaches the client,
+/// over HTTPS or plain HTTP.
+#[test]
+fn an_echo_of_the_value_gzipped_or_in_small_chunks_never_reaches_the_client() {
+    let mut w = World::new();
+    let (sb, ca) = w.sandbox(secret(&w.listed(), false, Duration::from_secs(60)));
+    let rid = format!("X-Request-Id: {PLACEHOLDER}");
+    let https = |path: &str| w.api_url(path);
+    let http = |path: &str| format!("http://api.test:{}{path}", w.api_http.port);
+    for (url, up) in [
+        (https("/echo-headers-gzip"), &w.api),
+        (http("/echo-headers-gzip"), &w.api_http),
+    ] {
+        let got = curl(
+            &sb.proxy_url(),
+            &url,
+            &["--cacert", &ca, "--compressed", "-H", &rid],
+        );
+        assert_eq!((got.status, got.exit), (200, 0), "{url}: {got:?}");
+        // The upstream got the value, and was asked for no encoding.
+        let line = received(up, "/echo-headers-gzip");
+        assert!(line.contains(&format!("rid={VALUE}")), "{line}");
+        assert!(line.contains("ae=identity"), "{line}");
+        echoed_as_placeholder(&got.body, "X-Request-Id: ");
+        assert!(got.body.contains("Accept-Encoding: identity"), "{got:?}");
+    }
+    for (url, up) in [
+        (https("/echo-headers-chunk7"), &w.api),
+        (http("/echo-headers-chunk7"), &w.api_http),
+    ] {
+        let got = curl(&sb.proxy_url(), &url, &["--cacert", &ca, "-H", &rid]);
+        assert_eq!((got.status, got.exit), (200, 0), "{url}: {got:?}");
+        assert!(received(up, "/echo-headers-chunk7").contains(&format!("rid={VALUE}")));
+        echoed_as_placeholder(&got.body, "X-Request-Id: ");
+    }
+    // An upstream that encodes whatever was asked: refused, never passed.
+    for (url, up) in [
+        (https("/echo-headers-gzip-always"), &w.api),
+        (http("/echo-headers-gzip-always"), &w.api_http),
+    ] {
+        for extra in [&["--compressed"][..], &[]] {
+            let args = [&["--cacert", &ca, "-H", &rid][..], extra].concat();
+            let got = curl(&sb.proxy_url(), &url, &args);
+            assert_eq!(got.status, 502, "{url}: {got:?}");
+            assert!(!got.body.contains(VALUE), "{got:?}");
+            assert!(got.body.contains("encoded"), "{got:?}");
+        }
+        assert!(received(up, "/echo-headers-gzip-always").contains(&format!("rid={VALUE}")));
+    }
+    let recs = records(&sb);
+    no_value_in(&recs);
+    let events = secret_events(&recs);
+    for event in [
+        SecretEvent::Substituted,
+        SecretEvent::Reflected,
+        SecretEvent::Refused,
+    ] {
+        assert!(events.iter().any(|e| e.0 == event), "{event:?}: {recs:?}");
+    }
+    assert!(
+        recs.iter()
+            .any(|d| d.phase == Phase::Secret && d.reason.contains("encoded response")),
+        "{recs:?}"
+    );
+    // A request that carries no value keeps its encoding (nothing to hide).
+    let got = curl(
+        &sb.proxy_url(),
+        &https("/echo-headers-gzip-always?plain"),
+        &["--cacert", &ca, "--compressed"],
+    );
+    assert_eq!((got.status, got.exit), (200, 0), "{got:?}");
+    assert!(got.body.contains("Accept-Encoding: "), "{got:?}");
+}
+
+/// A placeholder of another length than the value: an echo in small chunks gets the
+/// value masked (the length kept), never the value.
+#[test]
+fn an_echo_split_in_chunks_is_masked_when_the_placeholder_differs_in_length() {
+    let mut w = World::new();
+    let mut long = secret(&w.listed(), false, Duration::from_secs(60));
+    let value = format!("{VALUE}-and-longer");
+    long.value = Zeroizing::new(value.as_bytes().to_vec());
+    let (sb, ca) = w.sandbox(long);
+    let rid = format!("X-Request-Id: {PLACEHOLDER}");
+    let got = curl(
+        &sb.proxy_url(),
+        &w.api_url("/echo-headers-chunk7"),
+        &["--cacert", &ca, "-H", &rid],
+    );
+    assert_eq!((got.status, got.exit), (200, 0), "{got:?}");
+    assert!(received(&w.api, "/echo-headers-chunk7").contains(&format!("rid={value}")));
+    assert!(!got.body.contains(VALUE), "{got:?}");
+    assert!(
+        got.body
+            .contains(&format!("X-Request-Id: {}", "*".repeat(value.len()))),
+        "{got:?}"
+    );
+}
+
+/// Plain HTTP to port 443 (the value would travel in cleartext where it is meant to go
+/// inside TLS): never substituted, recorded as misdirected.
+#[test]
+fn plain_http_to_port_443_is_never_substituted() {
+    let net = TestNet::new();
+    let ca = TestCa::new();
+    let api = Upstream::spawn(Some(&net), &["http", "api-443", &format!("{}#443", net.a)]);
+    assert_eq!(api.port, 443);
+    let mut h = Harness::new(ProxyConfig {
+        upstream_roots: Some(ca.ca.clone()),
+        ..config(resolver(&[("api.test", &[net.a])]))
+    });
+    let listed = vec!["api.test:443".to_string()];
+    let (sb, _pem) = h.sandbox_with_secrets(
+        rules(&["api.test:443"]),
+        vec![secret(&listed, true, Duration::from_secs(60))],
+    );
+    let got = curl(
+        &sb.proxy_url(),
+        "http://api.test:443/clear",
+        &["-H", &bearer(), "--data-binary", PLACEHOLDER],
+    );
+    assert_eq!(got.status, 200, "{got:?}");
+    let line = received(&api, "/clear");
+    assert!(
+        line.contains(&format!("auth=Bearer {PLACEHOLDER}")),
+        "{line}"
+    );
+    assert!(line.contains(&format!("body={PLACEHOLDER}")), "{line}");
+    assert!(!line.contains(VALUE), "{line}");
+    let recs = records(&sb);
+    no_value_in(&recs);
+    let events = secret_events(&recs);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.0 == SecretEvent::Misdirected && e.1 == "api.test"),
+        "{recs:?}"
+    );
+    assert!(!events.is_empty(), "{recs:?}");
+    assert!(
+        recs.iter()
+            .any(|d| d.phase == Phase::Secret && d.reason.contains("cleartext")),
+        "{recs:?}"
+    );
+}

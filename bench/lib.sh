@@ -4,9 +4,9 @@
 build_nanoclaw() {
   if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
     cargo build --release --quiet --target x86_64-unknown-linux-musl -p nanoclaw
-    NANOCLAW=$PWD/target/x86_64-unknown-linux-musl/release/nanoclaw
+    NANOCLAW=${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-musl/release/nanoclaw
   else
     cargo build --release --quiet -p nanoclaw
-    NANOCLAW=$PWD/target/release/nanoclaw
+    NANOCLAW=${CARGO_TARGET_DIR:-$PWD/target}/release/nanoclaw
   fi
 }

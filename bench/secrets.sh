@@ -4,7 +4,7 @@
 #    CONNECT tunnel through the same proxy, in one run: a request on a new connection
 #    (CONNECT + TLS handshake + GET) and one on an open keep-alive connection, each way;
 # 2. the added start-up cost of a tool with one placeholder secret against none (needs the
-#    runner's secret delivery: see the TODO below).
+#    runner's secret delivery).
 #
 #   bash bench/secrets.sh                    # 200 requests each way, best of 3
 #   bash bench/secrets.sh REQUESTS ROUNDS
@@ -14,10 +14,35 @@ TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --release --quiet -p nanoclaw-egress --example secrets_bench
 "$TARGET/release/examples/secrets_bench" "$@"
 
-# TODO(integrator, issue 12): start-up cost of one placeholder secret vs none, once
-# `nanoclaw run` delivers secrets: a hyperfine run like bench/egress.sh's, e.g.
-#   hyperfine -N --warmup 10 --runs "${RUNS:-100}" \
-#     -n none   "$NANOCLAW run --allow 127.0.0.1:9 -- /bin/true" \
-#     -n secret "$NANOCLAW run --policy <a policy whose tool has one placeholder secret \
-#                from env:BENCH_TOKEN, hosts 127.0.0.1:9> -- /bin/true"
-# and print the difference of the medians (and the ratio).
+# 2. Start-up: a tool with one placeholder secret (a per-run CA, the proxy's interception
+#    set-up, the bundle in the sandbox) against the same tool without it, in one hyperfine run.
+if ! command -v hyperfine >/dev/null; then
+  echo "bench: hyperfine is missing (apt-get install hyperfine); skipping the start-up cost" >&2
+  exit 0
+fi
+source bench/lib.sh
+build_nanoclaw
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+export NANOCLAW_AUDIT=$OUT/audit.jsonl BENCH_TOKEN=ghp_0123456789abcdefghijklmnopqrstuvwxyzAB
+cat >"$OUT/bench.toml" <<'TOML'
+[tools.none]
+command = ["/bin/true"]
+network = { allow = ["127.0.0.1:9"] }
+
+[tools.secret]
+command = ["/bin/true"]
+network = { allow = ["127.0.0.1:9"] }
+secrets = [{ name = "TOKEN", ttl = "5m", from = "env:BENCH_TOKEN", hosts = ["127.0.0.1:9"] }]
+TOML
+echo
+hyperfine -N --warmup 10 --runs "${RUNS:-100}" --export-json "$OUT/start.json" \
+  -n none "$NANOCLAW run --policy $OUT/bench.toml --tool none" \
+  -n secret "$NANOCLAW run --policy $OUT/bench.toml --tool secret"
+python3 - "$OUT/start.json" <<'PY'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+print(f"start-up with one placeholder secret: +{(r['secret']['median'] - r['none']['median']) * 1000:.2f} ms "
+      f"(median {r['secret']['median'] * 1000:.2f} ms vs {r['none']['median'] * 1000:.2f} ms, "
+      f"ratio {r['secret']['median'] / r['none']['median']:.2f}x)")
+PY

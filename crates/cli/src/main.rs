@@ -39,6 +39,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// A coding agent's PreToolUse hook: `nanoclaw hook claude-code|codex --policy FILE`
     Hook(nanoclaw_hooks::HookArgs),
+    /// A model loop whose every tool call runs in its own sandbox: `nanoclaw agent --policy FILE "task"`
+    Agent(Box<nanoclaw_agent::AgentArgs>),
     /// Try one escape from inside a sandbox and report whether it was blocked
     #[command(hide = true)]
     Probe {
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => policy::verify_main(args),
         Command::Audit(args) => audit::main(args),
         Command::Hook(args) => nanoclaw_hooks::main(args),
+        Command::Agent(args) => nanoclaw_agent::main(*args),
         Command::Probe { name, args, list } => probe(name, args, list),
     }
 }

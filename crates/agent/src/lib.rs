@@ -12,7 +12,8 @@ mod store;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -251,6 +252,7 @@ fn dispatch(args: AgentArgs) -> Result<ExitCode> {
         },
         context_budget: args.context_budget,
         out: Mutex::new(()),
+        interrupted: Arc::new(AtomicBool::new(false)),
     };
     if !args.json {
         note(&format!("conversation {}", session.id));
@@ -302,6 +304,9 @@ struct Session {
     limits: Limits,
     context_budget: usize,
     out: Mutex<()>,
+    /// Set by Ctrl-C in an interactive session: the running tools get the terminal's
+    /// SIGINT themselves (same process group) and end; then the turn ends.
+    interrupted: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -415,6 +420,9 @@ impl Session {
             };
             if let Some(reason) = limit {
                 return self.finish(None, &reason, turn);
+            }
+            if self.interrupted.swap(false, Ordering::SeqCst) {
+                return self.finish(None, "cancelled (Ctrl-C)", turn);
             }
             turns += 1;
             let turn = self.turn_number();
@@ -615,20 +623,29 @@ impl Session {
         }
     }
 
+    /// Line by line: each line is a task of the same conversation. Ctrl-C at the prompt
+    /// clears the line; during a task it cancels the running tools, then the turn;
+    /// Ctrl-D ends the session.
     fn interactive(&mut self) -> Result<ExitCode> {
-        let stdin = std::io::stdin();
+        use rustyline::error::ReadlineError;
+        signal_hook::flag::register(signal_hook::consts::SIGINT, self.interrupted.clone())
+            .context("cannot handle Ctrl-C")?;
+        let mut editor = rustyline::DefaultEditor::new().context("cannot set up line editing")?;
         loop {
-            eprint!("> ");
-            let mut line = String::new();
-            if stdin.read_line(&mut line)? == 0 {
-                eprintln!();
-                return Ok(ExitCode::SUCCESS);
-            }
+            self.interrupted.store(false, Ordering::SeqCst);
+            let line = match editor.readline("nanoclaw> ") {
+                Ok(line) => line,
+                Err(ReadlineError::Interrupted) => continue,
+                Err(ReadlineError::Eof) => return Ok(ExitCode::SUCCESS),
+                Err(error) => bail!("cannot read the terminal: {error}"),
+            };
             let line = line.trim();
             if line.is_empty() {
                 continue;
             }
+            let _ = editor.add_history_entry(line);
             if let Err(error) = self.task(line) {
+                self.event("error", json!({"message": format!("{error:#}")}));
                 eprintln!("nanoclaw agent: {error:#}");
             }
         }

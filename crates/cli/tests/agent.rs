@@ -656,3 +656,111 @@ fn limits_end_the_task_with_a_reason() {
         "{last}"
     );
 }
+
+/// pause_turn: the paused answer is sent back as is and the model continues; 529
+/// (overloaded) and an overloaded error inside a stream are retried.
+#[test]
+fn pause_turn_continues_and_overload_is_retried() {
+    let setup = Setup::new();
+    let overloaded =
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+    let fake = Fake::start(vec![
+        status_answer(529, &[("retry-after", "0")], overloaded.clone()),
+        sse_answer(&[(Some("error"), overloaded)], false),
+        json_answer(json!({
+            "id": "m1", "type": "message", "role": "assistant", "model": "test-model",
+            "content": [{"type": "text", "text": "Still working"}],
+            "stop_reason": "pause_turn", "usage": {"input_tokens": 5, "output_tokens": 5}
+        })),
+        anthropic_final("Finished after the pause."),
+    ]);
+    let out = setup.agent(&fake, "anthropic", &["--json", "long task"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let bodies = fake.bodies();
+    assert_eq!(bodies.len(), 4);
+    let messages = bodies[3]["messages"].as_array().unwrap();
+    let last = messages.last().unwrap();
+    assert_eq!(last["role"], "assistant");
+    assert_eq!(last["content"][0]["text"], "Still working");
+    assert_eq!(
+        events(&out).last().unwrap()["text"],
+        "Finished after the pause."
+    );
+}
+
+/// Old tool output is truncated with a note once the history is over the budget.
+#[test]
+fn long_histories_are_compacted() {
+    let setup = Setup::new();
+    let fake = Fake::start(vec![
+        anthropic_tool_turn(&[(
+            "big",
+            json!({"command": "head -c 3000 /dev/zero | tr '\\\\0' x"}),
+        )]),
+        anthropic_tool_turn(&[("small", json!({"command": "echo small"}))]),
+        anthropic_final("ok"),
+    ]);
+    let out = setup.agent(
+        &fake,
+        "anthropic",
+        &["--json", "--context-budget", "1000", "fill it"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let bodies = fake.bodies();
+    let first = anthropic_results(&bodies[1]);
+    assert_eq!(first[0].1.len(), 3000, "{first:?}");
+    let messages = bodies[2]["messages"].as_array().unwrap();
+    let old = messages[2]["content"][0]["content"].as_str().unwrap();
+    assert!(old.contains("truncated by nanoclaw"), "{old}");
+    assert!(old.len() < 400, "{old}");
+    assert_eq!(anthropic_results(&bodies[2])[0].1, "small\n");
+}
+
+/// Without a task: an interactive session; each line is a task of one conversation,
+/// end of input ends it.
+#[test]
+fn interactive_session_keeps_one_conversation() {
+    let setup = Setup::new();
+    let fake = Fake::start(vec![
+        anthropic_final("first answer"),
+        anthropic_final("second answer"),
+    ]);
+    let mut child = Command::new(BIN)
+        .args(["agent", "--json", "--policy"])
+        .arg(&setup.policy)
+        .arg("--workspace")
+        .arg(&setup.workspace)
+        .arg("--audit")
+        .arg(&setup.audit)
+        .args([
+            "--provider",
+            "anthropic",
+            "--model",
+            "m",
+            "--base-url",
+            &fake.url,
+        ])
+        .env("XDG_STATE_HOME", &setup.state)
+        .env("ANTHROPIC_API_KEY", "k")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\n\ntwo\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let finals: Vec<Value> = events(&out)
+        .into_iter()
+        .filter(|e| e["type"] == "final")
+        .collect();
+    assert_eq!(finals.len(), 2);
+    assert_eq!(finals[0]["conversation_id"], finals[1]["conversation_id"]);
+    let bodies = fake.bodies();
+    assert_eq!(bodies[1]["messages"].as_array().unwrap().len(), 3);
+}

@@ -239,7 +239,8 @@ fn dispatch(args: AgentArgs) -> Result<ExitCode> {
         json: args.json,
         provider,
         store,
-        audit,
+        audit: Arc::new(audit),
+        pending: Mutex::new(None),
         runner,
         tools,
         specs,
@@ -296,7 +297,10 @@ struct Session {
     json: bool,
     provider: Provider,
     store: store::Store,
-    audit: AuditLog,
+    audit: Arc<AuditLog>,
+    /// Writing the last turn's `agent.tool` records: done while the results travel to
+    /// the model, joined before the next record.
+    pending: Mutex<Option<std::thread::JoinHandle<()>>>,
     runner: Runner,
     tools: Vec<Tool>,
     specs: Vec<ToolSpec>,
@@ -442,7 +446,10 @@ impl Session {
                 &self.specs,
                 &mut on_text,
                 Some(deadline),
-            )?;
+            );
+            self.settle();
+            let reply = reply?;
+            let arrived = Instant::now();
             if printed {
                 println!();
             }
@@ -452,17 +459,23 @@ impl Session {
                 .iter()
                 .map(|c| json!({"id": c.id, "name": c.name}))
                 .collect();
-            self.audit
-                .append(
-                    "agent.model",
-                    json!({
-                        "conversation": self.id, "turn": turn,
-                        "provider": self.provider.kind.as_str(), "model": self.provider.model,
-                        "tokens": {"input": reply.usage.input_tokens, "output": reply.usage.output_tokens},
-                        "stop_reason": reply.stop.as_str(), "tool_calls": requested,
-                    }),
-                )
-                .map_err(|e| anyhow!("cannot write the audit log: {e}"))?;
+            let model_record = json!({
+                "conversation": self.id, "turn": turn,
+                "provider": self.provider.kind.as_str(), "model": self.provider.model,
+                "tokens": {"input": reply.usage.input_tokens, "output": reply.usage.output_tokens},
+                "stop_reason": reply.stop.as_str(), "tool_calls": requested,
+            });
+            // With tool calls, the record is written while they start (each `nanoclaw run`
+            // records its own invocation durably before its sandbox exists): its fsync
+            // stays off the path from the model's call to the result.
+            let mut model_record = Some(model_record);
+            if reply.calls.is_empty() {
+                if let Some(record) = model_record.take() {
+                    self.audit
+                        .append("agent.model", record)
+                        .map_err(|e| anyhow!("cannot write the audit log: {e}"))?;
+                }
+            }
             if !reply.text.is_empty() {
                 self.event("text", json!({"turn": turn, "text": reply.text}));
             }
@@ -496,7 +509,8 @@ impl Session {
             }
             // Tool calls over the limit are answered with an error, then the task ends.
             let room = self.limits.tool_calls.saturating_sub(calls_made) as usize;
-            let results = self.run_calls(turn, &calls[..room.min(calls.len())]);
+            let results =
+                self.run_calls(turn, &calls[..room.min(calls.len())], arrived, model_record)?;
             let mut results = results;
             for call in calls.iter().skip(room) {
                 results.push(ToolResult {
@@ -518,7 +532,15 @@ impl Session {
     }
 
     /// Runs the calls of one turn, each in its own sandbox, in parallel.
-    fn run_calls(&self, turn: u64, calls: &[msg::ToolCall]) -> Vec<ToolResult> {
+    /// `arrived`: when the reply asking for them was read, for the agent's own overhead
+    /// (`overhead_ms` of a result: time since then minus the slowest `nanoclaw run`).
+    fn run_calls(
+        &self,
+        turn: u64,
+        calls: &[msg::ToolCall],
+        arrived: Instant,
+        model_record: Option<Value>,
+    ) -> Result<Vec<ToolResult>> {
         for call in calls {
             let arguments: Value = serde_json::from_str(&call.arguments)
                 .unwrap_or_else(|_| Value::String(call.arguments.clone()));
@@ -534,13 +556,20 @@ impl Session {
                 ));
             }
         }
-        let (runner, tools) = (&self.runner, &self.tools);
-        let ran: Vec<call::Ran> = std::thread::scope(|scope| {
+        let (runner, tools, audit) = (&self.runner, &self.tools, &*self.audit);
+        let (ran, recorded): (Vec<call::Ran>, _) = std::thread::scope(|scope| {
+            let recorded = scope.spawn(move || match model_record {
+                Some(record) => audit
+                    .append("agent.model", record)
+                    .map(|_| ())
+                    .map_err(|e| anyhow!("cannot write the audit log: {e}")),
+                None => Ok(()),
+            });
             let handles: Vec<_> = calls
                 .iter()
                 .map(|call| scope.spawn(move || runner.run(tools, call)))
                 .collect();
-            handles
+            let ran = handles
                 .into_iter()
                 .zip(calls)
                 .map(|(h, call)| {
@@ -557,27 +586,29 @@ impl Session {
                         sandbox_ms: None,
                     })
                 })
-                .collect()
+                .collect();
+            let recorded = recorded
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("the audit recording thread panicked")));
+            (ran, recorded)
         });
+        recorded?;
+        let slowest = ran.iter().map(|r| r.child_ms).fold(0.0, f64::max);
         let mut results = Vec::new();
+        let mut tool_records = Vec::new();
         for (call, ran) in calls.iter().zip(ran) {
-            let record = self.audit.append(
-                "agent.tool",
-                json!({
-                    "conversation": self.id, "turn": turn, "tool": call.name, "call_id": call.id,
-                    "invocation": ran.invocation, "seq": ran.audit_seq,
-                    "is_error": ran.result.is_error, "exit_status": ran.exit_status,
-                }),
-            );
-            if let Err(e) = record {
-                note(&format!("cannot write the audit log: {e}"));
-            }
+            tool_records.push(json!({
+                "conversation": self.id, "turn": turn, "tool": call.name, "call_id": call.id,
+                "invocation": ran.invocation, "seq": ran.audit_seq,
+                "is_error": ran.result.is_error, "exit_status": ran.exit_status,
+            }));
             self.event(
                 "tool_result",
                 json!({"turn": turn, "id": call.id, "name": call.name, "is_error": ran.result.is_error,
                        "content": ran.result.content, "audit_seq": ran.audit_seq,
                        "exit_status": ran.exit_status, "runner_ms": ran.child_ms,
-                       "sandbox_ms": ran.sandbox_ms}),
+                       "sandbox_ms": ran.sandbox_ms,
+                       "overhead_ms": arrived.elapsed().as_secs_f64() * 1000.0 - slowest}),
             );
             if !self.json {
                 let mark = if ran.result.is_error { "error" } else { "ok" };
@@ -589,7 +620,28 @@ impl Session {
             }
             results.push(ran.result);
         }
-        results
+        // Each run's own records are already durable; these only link them to the turn.
+        let audit = self.audit.clone();
+        let writer = std::thread::spawn(move || {
+            for record in tool_records {
+                if let Err(e) = audit.append("agent.tool", record) {
+                    note(&format!("cannot write the audit log: {e}"));
+                }
+            }
+        });
+        self.settle();
+        if let Ok(mut pending) = self.pending.lock() {
+            *pending = Some(writer);
+        }
+        Ok(results)
+    }
+
+    /// Waits for the `agent.tool` records still being written.
+    fn settle(&self) {
+        let writer = self.pending.lock().ok().and_then(|mut p| p.take());
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
     }
 
     fn answer(&self, text: &str, turn: u64, _usage: Usage) -> Result<End> {
@@ -614,6 +666,7 @@ impl Session {
     }
 
     fn end_record(&self, turn: u64, end: &str, reason: Option<&str>) {
+        self.settle();
         let record = self.audit.append(
             "agent.end",
             json!({"conversation": self.id, "turn": turn, "end": end, "reason": reason}),
@@ -662,5 +715,12 @@ fn one_line(text: &str, max: usize) -> String {
         format!("{flat}…")
     } else {
         flat
+    }
+}
+
+impl Drop for Session {
+    /// Never exit with a record half written.
+    fn drop(&mut self) {
+        self.settle();
     }
 }

@@ -61,6 +61,10 @@ impl Store {
         let db = Connection::open(path)
             .with_context(|| format!("cannot open the history database {}", path.display()))?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
+        // WAL without a sync per commit: a crash may lose the last messages, never corrupt
+        // the database; the audit log (fsynced) is the record that must survive.
+        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .with_context(|| format!("cannot set up {}", path.display()))?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS conversations (
                  id TEXT PRIMARY KEY, created TEXT NOT NULL, workspace TEXT NOT NULL,

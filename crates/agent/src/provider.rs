@@ -530,7 +530,13 @@ fn openai_request(p: &Provider, system: &str, history: &[Msg], tools: &[ToolSpec
         match msg {
             Msg::User { text } => messages.push(json!({"role": "user", "content": text})),
             Msg::Assistant { text, calls } => {
-                let mut m = json!({"role": "assistant", "content": text});
+                // Content null beside tool calls, as the API itself answers it.
+                let content = if text.is_empty() && !calls.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(text.clone())
+                };
+                let mut m = json!({"role": "assistant", "content": content});
                 if !calls.is_empty() {
                     m["tool_calls"] = calls
                         .iter()

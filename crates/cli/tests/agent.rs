@@ -764,3 +764,62 @@ fn interactive_session_keeps_one_conversation() {
     let bodies = fake.bodies();
     assert_eq!(bodies[1]["messages"].as_array().unwrap().len(), 3);
 }
+
+/// Ctrl-C in an interactive session (SIGINT to the terminal's process group): the
+/// running tool ends, then the turn ends with a stated reason, and the session goes on.
+#[test]
+fn ctrl_c_cancels_the_running_tool_then_the_turn() {
+    use std::os::unix::process::CommandExt;
+    let setup = Setup::new();
+    let fake = Fake::start(vec![
+        anthropic_tool_turn(&[("slow", json!({"command": "sleep 30"}))]),
+        anthropic_final("never asked for"),
+    ]);
+    let mut child = Command::new(BIN)
+        .args(["agent", "--json", "--policy"])
+        .arg(&setup.policy)
+        .arg("--workspace")
+        .arg(&setup.workspace)
+        .arg("--audit")
+        .arg(&setup.audit)
+        .args([
+            "--provider",
+            "anthropic",
+            "--model",
+            "m",
+            "--base-url",
+            &fake.url,
+        ])
+        .env("XDG_STATE_HOME", &setup.state)
+        .env("ANTHROPIC_API_KEY", "k")
+        .process_group(0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"wait a while\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let started = std::time::Instant::now();
+    let group = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{}",
+        describe(&out)
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let events = events(&out);
+    let result = events.iter().find(|e| e["type"] == "tool_result").unwrap();
+    assert_eq!(result["is_error"], true, "{result}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "final");
+    assert!(
+        last["reason"].as_str().unwrap().contains("Ctrl-C"),
+        "{last}"
+    );
+    assert_eq!(fake.bodies().len(), 1);
+}

@@ -4,6 +4,7 @@
 //! name and the arguments its parameters accept: never an option of `run`, never a path.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -82,7 +83,8 @@ impl Runner {
         }
         let params = Value::Object(arguments).to_string();
         let started = Instant::now();
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .arg("run")
             .arg("--policy")
             .arg(&self.policy)
@@ -96,8 +98,23 @@ impl Runner {
             .arg("--params-json=-")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
+            .stderr(Stdio::piped());
+        let agent = rustix::process::getpid();
+        // SAFETY: the closure runs in the forked child before exec and only makes two
+        // async-signal-safe system calls (prctl, getppid) through rustix, allocating nothing.
+        unsafe {
+            command.pre_exec(move || {
+                // A killed agent takes its runs with it (each tears its sandbox down).
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::TERM,
+                ))?;
+                if rustix::process::getppid() != Some(agent) {
+                    return Err(std::io::Error::other("the agent is gone"));
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn();
         let mut child = match child {
             Ok(child) => child,
             Err(error) => {

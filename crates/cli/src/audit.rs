@@ -398,6 +398,9 @@ enum AuditCommand {
         /// One record per line, as stored; a start with no end also gets "status": "unfinished" (or "running")
         #[arg(long)]
         json: bool,
+        /// Only one agent conversation: its `agent.*` records and the invocations its tool calls ran
+        #[arg(long, value_name = "ID")]
+        conversation: Option<String>,
     },
     /// Show one invocation: the record with this seq and the others of its invocation
     Show {
@@ -469,6 +472,7 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
             exit_nonzero,
             refused,
             json,
+            conversation,
         } => {
             let filter = Filter {
                 tool,
@@ -481,7 +485,17 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
             // the filter leaves.
             let all = list(&path()?, &Filter::default())?;
             let unfinished = unfinished(&all);
-            let records: Vec<Record> = all.into_iter().filter(|r| filter.matches(r)).collect();
+            let linked = conversation
+                .as_deref()
+                .map(|id| conversation_invocations(&all, id));
+            let records: Vec<Record> = all
+                .into_iter()
+                .filter(|r| filter.matches(r))
+                .filter(|r| match (&conversation, &linked) {
+                    (Some(id), Some(linked)) => in_conversation(r, id, linked),
+                    _ => true,
+                })
+                .collect();
             print_records(&records, &unfinished, json)
         }
         AuditCommand::Show { seq, json } => {
@@ -540,6 +554,35 @@ fn dispatch(args: AuditArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The invocations an agent conversation ran: the `invocation` of its `agent.tool` records.
+fn conversation_invocations(records: &[Record], id: &str) -> std::collections::HashSet<String> {
+    records
+        .iter()
+        .filter(|r| r.kind == "agent.tool")
+        .filter(|r| {
+            r.data
+                .get("conversation")
+                .and_then(serde_json::Value::as_str)
+                == Some(id)
+        })
+        .filter_map(|r| r.data.get("invocation").and_then(serde_json::Value::as_str))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether `record` is part of conversation `id`: an agent record of it, or a record of
+/// one of the invocations it ran.
+fn in_conversation(record: &Record, id: &str, linked: &std::collections::HashSet<String>) -> bool {
+    record
+        .data
+        .get("conversation")
+        .and_then(serde_json::Value::as_str)
+        == Some(id)
+        || record
+            .invocation_id()
+            .is_some_and(|inv| linked.contains(inv))
 }
 
 /// The records as a table or as JSON Lines. The start of an invocation in `unfinished`

@@ -42,6 +42,8 @@ enum Command {
     Hook(nanoclaw_hooks::HookArgs),
     /// Serve a policy's tools over MCP (stdio, or Streamable HTTP), each call in its own sandbox
     Mcp(nanoclaw_mcp::McpArgs),
+    /// A model loop whose every tool call runs in its own sandbox: `nanoclaw agent --policy FILE "task"`
+    Agent(Box<nanoclaw_agent::AgentArgs>),
     /// Try one escape from inside a sandbox and report whether it was blocked
     #[command(hide = true)]
     Probe {
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit::main(args),
         Command::Hook(args) => nanoclaw_hooks::main(args),
         Command::Mcp(args) => nanoclaw_mcp::main(args),
+        Command::Agent(args) => nanoclaw_agent::main(*args),
         Command::Probe { name, args, list } => probe(name, args, list),
     }
 }

@@ -51,7 +51,7 @@ TOML
 set +e
 XDG_STATE_HOME="$WORK/state" "$BIN" agent --json --no-stream --provider openai --model smollm2 \
   --base-url "http://127.0.0.1:$PORT/v1" --policy "$WORK/tools.toml" --workspace "$WORK/ws" \
-  --audit "$WORK/audit.jsonl" --max-turns 3 \
+  --audit "$WORK/audit.jsonl" --max-turns 3 --tool-choice list_files \
   "Call the list_files tool to see which files are in the workspace, then say what you found." \
   | tee "$WORK/events.jsonl"
 status=${PIPESTATUS[0]}

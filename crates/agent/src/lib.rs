@@ -81,6 +81,10 @@ pub struct AgentArgs {
     /// Audit log [default: as `nanoclaw run`]
     #[arg(long, value_name = "PATH")]
     audit: Option<PathBuf>,
+    /// Make the model call this tool in reply to each task (its first turn); for small
+    /// local models that answer without calling one
+    #[arg(long, value_name = "TOOL")]
+    tool_choice: Option<String>,
     /// The task; without one, an interactive session
     task: Vec<String>,
 }
@@ -185,6 +189,12 @@ fn dispatch(args: AgentArgs) -> Result<ExitCode> {
     let mut provider = Provider::new(kind, model, base_url, key, !args.no_stream);
     if let Some(max) = config.max_output_tokens {
         provider.max_output_tokens = max;
+    }
+    if let Some(name) = &args.tool_choice {
+        if !tools.iter().any(|t| &t.name == name) {
+            bail!("--tool-choice {name}: the policy has no tool of that name");
+        }
+        provider.tool_choice = Some(name.clone());
     }
 
     let (id, workspace, history) = match (&args.resume, resumed) {

@@ -68,6 +68,10 @@ pub struct Provider {
     pub stream: bool,
     pub max_output_tokens: u32,
     pub max_attempts: u32,
+    /// `--tool-choice NAME`: the model must call this tool in reply to a user message (the
+    /// first turn of a task); later turns choose freely. For small local models that
+    /// answer without calling a tool.
+    pub tool_choice: Option<String>,
     agent: ureq::Agent,
 }
 
@@ -88,6 +92,7 @@ impl Provider {
             stream,
             max_output_tokens: 4096,
             max_attempts: 6,
+            tool_choice: None,
             agent,
         }
     }
@@ -356,8 +361,19 @@ fn anthropic_request(p: &Provider, system: &str, history: &[Msg], tools: &[ToolS
     });
     if !tools.is_empty() {
         body["tools"] = Value::Array(tools);
+        if let Some(name) = forced_tool(p, history) {
+            body["tool_choice"] = json!({"type": "tool", "name": name});
+        }
     }
     body
+}
+
+/// The tool `--tool-choice` forces on this request: only in reply to a user message.
+fn forced_tool<'a>(p: &'a Provider, history: &[Msg]) -> Option<&'a str> {
+    match history.last() {
+        Some(Msg::User { .. }) => p.tool_choice.as_deref(),
+        _ => None,
+    }
 }
 
 fn anthropic_stop(reason: Option<&str>) -> Stop {
@@ -530,13 +546,9 @@ fn openai_request(p: &Provider, system: &str, history: &[Msg], tools: &[ToolSpec
         match msg {
             Msg::User { text } => messages.push(json!({"role": "user", "content": text})),
             Msg::Assistant { text, calls } => {
-                // Content null beside tool calls, as the API itself answers it.
-                let content = if text.is_empty() && !calls.is_empty() {
-                    Value::Null
-                } else {
-                    Value::String(text.clone())
-                };
-                let mut m = json!({"role": "assistant", "content": content});
+                // A string content, empty beside tool calls when there is no text: the
+                // API takes it, and llama-cpp-python refuses a null or missing one.
+                let mut m = json!({"role": "assistant", "content": text});
                 if !calls.is_empty() {
                     m["tool_calls"] = calls
                         .iter()
@@ -578,6 +590,9 @@ fn openai_request(p: &Provider, system: &str, history: &[Msg], tools: &[ToolSpec
                     "name": t.name, "description": t.description, "parameters": t.schema}})
             })
             .collect();
+        if let Some(name) = forced_tool(p, history) {
+            body["tool_choice"] = json!({"type": "function", "function": {"name": name}});
+        }
     }
     body
 }
@@ -823,6 +838,40 @@ mod tests {
         assert_eq!(reply.calls.len(), 2);
         assert_eq!(reply.calls[0].arguments, "{\"p\":1}");
         assert_eq!(reply.calls[1].arguments, "{}");
+    }
+
+    #[test]
+    fn tool_choice_forces_a_tool_only_in_reply_to_the_task() {
+        let mut p = Provider::new(
+            Kind::Openai,
+            "m".into(),
+            "http://x".into(),
+            String::new(),
+            false,
+        );
+        p.tool_choice = Some("ls".into());
+        let tools = [ToolSpec {
+            name: "ls".into(),
+            description: "list".into(),
+            schema: json!({"type": "object"}),
+        }];
+        let task = [Msg::User { text: "go".into() }];
+        let body = openai_request(&p, "s", &task, &tools);
+        assert_eq!(body["tool_choice"]["function"]["name"], "ls");
+        let answered = [
+            Msg::User { text: "go".into() },
+            Msg::Assistant {
+                text: String::new(),
+                calls: vec![],
+            },
+            Msg::Results { results: vec![] },
+        ];
+        assert!(openai_request(&p, "s", &answered, &tools)
+            .get("tool_choice")
+            .is_none());
+        p.kind = Kind::Anthropic;
+        let body = anthropic_request(&p, "s", &task, &tools);
+        assert_eq!(body["tool_choice"], json!({"type": "tool", "name": "ls"}));
     }
 
     #[test]

@@ -96,6 +96,9 @@ impl Runner {
             .arg(&self.audit)
             .arg("--json")
             .arg("--params-json=-")
+            // The model's keys stay in this process: not even the runner gets them.
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("OPENAI_API_KEY")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -32,8 +32,6 @@ pub enum Rule {
     SensitiveMount,
     WritableGit,
     RootUser,
-    Capabilities,
-    ExtraSyscalls,
     UnpinnedImage,
     BroadEgress,
     AboveCeiling,
@@ -44,7 +42,6 @@ pub enum Rule {
     // Errors nothing can acknowledge.
     SymlinkMount,
     SecretHosts,
-    HostNetwork,
     // Warnings.
     EnvSecret,
     ReadableSecretFile,
@@ -62,12 +59,10 @@ pub enum Rule {
 
 impl Rule {
     /// The rules a `[tools.NAME.unsafe]` table may name.
-    pub const ACKNOWLEDGEABLE: [Rule; 12] = [
+    pub const ACKNOWLEDGEABLE: [Rule; 10] = [
         Rule::SensitiveMount,
         Rule::WritableGit,
         Rule::RootUser,
-        Rule::Capabilities,
-        Rule::ExtraSyscalls,
         Rule::UnpinnedImage,
         Rule::BroadEgress,
         Rule::AboveCeiling,
@@ -82,8 +77,6 @@ impl Rule {
             Rule::SensitiveMount => "sensitive-mount",
             Rule::WritableGit => "writable-git",
             Rule::RootUser => "root-user",
-            Rule::Capabilities => "capabilities",
-            Rule::ExtraSyscalls => "extra-syscalls",
             Rule::UnpinnedImage => "unpinned-image",
             Rule::BroadEgress => "broad-egress",
             Rule::AboveCeiling => "above-ceiling",
@@ -95,7 +88,6 @@ impl Rule {
             Rule::SecretHosts => "secret-hosts",
             Rule::EnvSecret => "env-secret",
             Rule::ReadableSecretFile => "readable-secret-file",
-            Rule::HostNetwork => "host-network",
             Rule::NoDescription => "no-description",
             Rule::WritableWorkspace => "writable-workspace",
             Rule::WritableRepo => "writable-repo",
@@ -110,7 +102,7 @@ impl Rule {
     }
 
     fn is_error(self) -> bool {
-        self <= Rule::HostNetwork
+        self <= Rule::SecretHosts
     }
 
     fn acknowledgeable(self) -> bool {
@@ -457,26 +449,6 @@ fn tool_findings(
             Some("leave `user` unset to run as 10001:10001".into()),
         );
     }
-    if !tool.capabilities.is_empty() {
-        c.add(
-            Rule::Capabilities,
-            "capabilities",
-            format!("asks for capabilities {}", tool.capabilities.join(", ")),
-            Some("a sandboxed tool holds no capabilities; remove `capabilities`".into()),
-        );
-    }
-    if !tool.syscalls.extra_allow.is_empty() {
-        c.add(
-            Rule::ExtraSyscalls,
-            "syscalls.allow",
-            format!(
-                "allows syscalls beyond the `{}` profile: {}",
-                tool.syscalls.profile,
-                tool.syscalls.extra_allow.join(", ")
-            ),
-            Some("each extra syscall widens the kernel surface the tool can reach".into()),
-        );
-    }
     if let Some(image) = &tool.image {
         if !(image.contains("@sha256:") || image.starts_with("sha256:")) {
             c.add(
@@ -663,12 +635,6 @@ fn loader_env_findings(c: &mut Collector<'_>) {
 fn network_findings(c: &mut Collector<'_>) {
     match &c.tool.network {
         ToolNetwork::None => {}
-        ToolNetwork::Host => c.add(
-            Rule::HostNetwork,
-            "network",
-            "asks for the host's network, which no sandbox gives".into(),
-            Some("name the destinations: network = { allow = [\"HOST:PORT\"] }".into()),
-        ),
         ToolNetwork::Allow(rules) => {
             for (i, rule) in rules.iter().enumerate() {
                 let key = format!("network.allow.{i}");

@@ -24,7 +24,7 @@ const MAX_ARGUMENT_BYTES: usize = 32 * 4096 - 1;
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
 /// A parameter's type: JSON Schema's names, `array` being an array of strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamType {
     String,
@@ -54,7 +54,7 @@ impl ParamType {
     }
 
     /// "a string", "an integer", ... for messages.
-    fn described(self) -> &'static str {
+    pub(crate) fn described(self) -> &'static str {
         match self {
             ParamType::String => "a string",
             ParamType::Integer => "an integer",

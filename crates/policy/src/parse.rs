@@ -1,25 +1,30 @@
 //! Reads policy TOML into a [`Policy`], refusing anything it does not understand.
 //!
-//! The walk is by hand over toml's spanned document tree rather than through serde derive,
-//! so that every refusal can say where it is, what is wrong and what would be valid, and so
-//! that one run reports every problem in the file rather than the first. Unknown keys, wrong
-//! types, bad units, relative or `..` paths and duplicates are errors; nothing is ignored.
+//! Two steps. serde derives the file's shape (the `Raw*` types: every value `Spanned`,
+//! unknown keys denied); `[defaults]`, `[ceilings]` and each tool are deserialized on their
+//! own, so a file reports a shape error per table rather than stopping at the first. Then
+//! one semantic pass over the spanned values collects every other error (paths, units,
+//! digests, duplicates, variables, parameters) with its location. Nothing is ignored.
 //!
 //! This module must never judge safety (that is the lint's job) and never panic, whatever
 //! the input: the parser is fuzzed.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use nanoclaw_spec::{
-    is_env_name, parse_bytes, parse_cpus, parse_duration, Delivery, SecretSource, Syscalls, User,
-    SANDBOX_UID,
+    is_env_name, parse_bytes, parse_cpus, parse_duration, Delivery, EgressRule, SecretSource,
+    Syscalls, UnitError, User,
 };
-use toml::de::{DeTable, DeValue};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use crate::diagnostic::{Diagnostic, Diagnostics, Source};
+use crate::diagnostic::{Diagnostic, Diagnostics, Location, Source};
 use crate::egress;
 use crate::lint::Rule;
 use crate::params::{self, Param, ParamType, Piece};
@@ -28,73 +33,238 @@ use crate::policy::{
     Secret, Spots, Tool, ToolNetwork,
 };
 
-type Value<'i> = Spanned<DeValue<'i>>;
+type S<T> = Spanned<T>;
 type Span = Range<usize>;
-/// A tool's parameters that parsed, each with its table's span, and the names of those refused.
-type Declared = (Vec<(Param, Span)>, Vec<String>);
+type Strings = S<Vec<S<String>>>;
 
 /// More than this many errors are not worth reading; the rest would be noise.
 const MAX_ERRORS: usize = 50;
-
-const ROOT_KEYS: &[&str] = &["defaults", "ceilings", "tools"];
-const DEFAULTS_KEYS: &[&str] = &["backend", "timeout", "limits", "secret_ttl_max"];
-const LIMIT_KEYS: &[&str] = &[
-    "memory",
-    "cpus",
-    "pids",
-    "output",
-    "tmpfs",
-    "writes",
-    "write_files",
-];
-const CEILING_KEYS: &[&str] = &[
-    "memory",
-    "cpus",
-    "pids",
-    "timeout",
-    "output",
-    "tmpfs",
-    "writes",
-    "write_files",
-];
-const TOOL_KEYS: &[&str] = &[
-    "description",
-    "command",
-    "args",
-    "workdir",
-    "env",
-    "timeout",
-    "backend",
-    "rootfs",
-    "image",
-    "user",
-    "network",
-    "secrets",
-    "syscalls",
-    "capabilities",
-    "limits",
-    "mounts",
-    "unsafe",
-    "params",
-];
-const MOUNT_KEYS: &[&str] = &["host", "path", "mode", "credentials"];
-const NETWORK_KEYS: &[&str] = &["allow"];
-const SECRET_KEYS: &[&str] = &["name", "ttl", "from", "deliver", "hosts", "body"];
-const SYSCALL_KEYS: &[&str] = &["profile", "allow"];
-const UNSAFE_KEYS: &[&str] = &["reason", "allow"];
-const PARAM_KEYS: &[&str] = &[
-    "type",
-    "description",
-    "required",
-    "pattern",
-    "enum",
-    "max_length",
-    "stdin",
-];
 /// Syscall profiles a backend knows.
 const PROFILES: &[&str] = &["default"];
 /// Paths inside the sandbox that the sandbox itself provides; a mount may not cover them.
 const RESERVED_TARGETS: &[&str] = &["/proc", "/dev", "/sys", "/tmp"];
+const NO_BACKEND: &str = "no backend enforces it, so the policy may not ask for it";
+/// Keys of a tool that left the format because no backend enforces them (until one does),
+/// with what to do instead.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "capabilities",
+        "remove it: a sandboxed tool holds no capabilities",
+    ),
+    (
+        "syscalls.allow",
+        "remove it: the `default` profile is the syscall filter every tool gets",
+    ),
+];
+/// How a value is written, for shape errors about it.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("command", "command = [\"grep\", \"-rn\"]"),
+    ("limits", "[tools.NAME.limits] with memory = \"256m\""),
+    (
+        "mounts",
+        "[[tools.NAME.mounts]] with host = \"${workspace}\" and path = \"/work\"",
+    ),
+    ("env", "env = { LANG = \"C.UTF-8\" }"),
+    ("network", "network = { allow = [\"api.github.com:443\"] }"),
+    (
+        "secrets",
+        "secrets = [{ name = \"TOKEN\", ttl = \"5m\", from = \"env:TOKEN\" }]",
+    ),
+    ("timeout", "timeout = \"30s\""),
+    ("pids", "pids = 256"),
+    ("required", "required = true"),
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    backend: Option<S<BackendKind>>,
+    timeout: Option<S<String>>,
+    secret_ttl_max: Option<S<String>>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<S<String>>,
+    cpus: Option<S<Cpus>>,
+    pids: Option<S<i64>>,
+    output: Option<S<String>>,
+    tmpfs: Option<S<String>>,
+    writes: Option<S<String>>,
+    write_files: Option<S<i64>>,
+}
+
+/// The limits, and `timeout`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCeilings {
+    memory: Option<S<String>>,
+    cpus: Option<S<Cpus>>,
+    pids: Option<S<i64>>,
+    timeout: Option<S<String>>,
+    output: Option<S<String>>,
+    tmpfs: Option<S<String>>,
+    writes: Option<S<String>>,
+    write_files: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTool {
+    description: Option<S<String>>,
+    command: Option<Strings>,
+    args: Option<S<ExtraArgs>>,
+    workdir: Option<S<String>>,
+    env: Option<BTreeMap<S<String>, S<String>>>,
+    timeout: Option<S<String>>,
+    backend: Option<S<BackendKind>>,
+    rootfs: Option<S<String>>,
+    image: Option<S<String>>,
+    user: Option<S<String>>,
+    network: Option<S<StrOr<RawNetwork, true>>>,
+    secrets: Option<Vec<S<RawSecret>>>,
+    syscalls: Option<S<RawSyscalls>>,
+    limits: Option<RawLimits>,
+    mounts: Option<Vec<S<RawMount>>>,
+    #[serde(rename = "unsafe")]
+    acknowledged: Option<S<RawUnsafe>>,
+    params: Option<BTreeMap<S<String>, S<RawParam>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    allow: Option<Strings>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    name: Option<S<String>>,
+    ttl: Option<S<String>>,
+    from: Option<S<StrOr<Vec<S<String>>, false>>>,
+    deliver: Option<S<Delivery>>,
+    hosts: Option<Strings>,
+    body: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSyscalls {
+    profile: Option<S<String>>,
+}
+
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Ro,
+    Rw,
+}
+
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Credentials {
+    Hidden,
+    Visible,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMount {
+    host: Option<S<String>>,
+    path: Option<S<String>>,
+    mode: Option<Mode>,
+    credentials: Option<Credentials>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnsafe {
+    reason: Option<S<String>>,
+    allow: Option<Strings>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParam {
+    #[serde(rename = "type")]
+    kind: Option<S<ParamType>>,
+    description: Option<String>,
+    required: Option<bool>,
+    pattern: Option<S<String>>,
+    #[serde(rename = "enum")]
+    choices: Option<Strings>,
+    max_length: Option<S<i64>>,
+    stdin: Option<S<bool>>,
+}
+
+/// `cpus`: a number, or a string holding one (`0.5`, `"2"`), kept as text for the spec's parser.
+struct Cpus(String);
+
+impl<'de> Deserialize<'de> for Cpus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl Visitor<'_> for Text {
+            type Value = Cpus;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Cpus, E> {
+                Ok(Cpus(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cpus, E> {
+                Ok(Cpus(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Cpus, E> {
+                Ok(Cpus(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Cpus, E> {
+                Ok(Cpus(v.to_string()))
+            }
+        }
+        d.deserialize_any(Text)
+    }
+}
+
+/// A value written as a string or as `T`: a table when `TABLE`, else an array.
+enum StrOr<T, const TABLE: bool> {
+    Str(String),
+    Other(T),
+}
+
+impl<'de, T: Deserialize<'de>, const TABLE: bool> Deserialize<'de> for StrOr<T, TABLE> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either<T, const TABLE: bool>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const TABLE: bool> Visitor<'de> for Either<T, TABLE> {
+            type Value = StrOr<T, TABLE>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(if TABLE {
+                    "a string or a table"
+                } else {
+                    "a string or an array"
+                })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StrOr::Str(v.to_string()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+                if TABLE {
+                    return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+                }
+                T::deserialize(de::value::SeqAccessDeserializer::new(a)).map(StrOr::Other)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+                if !TABLE {
+                    return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
+                }
+                T::deserialize(de::value::MapAccessDeserializer::new(a)).map(StrOr::Other)
+            }
+        }
+        d.deserialize_any(Either(PhantomData))
+    }
+}
 
 pub(crate) fn parse(text: &str, file: &Path, policy_dir: &Path) -> Result<Policy, Diagnostics> {
     let source = Source::new(text, file);
@@ -106,19 +276,17 @@ pub(crate) fn parse(text: &str, file: &Path, policy_dir: &Path) -> Result<Policy
             return Err(Diagnostics(vec![source.error(span, message, None)]));
         }
     };
+    let tree = DeValue::Table(root.get_ref().clone());
     let mut parser = Parser {
         source,
         policy_dir,
+        tree: &tree,
         errors: Vec::new(),
     };
-    let policy = parser.policy(root.get_ref());
+    let policy = parser.policy(root.into_inner());
     let mut errors = parser.errors;
     if errors.is_empty() {
-        if let Some(policy) = policy {
-            return Ok(policy);
-        }
-        // Unreachable: every refusal records an error. Fail closed all the same.
-        errors.push(Diagnostic::whole_file(file, "policy refused", None));
+        return Ok(policy);
     }
     errors.sort_by_key(|d| (d.at.is_none(), d.at));
     errors.truncate(MAX_ERRORS);
@@ -128,44 +296,112 @@ pub(crate) fn parse(text: &str, file: &Path, policy_dir: &Path) -> Result<Policy
 struct Parser<'s> {
     source: Source<'s>,
     policy_dir: &'s Path,
+    /// The whole document, to name the table a shape error is in.
+    tree: &'s DeValue<'s>,
     errors: Vec<Diagnostic>,
 }
 
-/// The entry `key` of `table`, if written.
-fn get<'v, 'i>(table: &'v DeTable<'i>, key: &str) -> Option<&'v Value<'i>> {
-    table
-        .iter()
-        .find(|(k, _)| k.get_ref().as_ref() == key)
-        .map(|(_, v)| v)
+/// One step of the way from the document's root to a value.
+enum Step {
+    Key(String),
+    Index(usize),
 }
 
-fn article(kind: &str) -> &'static str {
-    match kind {
-        "integer" | "array" => "an",
-        _ => "a",
-    }
-}
-
-/// Classic edit distance, for "did you mean" hints on short key names.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous + usize::from(ca != *cb);
-            previous = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(previous + 1);
+impl Step {
+    fn key(&self) -> Option<&str> {
+        match self {
+            Step::Key(k) => Some(k),
+            Step::Index(_) => None,
         }
     }
-    row[b.len()]
+}
+
+/// The way to the key or value that starts at byte `at`, parents before children, and
+/// the kind of that value.
+fn path_to(value: &DeValue<'_>, at: usize, path: &mut Vec<Step>) -> Option<&'static str> {
+    let entries: Vec<(Step, Option<Span>, &S<DeValue<'_>>)> = match value {
+        DeValue::Table(t) => t
+            .iter()
+            .map(|(k, v)| (Step::Key(k.get_ref().to_string()), Some(k.span()), v))
+            .collect(),
+        DeValue::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (Step::Index(i), None, v))
+            .collect(),
+        _ => return None,
+    };
+    for (step, key, v) in entries {
+        path.push(step);
+        if key.is_some_and(|k| k.start == at) || v.span().start == at {
+            return Some(v.get_ref().type_str());
+        }
+        if let Some(found) = path_to(v.get_ref(), at, path) {
+            return Some(found);
+        }
+        path.pop();
+    }
+    None
+}
+
+/// Removes the key at the end of `path` from `value`; whether there was one.
+fn drop_at(value: &mut DeValue<'_>, path: &[Step]) -> bool {
+    match (value, path) {
+        (DeValue::Table(t), [Step::Key(key)]) => t.remove(key.as_str()).is_some(),
+        (DeValue::Table(t), [Step::Key(key), rest @ ..]) => t
+            .get_mut(key.as_str())
+            .is_some_and(|v| drop_at(v.get_mut(), rest)),
+        (DeValue::Array(items), [Step::Index(i), rest @ ..]) => items
+            .get_mut(*i)
+            .is_some_and(|v| drop_at(v.get_mut(), rest)),
+        _ => false,
+    }
+}
+
+/// `[tools.a.limits]`, `[[tools.a.mounts]] #1`, or the file itself.
+fn table_name(path: &[Step]) -> String {
+    let dotted: Vec<&str> = path.iter().filter_map(Step::key).collect();
+    match path.last() {
+        None => "the policy file".into(),
+        Some(Step::Index(i)) => format!("[[{}]] #{}", dotted.join("."), i + 1),
+        Some(Step::Key(_)) => format!("[{}]", dotted.join(".")),
+    }
+}
+
+/// "`memory` in [tools.a.limits]", "each entry of `command` in [tools.a]".
+fn value_name(path: &[Step]) -> String {
+    match path.split_last() {
+        None => "the policy file".into(),
+        Some((Step::Key(k), parent)) => format!("`{k}` in {}", table_name(parent)),
+        Some((Step::Index(_), parent)) => format!("each entry of {}", value_name(parent)),
+    }
+}
+
+/// serde's name for a kind of value, in the policy's words.
+fn kind(serde: &str) -> &str {
+    match serde.split([' ', '`']).next().unwrap_or_default() {
+        "integer" => "an integer",
+        "i64" | "u64" | "u32" => "a whole number",
+        "string" => "a string",
+        "floating" | "float" => "a float",
+        "table" => "a table",
+        "array" => "an array",
+        "datetime" => "a date",
+        "boolean" => "a boolean",
+        "sequence" => "an array",
+        "map" | "struct" => "a table",
+        _ => match serde {
+            "a sequence" => "an array",
+            "a map" => "a table",
+            other => other,
+        },
+    }
 }
 
 fn suggest(word: &str, valid: &[&str]) -> Option<String> {
     valid
         .iter()
-        .map(|v| (distance(word, v), v))
+        .map(|v| (strsim::levenshtein(word, v), v))
         .filter(|(d, v)| *d <= 2 && *d < v.len())
         .min()
         .map(|(_, v)| format!("did you mean `{v}`?"))
@@ -195,32 +431,13 @@ fn digest_is_malformed(image: &str) -> Option<&str> {
     (!well_formed).then_some(digest)
 }
 
-/// An absolute path without `..`, normalised (no `.` components or doubled slashes).
-fn clean_absolute(text: &str) -> Result<PathBuf, String> {
+/// A path without `..`, normalised (no `.` components or doubled slashes); absolute when
+/// `root` is.
+fn clean(text: &str, root: &str) -> Result<PathBuf, String> {
     if text.contains('\0') {
         return Err("contains a NUL byte".into());
     }
-    let path = Path::new(text);
-    if !path.is_absolute() {
-        return Err("is not an absolute path".into());
-    }
-    let mut clean = PathBuf::from("/");
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => clean.push(part),
-            Component::ParentDir => return Err("contains `..`".into()),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    Ok(clean)
-}
-
-/// The relative rest of a `${workspace}` path, without `..`.
-fn clean_relative(text: &str) -> Result<PathBuf, String> {
-    if text.contains('\0') {
-        return Err("contains a NUL byte".into());
-    }
-    let mut clean = PathBuf::new();
+    let mut clean = PathBuf::from(root);
     for component in Path::new(text).components() {
         match component {
             Component::Normal(part) => clean.push(part),
@@ -231,764 +448,1075 @@ fn clean_relative(text: &str) -> Result<PathBuf, String> {
     Ok(clean)
 }
 
+fn clean_absolute(text: &str) -> Result<PathBuf, String> {
+    if !text.starts_with('/') {
+        return Err("is not an absolute path".into());
+    }
+    clean(text, "/")
+}
+
 impl<'s> Parser<'s> {
     fn error(&mut self, span: Span, message: impl Into<String>, help: Option<String>) {
         let diagnostic = self.source.error(span, message, help);
         self.errors.push(diagnostic);
     }
 
+    /// Records an error at `span` and returns `None`, for `?`-style refusals.
+    fn refuse<T>(&mut self, span: Span, message: String, help: Option<&str>) -> Option<T> {
+        self.error(span, message, help.map(str::to_string));
+        None
+    }
+
     fn spot(&self, spots: &mut Spots, key: impl Into<String>, span: &Span) {
         spots.insert(key.into(), self.source.locate(span.start));
     }
 
-    /// Refuses keys of `table` outside `valid`.
-    fn known_keys(&mut self, table: &DeTable<'_>, name: &str, valid: &[&str]) {
-        for key in table.keys() {
-            let word = key.get_ref().as_ref();
-            if !valid.contains(&word) {
-                self.error(
-                    key.span(),
-                    format!(
-                        "unknown key `{word}` in {name}; valid keys: {}",
-                        valid.join(", ")
-                    ),
-                    suggest(word, valid),
-                );
-            }
-        }
-    }
-
-    fn wrong_type(&mut self, value: &Value<'_>, what: &str, expected: &str, example: &str) {
-        let found = value.get_ref().type_str();
-        self.error(
-            value.span(),
-            format!("{what} must be {expected}, not {} {found}", article(found)),
-            Some(format!("for example: {example}")),
-        );
-    }
-
-    fn table<'v, 'i>(
+    /// Deserializes one table of the file. A shape error is reported in the file's terms,
+    /// the key it is about dropped and the rest tried again, so that one run reports every
+    /// error; `dropped` collects those keys.
+    fn shape<'de, T: Deserialize<'de>>(
         &mut self,
-        value: &'v Value<'i>,
-        what: &str,
-        example: &str,
-    ) -> Option<&'v DeTable<'i>> {
-        match value.get_ref() {
-            DeValue::Table(table) => Some(table),
-            _ => {
-                self.wrong_type(value, what, "a table", example);
-                None
-            }
-        }
-    }
-
-    fn string(&mut self, value: &Value<'_>, what: &str, example: &str) -> Option<String> {
-        match value.get_ref() {
-            DeValue::String(s) => Some(s.to_string()),
-            _ => {
-                self.wrong_type(value, what, "a string", example);
-                None
-            }
-        }
-    }
-
-    /// A string that ends up in argv, the environment or a path: no NUL bytes.
-    fn plain_string(&mut self, value: &Value<'_>, what: &str, example: &str) -> Option<String> {
-        let s = self.string(value, what, example)?;
-        if s.contains('\0') {
-            self.error(value.span(), format!("{what} contains a NUL byte"), None);
-            return None;
-        }
-        Some(s)
-    }
-
-    fn array<'v, 'i>(
-        &mut self,
-        value: &'v Value<'i>,
-        what: &str,
-        example: &str,
-    ) -> Option<&'v [Value<'i>]> {
-        match value.get_ref() {
-            DeValue::Array(items) => Some(items),
-            _ => {
-                self.wrong_type(value, what, "an array", example);
-                None
-            }
-        }
-    }
-
-    /// An array of strings, each with its span.
-    fn strings(
-        &mut self,
-        value: &Value<'_>,
-        what: &str,
-        example: &str,
-    ) -> Option<Vec<(String, Span)>> {
-        let items = self.array(value, what, example)?;
-        let mut out = Vec::new();
-        let mut ok = true;
-        for item in items {
-            match self.plain_string(item, &format!("each entry of {what}"), example) {
-                Some(s) => out.push((s, item.span())),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    }
-
-    fn unit<T>(
-        &mut self,
-        value: &Value<'_>,
-        what: &str,
-        example: &str,
-        parse: impl Fn(&str) -> Result<T, nanoclaw_spec::UnitError>,
+        mut value: S<DeValue<'de>>,
+        dropped: &mut Vec<String>,
     ) -> Option<T> {
-        let text = self.string(value, what, example)?;
-        match parse(&text) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.error(
-                    value.span(),
-                    format!("invalid {} {:?} for {what}", e.what, e.value),
-                    Some(format!("expected {}, for example: {example}", e.expected)),
-                );
-                None
-            }
-        }
-    }
-
-    fn cpus(&mut self, value: &Value<'_>, what: &str) -> Option<u32> {
-        const EXAMPLE: &str = "cpus = 0.5";
-        let text = match value.get_ref() {
-            DeValue::Float(f) => f.as_str().to_string(),
-            DeValue::Integer(i) if i.radix() == 10 => i.as_str().to_string(),
-            DeValue::String(s) => s.to_string(),
-            _ => {
-                self.wrong_type(value, what, "a number", EXAMPLE);
-                return None;
-            }
-        };
-        match parse_cpus(&text) {
-            Ok(millis) => Some(millis),
-            Err(e) => {
-                self.error(
-                    value.span(),
-                    format!("invalid {} {:?} for {what}", e.what, e.value),
-                    Some(format!("expected {}", e.expected)),
-                );
-                None
-            }
-        }
-    }
-
-    fn count(&mut self, value: &Value<'_>, what: &str, example: &str) -> Option<u32> {
-        let parsed = match value.get_ref() {
-            DeValue::Integer(i) => u32::from_str_radix(i.as_str(), i.radix()).ok(),
-            _ => {
-                self.wrong_type(value, what, "a whole number", example);
-                return None;
-            }
-        };
-        match parsed {
-            Some(n) if n > 0 => Some(n),
-            _ => {
-                self.error(
-                    value.span(),
-                    format!("{what} must be a whole number from 1 to {}", u32::MAX),
-                    None,
-                );
-                None
-            }
-        }
-    }
-
-    fn backend(&mut self, value: &Value<'_>, what: &str) -> Option<BackendKind> {
-        match self.string(value, what, "backend = \"native\"")?.as_str() {
-            "native" => Some(BackendKind::Native),
-            "docker" => Some(BackendKind::Docker),
-            other => {
-                self.error(
-                    value.span(),
-                    format!("unknown backend {other:?} for {what}; valid backends: native, docker"),
-                    None,
-                );
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, value: &Value<'_>, what: &str) -> Option<std::time::Duration> {
-        self.unit(value, what, "\"30s\"", parse_duration)
-    }
-
-    /// Applies the entries of a limits or ceilings table to `into`, noting where each was
-    /// written under `prefix`.
-    fn resources(
-        &mut self,
-        table: &DeTable<'_>,
-        name: &str,
-        valid: &[&str],
-        into: &mut Resources,
-        spots: &mut Spots,
-        prefix: &str,
-    ) {
-        self.known_keys(table, name, valid);
-        for (key, value) in table.iter() {
-            let key = key.get_ref().as_ref();
-            if !valid.contains(&key) {
-                continue;
-            }
-            let what = format!("`{key}` in {name}");
-            let bytes = |p: &mut Self, example: &str| p.unit(value, &what, example, parse_bytes);
-            let applied = match key {
-                "memory" => bytes(self, "memory = \"512m\"").map(|v| into.memory_bytes = v),
-                "output" => bytes(self, "output = \"1m\"").map(|v| into.output_bytes = v),
-                "tmpfs" => bytes(self, "tmpfs = \"64m\"").map(|v| into.tmpfs_bytes = v),
-                "writes" => bytes(self, "writes = \"1g\"").map(|v| into.write_bytes = v),
-                "write_files" => self
-                    .count(value, &what, "write_files = 100000")
-                    .map(|v| into.write_files = u64::from(v)),
-                "cpus" => self.cpus(value, &what).map(|v| into.cpu_millis = v),
-                "pids" => self
-                    .count(value, &what, "pids = 256")
-                    .map(|v| into.pids = v),
-                "timeout" => self.duration(value, &what).map(|v| into.timeout = v),
-                _ => None,
+        for _ in 0..MAX_ERRORS {
+            let e = match T::deserialize(ValueDeserializer::from(value.clone())) {
+                Ok(t) => return Some(t),
+                Err(e) => e,
             };
-            if applied.is_some() {
-                self.spot(spots, format!("{prefix}{key}"), &value.span());
+            let at = e.span().map_or(0, |s| s.start);
+            self.shape_error(&e, at);
+            let mut path = Vec::new();
+            path_to(value.get_ref(), at, &mut path);
+            while matches!(path.last(), Some(Step::Index(_))) {
+                path.pop();
+            }
+            match path.last() {
+                Some(Step::Key(key)) => dropped.push(key.clone()),
+                _ => return None,
+            }
+            if !drop_at(value.get_mut(), &path) {
+                return None;
             }
         }
+        None
     }
 
-    fn policy(&mut self, root: &DeTable<'_>) -> Option<Policy> {
-        self.known_keys(root, "the policy file", ROOT_KEYS);
-        let mut spots = Spots::new();
+    fn shape_error(&mut self, e: &toml::de::Error, at: usize) {
+        let mut path = Vec::new();
+        let found = path_to(self.tree, at, &mut path).unwrap_or_default();
+        let message = e.message();
+        let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+        let (word, valid) = quoted.split_first().unwrap_or((&"", &[]));
+        let parent = &path[..path.len().saturating_sub(1)];
+        let keys: Vec<&str> = path.iter().skip(2).filter_map(Step::key).collect();
+        let unsupported = UNSUPPORTED.iter().find(|(k, _)| {
+            path.first().and_then(Step::key) == Some("tools") && *k == keys.join(".")
+        });
+        let example = path
+            .last()
+            .and_then(Step::key)
+            .and_then(|k| EXAMPLES.iter().find(|(e, _)| *e == k));
+        let example = example.map(|(_, e)| format!("for example: {e}"));
+        let (text, help) =
+            if let Some((_, help)) = unsupported.filter(|_| message.starts_with("unknown field")) {
+                let text = format!(
+                    "`{word}` in {} is not supported: {NO_BACKEND}",
+                    table_name(parent)
+                );
+                (text, Some(help.to_string()))
+            } else if message.starts_with("unknown field") {
+                let what = format!("unknown key `{word}` in {}", table_name(parent));
+                let text = format!("{what}; valid keys: {}", valid.join(", "));
+                (text, suggest(word, valid))
+            } else if message.starts_with("unknown variant") {
+                let list: Vec<String> = valid.iter().map(|v| format!("{v:?}")).collect();
+                let what = format!("invalid {} {word:?}", value_name(&path));
+                (
+                    format!("{what}; valid values: {}", list.join(", ")),
+                    suggest(word, valid),
+                )
+            } else if let Some((found, expected)) = message
+                .strip_prefix("invalid type: ")
+                .or_else(|| message.strip_prefix("invalid value: "))
+                .and_then(|m| m.split_once(", expected "))
+            {
+                let (found, expected) = (kind(found), kind(expected));
+                let text = format!("{} must be {expected}, not {found}", value_name(&path));
+                (text, example)
+            } else if message.starts_with("wanted string") {
+                // An enumeration (`mode`, `backend`, `type`, ...) written as something else.
+                let text = format!(
+                    "{} must be a string, not {}",
+                    value_name(&path),
+                    kind(found)
+                );
+                (text, example)
+            } else {
+                (format!("{}: {message}", value_name(&path)), None)
+            };
+        self.error(e.span().unwrap_or(0..0), text, help);
+    }
+
+    fn policy(&mut self, root: DeTable<'_>) -> Policy {
         let mut defaults = Defaults {
             backend: BackendKind::Native,
             resources: Resources::builtin_defaults(),
             secret_ttl_max: crate::policy::SECRET_TTL_MAX,
         };
         let mut default_spots = Spots::new();
-        if let Some(value) = get(root, "defaults") {
-            if let Some(table) = self.table(value, "[defaults]", "[defaults]\ntimeout = \"60s\"") {
-                self.defaults(table, &mut defaults, &mut default_spots);
-            }
-        }
         let mut ceilings = Resources::builtin_ceilings();
-        if let Some(value) = get(root, "ceilings") {
-            if let Some(table) = self.table(value, "[ceilings]", "[ceilings]\nmemory = \"4g\"") {
-                self.resources(
-                    table,
-                    "[ceilings]",
-                    CEILING_KEYS,
-                    &mut ceilings,
-                    &mut spots,
-                    "ceilings.",
-                );
-            }
-        }
-        let mut tools = Vec::new();
-        match get(root, "tools") {
-            None => self.errors.push(Diagnostic::whole_file(
-                self.source.file(),
-                "the policy names no tools",
-                Some("add a [tools.NAME] table with at least `command = [...]`".into()),
-            )),
-            Some(value) => {
-                if let Some(table) = self.table(value, "[tools]", "[tools.NAME]") {
-                    if table.is_empty() {
-                        self.error(
-                            value.span(),
-                            "the policy names no tools",
-                            Some("add a [tools.NAME] table with at least `command = [...]`".into()),
-                        );
+        let mut spots = Spots::new();
+        let mut raw_tools = None;
+        for (key, value) in root {
+            match key.get_ref().as_ref() {
+                "defaults" => {
+                    if let Some(raw) = self.shape::<RawDefaults>(value, &mut Vec::new()) {
+                        self.defaults(raw, &mut defaults, &mut default_spots);
                     }
-                    for (name, value) in table.iter() {
-                        let tool = self.tool(name, value, &defaults, &default_spots);
-                        tools.extend(tool);
+                }
+                "ceilings" => {
+                    if let Some(raw) = self.shape::<RawCeilings>(value, &mut Vec::new()) {
+                        if let Some(v) = &raw.timeout {
+                            if let Some(timeout) = self.duration(v, "`timeout` in [ceilings]") {
+                                ceilings.timeout = timeout;
+                                self.spot(&mut spots, "ceilings.timeout", &v.span());
+                            }
+                        }
+                        let RawCeilings {
+                            memory,
+                            cpus,
+                            pids,
+                            output,
+                            tmpfs,
+                            writes,
+                            write_files,
+                            ..
+                        } = raw;
+                        let limits = RawLimits {
+                            memory,
+                            cpus,
+                            pids,
+                            output,
+                            tmpfs,
+                            writes,
+                            write_files,
+                        };
+                        let name = ("[ceilings]", "ceilings.");
+                        self.resources(limits, name, &mut ceilings, &mut spots);
                     }
+                }
+                "tools" => raw_tools = Some(value),
+                other => {
+                    const VALID: &[&str] = &["defaults", "ceilings", "tools"];
+                    let message = format!(
+                        "unknown key `{other}` in the policy file; valid keys: {}",
+                        VALID.join(", ")
+                    );
+                    self.error(key.span(), message, suggest(other, VALID));
                 }
             }
         }
+        let mut tools = Vec::new();
+        let help = "add a [tools.NAME] table with at least `command = [...]`";
+        match raw_tools.map(|v| (v.span(), v.into_inner())) {
+            None => self.errors.push(Diagnostic::whole_file(
+                self.source.file(),
+                "the policy names no tools",
+                Some(help.into()),
+            )),
+            Some((span, DeValue::Table(table))) if table.is_empty() => {
+                self.refuse::<()>(span, "the policy names no tools".into(), Some(help));
+            }
+            Some((_, DeValue::Table(table))) => {
+                for (name, value) in table {
+                    let at = self.source.locate(value.span().start);
+                    let (before, mut dropped) = (self.errors.len(), Vec::new());
+                    let Some(raw) = self.shape::<S<RawTool>>(value, &mut dropped) else {
+                        continue;
+                    };
+                    let tool = self.tool(&name, raw, at, &defaults, &default_spots);
+                    // A key dropped for its shape is not reported missing as well.
+                    let found = self.errors.split_off(before);
+                    self.errors.extend(found.into_iter().filter(|d| {
+                        !dropped
+                            .iter()
+                            .any(|k| d.message.contains(&format!(" has no `{k}`")))
+                    }));
+                    tools.extend(tool.filter(|_| self.errors.len() == before));
+                }
+            }
+            Some((span, value)) => {
+                let message = format!("[tools] must be a table, not {}", kind(value.type_str()));
+                self.refuse::<()>(span, message, Some("for example: [tools.NAME]"));
+            }
+        }
         tools.sort_by_key(|t| t.at);
-        Some(Policy {
+        Policy {
             path: self.source.file().to_path_buf(),
             policy_dir: self.policy_dir.to_path_buf(),
             defaults,
             ceilings,
             tools,
             spots,
-        })
+        }
     }
 
-    fn defaults(&mut self, table: &DeTable<'_>, defaults: &mut Defaults, spots: &mut Spots) {
-        self.known_keys(table, "[defaults]", DEFAULTS_KEYS);
-        if let Some(value) = get(table, "backend") {
-            if let Some(backend) = self.backend(value, "`backend` in [defaults]") {
-                defaults.backend = backend;
-            }
+    fn defaults(&mut self, raw: RawDefaults, defaults: &mut Defaults, spots: &mut Spots) {
+        if let Some(backend) = raw.backend {
+            defaults.backend = backend.into_inner();
         }
-        if let Some(value) = get(table, "timeout") {
-            if let Some(timeout) = self.duration(value, "`timeout` in [defaults]") {
+        if let Some(v) = raw.timeout {
+            if let Some(timeout) = self.duration(&v, "`timeout` in [defaults]") {
                 defaults.resources.timeout = timeout;
-                self.spot(spots, "timeout", &value.span());
+                self.spot(spots, "timeout", &v.span());
             }
         }
-        if let Some(value) = get(table, "secret_ttl_max") {
-            if let Some(max) = self.duration(value, "`secret_ttl_max` in [defaults]") {
+        if let Some(v) = raw.secret_ttl_max {
+            if let Some(max) = self.duration(&v, "`secret_ttl_max` in [defaults]") {
                 defaults.secret_ttl_max = max;
-                self.spot(spots, "secret_ttl_max", &value.span());
+                self.spot(spots, "secret_ttl_max", &v.span());
             }
         }
-        if let Some(value) = get(table, "limits") {
-            if let Some(limits) = self.table(value, "[defaults.limits]", "memory = \"512m\"") {
-                self.resources(
-                    limits,
-                    "[defaults.limits]",
-                    LIMIT_KEYS,
-                    &mut defaults.resources,
-                    spots,
-                    "limits.",
-                );
+        if let Some(limits) = raw.limits {
+            let name = ("[defaults.limits]", "limits.");
+            self.resources(limits, name, &mut defaults.resources, spots);
+        }
+    }
+
+    /// A size, duration or CPU count written as text, parsed by the spec's parser; and
+    /// where it was written.
+    fn quantity<T>(
+        &mut self,
+        value: Option<&S<String>>,
+        what: &str,
+        example: &str,
+        parse: impl Fn(&str) -> Result<T, UnitError>,
+    ) -> Option<(T, Span)> {
+        let value = value?;
+        match parse(value.get_ref()) {
+            Ok(n) => Some((n, value.span())),
+            Err(e) => {
+                let message = format!("invalid {} {:?} for {what}", e.what, e.value);
+                let help = format!("expected {}, for example: {example}", e.expected);
+                self.refuse(value.span(), message, Some(&help))
             }
+        }
+    }
+
+    fn duration(&mut self, value: &S<String>, what: &str) -> Option<std::time::Duration> {
+        let example = "\"30s\"";
+        self.quantity(Some(value), what, example, parse_duration)
+            .map(|(d, _)| d)
+    }
+
+    /// A count from 1 to `u32::MAX`, and where it was written.
+    fn count(&mut self, value: Option<&S<i64>>, what: &str) -> Option<(u32, Span)> {
+        let value = value?;
+        match u32::try_from(*value.get_ref()) {
+            Ok(n) if n > 0 => Some((n, value.span())),
+            _ => self.refuse(
+                value.span(),
+                format!("{what} must be a whole number from 1 to {}", u32::MAX),
+                None,
+            ),
+        }
+    }
+
+    /// Applies a limits or ceilings table to `into`, noting where each value was written
+    /// under `prefix`.
+    fn resources(
+        &mut self,
+        raw: RawLimits,
+        (name, prefix): (&str, &str),
+        into: &mut Resources,
+        spots: &mut Spots,
+    ) {
+        let what = |key: &str| format!("`{key}` in {name}");
+        let mut written = Vec::new();
+        let sizes = [
+            ("memory", &raw.memory, &mut into.memory_bytes, "512m"),
+            ("output", &raw.output, &mut into.output_bytes, "1m"),
+            ("tmpfs", &raw.tmpfs, &mut into.tmpfs_bytes, "64m"),
+            ("writes", &raw.writes, &mut into.write_bytes, "1g"),
+        ];
+        for (key, value, field, example) in sizes {
+            let example = format!("{key} = \"{example}\"");
+            if let Some((n, at)) = self.quantity(value.as_ref(), &what(key), &example, parse_bytes)
+            {
+                *field = n;
+                written.push((key, at));
+            }
+        }
+        let cpus = raw.cpus.map(|c| S::new(c.span(), c.into_inner().0));
+        if let Some((n, at)) = self.quantity(cpus.as_ref(), &what("cpus"), "cpus = 0.5", parse_cpus)
+        {
+            into.cpu_millis = n;
+            written.push(("cpus", at));
+        }
+        if let Some((n, at)) = self.count(raw.pids.as_ref(), &what("pids")) {
+            into.pids = n;
+            written.push(("pids", at));
+        }
+        if let Some((n, at)) = self.count(raw.write_files.as_ref(), &what("write_files")) {
+            into.write_files = u64::from(n);
+            written.push(("write_files", at));
+        }
+        for (key, at) in written {
+            self.spot(spots, format!("{prefix}{key}"), &at);
         }
     }
 
     fn tool(
         &mut self,
-        name: &Spanned<std::borrow::Cow<'_, str>>,
-        value: &Value<'_>,
+        name: &S<std::borrow::Cow<'_, str>>,
+        raw: S<RawTool>,
+        at: Location,
         defaults: &Defaults,
         default_spots: &Spots,
     ) -> Option<Tool> {
-        let errors_before = self.errors.len();
         let tool_name = name.get_ref().to_string();
         if !is_tool_name(&tool_name) {
-            self.error(
+            let help = Some("use letters, digits, `-` and `_` (at most 64)");
+            self.refuse::<()>(
                 name.span(),
                 format!("invalid tool name {tool_name:?}"),
-                Some("use letters, digits, `-` and `_` (at most 64)".into()),
+                help,
             );
         }
         let header = format!("[tools.{tool_name}]");
-        let table = self.table(value, &header, "command = [\"grep\", \"-rn\"]")?;
-        self.known_keys(table, &header, TOOL_KEYS);
-        let mut spots = default_spots.clone();
-        let field = |key: &str| get(table, key);
         let what = |key: &str| format!("`{key}` in {header}");
-
-        let description = field("description").and_then(|v| {
-            self.string(
-                v,
-                &what("description"),
-                "description = \"search the workspace\"",
-            )
-        });
-        let command = self.command(table, &header);
-        let args = match field("args") {
-            None => Some(ExtraArgs::None),
-            Some(v) => {
-                self.spot(&mut spots, "args", &v.span());
-                match self
-                    .string(v, &what("args"), "args = \"append\"")
-                    .as_deref()
-                {
-                    None => None,
-                    Some("none") => Some(ExtraArgs::None),
-                    Some("append") => Some(ExtraArgs::Append),
-                    Some(other) => {
-                        self.error(
-                            v.span(),
-                            format!(
-                                "invalid {} {other:?}; valid values: \"none\", \"append\"",
-                                what("args")
-                            ),
-                            None,
-                        );
-                        None
-                    }
-                }
+        let table_span = raw.span();
+        let raw = raw.into_inner();
+        let mut spots = default_spots.clone();
+        let mut spot = |p: &Self, key: &str, v: Option<Span>| {
+            if let Some(span) = v {
+                p.spot(&mut spots, key, &span);
             }
         };
-        let workdir = match field("workdir") {
+        let span_of = |v: &Option<S<String>>| v.as_ref().map(S::span);
+        spot(self, "args", raw.args.as_ref().map(S::span));
+        spot(self, "rootfs", span_of(&raw.rootfs));
+        spot(self, "image", span_of(&raw.image));
+        spot(self, "user", span_of(&raw.user));
+        spot(self, "network", raw.network.as_ref().map(S::span));
+
+        let command = self.command(raw.command.as_ref(), table_span.clone(), &header);
+        let workdir = match &raw.workdir {
             None => Some(PathBuf::from("/")),
             Some(v) => self.absolute(v, &what("workdir"), "workdir = \"/work\""),
         };
-        let env = match field("env") {
-            None => Some(Vec::new()),
-            Some(v) => self.env(v, &header, &mut spots),
-        };
-        let backend = match field("backend") {
-            None => Some(defaults.backend),
-            Some(v) => self.backend(v, &what("backend")),
-        };
-        let rootfs = field("rootfs").and_then(|v| {
-            self.spot(&mut spots, "rootfs", &v.span());
-            self.rootfs(v, &what("rootfs"))
+        let rootfs = raw.rootfs.as_ref().and_then(|v| {
+            match self.host_path(v, &what("rootfs"), false)? {
+                HostPath::Absolute(path) => Some(path),
+                HostPath::Workspace(_) => None, // not accepted here
+            }
         });
-        let image = field("image").and_then(|v| {
-            self.spot(&mut spots, "image", &v.span());
-            self.image(v, &what("image"))
-        });
-        let user = match field("user") {
+        let image = raw
+            .image
+            .as_ref()
+            .and_then(|v| self.image(v, &what("image")));
+        let user = match &raw.user {
             None => Some(User::default()),
-            Some(v) => {
-                self.spot(&mut spots, "user", &v.span());
-                self.user(v, &what("user"))
-            }
+            Some(v) => self.user(v, &what("user")),
         };
-        let network = match field("network") {
-            None => Some(ToolNetwork::None),
-            Some(v) => self.network(v, &tool_name, &mut spots),
-        };
-        let secrets = match field("secrets") {
-            None => Some(Vec::new()),
-            Some(v) => self.secrets(v, &tool_name, &env, network.as_ref(), &mut spots),
-        };
-        let syscalls = match field("syscalls") {
-            None => Some(Syscalls::default()),
-            Some(v) => self.syscalls(v, &tool_name, &mut spots),
-        };
-        let capabilities = match field("capabilities") {
-            None => Some(Vec::new()),
-            Some(v) => {
-                self.spot(&mut spots, "capabilities", &v.span());
-                self.capabilities(v, &what("capabilities"))
-            }
-        };
+        let env = self.env(raw.env.unwrap_or_default(), &header, &mut spots);
+        let network = raw.network.map_or(ToolNetwork::None, |v| {
+            self.network(v, &tool_name, &mut spots)
+        });
+        let secrets = raw.secrets.unwrap_or_default();
+        let secrets = self.secrets(secrets, &tool_name, &env, &network, &mut spots);
+        let syscalls = raw
+            .syscalls
+            .map_or_else(Syscalls::default, |v| self.syscalls(v, &tool_name));
         let mut resources = defaults.resources;
-        if let Some(v) = field("timeout") {
+        if let Some(v) = &raw.timeout {
             if let Some(timeout) = self.duration(v, &what("timeout")) {
                 resources.timeout = timeout;
                 self.spot(&mut spots, "timeout", &v.span());
             }
         }
-        if let Some(v) = field("limits") {
+        if let Some(v) = raw.limits {
             let name = format!("[tools.{tool_name}.limits]");
-            if let Some(limits) = self.table(v, &name, "memory = \"256m\"") {
-                self.resources(
-                    limits,
-                    &name,
-                    LIMIT_KEYS,
-                    &mut resources,
-                    &mut spots,
-                    "limits.",
-                );
-            }
+            self.resources(v, (&name, "limits."), &mut resources, &mut spots);
         }
-        let mounts = match field("mounts") {
-            None => Some(Vec::new()),
-            Some(v) => self.mounts(v, &tool_name, &mut spots),
+        let mounts = self.mounts(raw.mounts.unwrap_or_default(), &tool_name, &mut spots);
+        let (declared, refused) = self.params(raw.params.unwrap_or_default(), &tool_name);
+        let params = match &raw.command {
+            Some(command) => self.placeholders(command, declared, &refused, &header),
+            None => Vec::new(),
         };
-        // Placeholders are checked against every parameter declared, even one refused, so
-        // that one run reports every problem.
-        let params = match field("params") {
-            None => Some((Vec::new(), Vec::new())),
-            Some(v) => self.params(v, &tool_name),
-        };
-        let params = match (params, &command) {
-            (Some((params, refused)), Some(_)) => {
-                self.placeholders(table, params, &refused, &header)
-            }
-            _ => None,
-        };
-        let acknowledged = match field("unsafe") {
-            None => Some(None),
-            Some(v) => self.acknowledgement(v, &tool_name, &mut spots).map(Some),
-        };
-
-        let at = self.source.locate(value.span().start);
+        let acknowledged = raw
+            .acknowledged
+            .map(|v| self.acknowledgement(v, &tool_name, &mut spots));
         let tool = Tool {
             name: tool_name,
-            description,
-            command: command?,
-            args: args?,
-            workdir: workdir?,
-            env: env?,
-            backend: backend?,
+            description: raw.description.map(S::into_inner),
+            command,
+            args: raw.args.map_or(ExtraArgs::None, S::into_inner),
+            workdir: workdir.unwrap_or_default(),
+            env,
+            backend: raw
+                .backend
+                .as_ref()
+                .map_or(defaults.backend, |b| *b.get_ref()),
             rootfs,
             image,
-            user: user?,
-            network: network?,
-            secrets: secrets?,
-            syscalls: syscalls?,
-            capabilities: capabilities?,
+            user: user.unwrap_or_default(),
+            network,
+            secrets,
+            syscalls,
             resources,
-            mounts: mounts?,
-            acknowledged: acknowledged?,
-            params: params?,
+            mounts,
+            acknowledged,
+            params,
             at,
             spots,
         };
-        self.root_matches_backend(&tool, table);
-        (self.errors.len() == errors_before).then_some(tool)
+        let backend = raw.backend.as_ref().map(S::span);
+        let image = span_of(&raw.image);
+        let command = raw.command.as_ref().map(S::span);
+        self.root_matches_backend(&tool, image, backend.or(command));
+        Some(tool)
     }
 
-    fn command(&mut self, table: &DeTable<'_>, header: &str) -> Option<Vec<String>> {
-        const EXAMPLE: &str = "command = [\"grep\", \"-rn\"]";
-        let Some(value) = get(table, "command") else {
-            let span = table.keys().next().map_or(0..0, |k| k.span());
+    /// Each entry of `list` that holds a NUL byte is an error: it ends up in argv or a path.
+    fn no_nul(&mut self, list: &Strings, what: &str) {
+        for item in list.get_ref().iter().filter(|s| s.get_ref().contains('\0')) {
             self.error(
-                span,
-                format!("{header} has no `command`"),
-                Some(format!("every tool names what it runs, e.g. {EXAMPLE}")),
+                item.span(),
+                format!("each entry of {what} contains a NUL byte"),
+                None,
             );
-            return None;
+        }
+    }
+
+    fn command(&mut self, value: Option<&Strings>, table: Span, header: &str) -> Vec<String> {
+        const EXAMPLE: &str = "command = [\"grep\", \"-rn\"]";
+        let Some(value) = value else {
+            let help = format!("every tool names what it runs, e.g. {EXAMPLE}");
+            self.error(table, format!("{header} has no `command`"), Some(help));
+            return Vec::new();
         };
         let what = format!("`command` in {header}");
-        let argv = self.strings(value, &what, EXAMPLE)?;
-        match argv.first() {
+        self.no_nul(value, &what);
+        match value.get_ref().first() {
             None => {
-                self.error(
-                    value.span(),
-                    format!("{what} is empty"),
-                    Some(format!("for example: {EXAMPLE}")),
-                );
-                None
+                let help = format!("for example: {EXAMPLE}");
+                self.error(value.span(), format!("{what} is empty"), Some(help));
             }
-            Some((program, span)) if program.is_empty() => {
+            Some(program) if program.get_ref().is_empty() => {
                 self.error(
-                    span.clone(),
+                    program.span(),
                     format!("the program in {what} is empty"),
                     None,
                 );
-                None
             }
-            Some(_) => Some(argv.into_iter().map(|(s, _)| s).collect()),
+            Some(_) => {}
+        }
+        strings(value)
+    }
+
+    fn absolute(&mut self, value: &S<String>, what: &str, example: &str) -> Option<PathBuf> {
+        clean_absolute(value.get_ref())
+            .map_err(|why| {
+                let help = format!("for example: {example}");
+                self.error(value.span(), format!("{what} {why}"), Some(help));
+            })
+            .ok()
+    }
+
+    /// A host path: absolute, or starting with `${policy_dir}` (substituted here) or, where
+    /// `workspace` is allowed, `${workspace}` (substituted per invocation).
+    fn host_path(&mut self, value: &S<String>, what: &str, workspace: bool) -> Option<HostPath> {
+        let (example, valid) = if workspace {
+            ("host = \"${workspace}\"", "${workspace} and ${policy_dir}")
+        } else {
+            ("rootfs = \"${policy_dir}/rootfs\"", "${policy_dir}")
+        };
+        let text = value.get_ref();
+        let variable = |var: &str| {
+            let rest = text.strip_prefix(var)?;
+            Some(if !(rest.is_empty() || rest.starts_with('/')) {
+                Err(format!("must continue with `/` after {var}"))
+            } else if rest.contains("${") {
+                Err(format!(
+                    "uses a variable after the start (only {valid}, at the start)"
+                ))
+            } else {
+                Ok(rest)
+            })
+        };
+        let result = if let Some(rest) = variable("${workspace}").filter(|_| workspace) {
+            rest.and_then(|rest| clean(rest, "").map(HostPath::Workspace))
+        } else if let Some(rest) = variable("${policy_dir}") {
+            rest.and_then(|rest| {
+                let joined = format!("{}{rest}", self.policy_dir.display());
+                clean_absolute(&joined)
+                    .map(HostPath::Absolute)
+                    .map_err(|why| format!("{why} after ${{policy_dir}} became {joined:?}"))
+            })
+        } else if let Some(start) = text.find("${") {
+            let var: String = text[start..].chars().take_while(|c| *c != '}').collect();
+            Err(format!(
+                "uses unknown variable `{var}}}`; valid variables: {valid}"
+            ))
+        } else {
+            clean_absolute(text).map(HostPath::Absolute)
+        };
+        result
+            .map_err(|why| {
+                let help = format!("for example: {example}");
+                self.error(value.span(), format!("{what} {why}"), Some(help));
+            })
+            .ok()
+    }
+
+    fn image(&mut self, value: &S<String>, what: &str) -> Option<String> {
+        let image = value.get_ref();
+        if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c == '\0') {
+            let message = format!("{what} is not an image reference: {image:?}");
+            return self.refuse(value.span(), message, None);
+        }
+        if let Some(digest) = digest_is_malformed(image) {
+            let help = Some("a digest is `sha256:` followed by 64 lowercase hex digits");
+            let message = format!("{what} has a malformed digest {digest:?}");
+            return self.refuse(value.span(), message, help);
+        }
+        Some(image.clone())
+    }
+
+    fn user(&mut self, value: &S<String>, what: &str) -> Option<User> {
+        let text = value.get_ref();
+        let (uid, gid) = text.split_once(':').unwrap_or((text, text));
+        match (uid.parse::<u32>(), gid.parse::<u32>()) {
+            (Ok(uid), Ok(gid)) => Some(User { uid, gid }),
+            _ => {
+                let example = format!(
+                    "for example: user = \"{0}:{0}\"",
+                    nanoclaw_spec::SANDBOX_UID
+                );
+                let message = format!("{what} must be numeric \"UID:GID\", not {text:?}");
+                self.refuse(value.span(), message, Some(&example))
+            }
+        }
+    }
+
+    fn env(
+        &mut self,
+        env: BTreeMap<S<String>, S<String>>,
+        header: &str,
+        spots: &mut Spots,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, value) in env {
+            if !is_env_name(name.get_ref()) {
+                let message = format!(
+                    "invalid environment variable name {:?} in `env` in {header}",
+                    name.get_ref()
+                );
+                let help = Some("names are letters, digits and `_`, not starting with a digit");
+                self.refuse::<()>(name.span(), message, help);
+                continue;
+            }
+            if value.get_ref().contains('\0') {
+                let message = format!("`env.{}` in {header} contains a NUL byte", name.get_ref());
+                self.error(value.span(), message, None);
+            }
+            self.spot(spots, format!("env.{}", name.get_ref()), &name.span());
+            out.push((name.into_inner(), value.into_inner()));
+        }
+        out
+    }
+
+    fn network(
+        &mut self,
+        value: S<StrOr<RawNetwork, true>>,
+        tool: &str,
+        spots: &mut Spots,
+    ) -> ToolNetwork {
+        const EXAMPLE: &str = "for example: network = { allow = [\"api.github.com:443\"] }";
+        let span = value.span();
+        let name = format!("[tools.{tool}.network]");
+        let allow = match value.into_inner() {
+            StrOr::Str(word) if word == "none" => return ToolNetwork::None,
+            StrOr::Str(word) if word == "host" => {
+                let message = format!(
+                    "`network = \"host\"` in [tools.{tool}] is not supported: {NO_BACKEND}"
+                );
+                let help = "name the hosts it needs: network = { allow = [\"HOST:PORT\"] }";
+                return self
+                    .refuse(span, message, Some(help))
+                    .unwrap_or(ToolNetwork::None);
+            }
+            StrOr::Str(other) => {
+                let message = format!("invalid `network` in [tools.{tool}] {other:?}; valid values: \"none\" or a table {{ allow = [\"HOST:PORT\", ...] }}");
+                return self
+                    .refuse(span, message, Some(EXAMPLE))
+                    .unwrap_or(ToolNetwork::None);
+            }
+            StrOr::Other(RawNetwork { allow: None }) => {
+                let message = format!("{name} has no `allow` list");
+                return self
+                    .refuse(span, message, Some(EXAMPLE))
+                    .unwrap_or(ToolNetwork::None);
+            }
+            StrOr::Other(RawNetwork { allow: Some(allow) }) => allow,
+        };
+        if allow.get_ref().is_empty() {
+            let help = Some("write network = \"none\" for no network");
+            self.refuse::<()>(allow.span(), format!("`allow` in {name} is empty"), help);
+        }
+        let help = "write HOST:PORT: a host name, `*.` and a domain (subdomains only), an IPv4 address or [IPv6], then a port";
+        let rules = self.egress(&allow, "egress destination", &name, help);
+        for (i, (_, span)) in rules.iter().enumerate() {
+            self.spot(spots, format!("network.allow.{i}"), span);
+        }
+        ToolNetwork::Allow(rules.into_iter().map(|(rule, _)| rule).collect())
+    }
+
+    /// Egress rules (`HOST:PORT`), each once.
+    fn egress(
+        &mut self,
+        list: &Strings,
+        noun: &str,
+        place: &str,
+        help: &str,
+    ) -> Vec<(EgressRule, Span)> {
+        let mut rules: Vec<(EgressRule, Span)> = Vec::new();
+        for entry in list.get_ref() {
+            let (text, span) = (entry.get_ref(), entry.span());
+            match egress::parse_rule(text) {
+                Ok(rule) if rules.iter().any(|(r, _)| *r == rule) => {
+                    let message = format!("duplicate {noun} {text:?} in {place}");
+                    self.error(span, message, None);
+                }
+                Ok(rule) => rules.push((rule, span)),
+                Err(why) => {
+                    let message = format!("invalid {noun} {text:?} in {place}: {why}");
+                    self.error(span, message, Some(help.to_string()));
+                }
+            }
+        }
+        rules
+    }
+
+    fn secrets(
+        &mut self,
+        items: Vec<S<RawSecret>>,
+        tool: &str,
+        env: &[(String, String)],
+        network: &ToolNetwork,
+        spots: &mut Spots,
+    ) -> Vec<Secret> {
+        const EXAMPLE: &str = "for example: secrets = [{ name = \"GITHUB_TOKEN\", ttl = \"5m\", from = \"env:GITHUB_TOKEN\" }]";
+        let mut secrets: Vec<Secret> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let table = format!("[[tools.{tool}.secrets]] #{}", i + 1);
+            let span = item.span();
+            let raw = item.into_inner();
+            let name = match &raw.name {
+                None => self.refuse(
+                    span.clone(),
+                    format!("{table} has no `name`"),
+                    Some(EXAMPLE),
+                ),
+                Some(n) if !is_env_name(n.get_ref()) => self.refuse(
+                    n.span(),
+                    format!("invalid secret name {:?} in {table}", n.get_ref()),
+                    Some("names are letters, digits and `_`, not starting with a digit"),
+                ),
+                Some(n) if secrets.iter().any(|s| s.name == *n.get_ref()) => self.refuse(
+                    n.span(),
+                    format!(
+                        "duplicate secret {:?} in `secrets` in [tools.{tool}]",
+                        n.get_ref()
+                    ),
+                    None,
+                ),
+                Some(n) if env.iter().any(|(k, _)| k == n.get_ref()) => self.refuse(
+                    n.span(),
+                    format!(
+                        "secret {:?} of tool `{tool}` is also a fixed `env` value",
+                        n.get_ref()
+                    ),
+                    Some("a name is either a secret or a fixed value"),
+                ),
+                Some(n) => Some(n.get_ref().clone()),
+            };
+            let ttl = raw
+                .ttl
+                .as_ref()
+                .and_then(|v| self.duration(v, &format!("`ttl` in {table}")));
+            let from = self.secret_source(raw.from.as_ref(), span.clone(), &table);
+            let deliver = raw.deliver.as_ref().map_or(
+                match network {
+                    ToolNetwork::Allow(_) => Delivery::Placeholder,
+                    ToolNetwork::None => Delivery::File,
+                },
+                |d| *d.get_ref(),
+            );
+            let help = "write HOST:PORT, as in the tool's network allow list";
+            let hosts = raw.hosts.as_ref().map_or_else(Vec::new, |h| {
+                self.egress(h, "host", &format!("`hosts` in {table}"), help)
+            });
+            if deliver == Delivery::Placeholder
+                && raw.hosts.as_ref().is_none_or(|h| h.get_ref().is_empty())
+            {
+                let message = format!("{table} is delivered as a placeholder but names no `hosts`");
+                self.refuse::<()>(span.clone(), message, Some("list where the proxy may send the value: hosts = [\"api.github.com:443\"] (a subset of the tool's network allow list)"));
+            }
+            self.spot(spots, format!("secrets.{i}"), &span);
+            for (key, at) in [
+                ("from", raw.from.as_ref().map(S::span)),
+                ("deliver", raw.deliver.as_ref().map(S::span)),
+                ("hosts", raw.hosts.as_ref().map(S::span)),
+            ] {
+                if let Some(at) = at {
+                    self.spot(spots, format!("secrets.{i}.{key}"), &at);
+                }
+            }
+            secrets.push(Secret {
+                name: name.unwrap_or_default(),
+                ttl,
+                from,
+                deliver,
+                hosts: hosts.into_iter().map(|(rule, _)| rule).collect(),
+                body: raw.body.unwrap_or(false),
+            });
+        }
+        secrets
+    }
+
+    /// `from = "env:VAR" | "file:PATH" | ["cmd", "arg", ...]`.
+    fn secret_source(
+        &mut self,
+        value: Option<&S<StrOr<Vec<S<String>>, false>>>,
+        item: Span,
+        table: &str,
+    ) -> SecretSource {
+        const HELP: &str = "write from = \"env:VAR\" (nanoclaw's environment), from = \"file:/abs/path\", or from = [\"command\", \"arg\", ...] (run on the host, no shell; its stdout is the value)";
+        let what = format!("`from` in {table}");
+        let refused = SecretSource::Env(String::new());
+        let Some(value) = value else {
+            return self
+                .refuse(item, format!("{table} has no `from`"), Some(HELP))
+                .unwrap_or(refused);
+        };
+        let span = value.span();
+        let (message, help) = match value.get_ref() {
+            StrOr::Other(argv) if argv.first().is_some_and(|p| !p.get_ref().is_empty()) => {
+                self.no_nul(&S::new(span, argv.clone()), &what);
+                return SecretSource::Command(argv.iter().map(|s| s.get_ref().clone()).collect());
+            }
+            StrOr::Other(_) => (format!("{what} names no command"), None),
+            StrOr::Str(s) => match s.split_once(':') {
+                Some(("env", var)) if is_env_name(var) => return SecretSource::Env(var.into()),
+                Some(("env", var)) => (format!("invalid variable name {var:?} in {what}"), None),
+                Some(("file", path)) if path.starts_with('/') && !path.contains('\0') => {
+                    return SecretSource::File(PathBuf::from(path));
+                }
+                Some(("file", path)) => (
+                    format!("{what} must name an absolute path, not {path:?}"),
+                    None,
+                ),
+                other => {
+                    let found = other.map_or(s.as_str(), |(scheme, _)| scheme);
+                    let message = format!(
+                        "invalid {what} {s:?}: a string source is \"env:VAR\" or \"file:PATH\""
+                    );
+                    (message, suggest(found, &["env", "file"]))
+                }
+            },
+        };
+        self.error(span, message, help.or(Some(HELP.into())));
+        refused
+    }
+
+    fn syscalls(&mut self, raw: S<RawSyscalls>, tool: &str) -> Syscalls {
+        let name = format!("[tools.{tool}.syscalls]");
+        let raw = raw.into_inner();
+        let mut syscalls = Syscalls::default();
+        if let Some(p) = raw.profile {
+            if PROFILES.contains(&p.get_ref().as_str()) {
+                syscalls.profile = p.into_inner();
+            } else {
+                let message = format!(
+                    "unknown syscall profile {:?} in {name}; valid profiles: {}",
+                    p.get_ref(),
+                    PROFILES.join(", ")
+                );
+                self.error(p.span(), message, None);
+            }
+        }
+        syscalls
+    }
+
+    fn mounts(&mut self, items: Vec<S<RawMount>>, tool: &str, spots: &mut Spots) -> Vec<MountDecl> {
+        const EXAMPLE: &str =
+            "for example: [[tools.NAME.mounts]]\nhost = \"${workspace}\"\npath = \"/work\"";
+        let mut mounts = Vec::new();
+        let mut seen: BTreeMap<PathBuf, Location> = BTreeMap::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let name = format!("[[tools.{tool}.mounts]] #{}", i + 1);
+            let span = item.span();
+            let raw = item.into_inner();
+            let host = match &raw.host {
+                Some(v) => self.host_path(v, &format!("`host` in {name}"), true),
+                None => self.refuse(span.clone(), format!("{name} has no `host`"), Some(EXAMPLE)),
+            };
+            let path = match &raw.path {
+                Some(v) => self.target(v, &format!("`path` in {name}"), &mut seen),
+                None => self.refuse(span.clone(), format!("{name} has no `path`"), Some(EXAMPLE)),
+            };
+            self.spot(spots, format!("mounts.{i}"), &span);
+            if let (Some(host), Some(path)) = (host, path) {
+                mounts.push(MountDecl {
+                    host,
+                    path,
+                    writable: raw.mode == Some(Mode::Rw),
+                    credentials_visible: raw.credentials == Some(Credentials::Visible),
+                });
+            }
+        }
+        mounts
+    }
+
+    /// A mount target: absolute, not reserved, not already used by this tool.
+    fn target(
+        &mut self,
+        value: &S<String>,
+        what: &str,
+        seen: &mut BTreeMap<PathBuf, Location>,
+    ) -> Option<PathBuf> {
+        let path = self.absolute(value, what, "path = \"/work\"")?;
+        let shown = path.display();
+        if path == Path::new("/") {
+            let help = Some("mount somewhere below it, e.g. \"/work\"");
+            return self.refuse(
+                value.span(),
+                format!("{what} is `/`, the sandbox's own root"),
+                help,
+            );
+        }
+        if let Some(reserved) = RESERVED_TARGETS.iter().find(|r| path.starts_with(r)) {
+            let message =
+                format!("{what} {shown} is inside {reserved}, which the sandbox provides itself");
+            let help = format!("reserved: {}", RESERVED_TARGETS.join(", "));
+            return self.refuse(value.span(), message, Some(&help));
+        }
+        if let Some(first) = seen.get(&path) {
+            let message = format!("duplicate mount target {shown} in {what}");
+            let help = format!(
+                "{shown} is already mounted at line {}:{}",
+                first.line, first.column
+            );
+            return self.refuse(value.span(), message, Some(&help));
+        }
+        seen.insert(path.clone(), self.source.locate(value.span().start));
+        Some(path)
+    }
+
+    fn acknowledgement(
+        &mut self,
+        raw: S<RawUnsafe>,
+        tool: &str,
+        spots: &mut Spots,
+    ) -> Acknowledgement {
+        let name = format!("[tools.{tool}.unsafe]");
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let why = Some("say in writing why the risk is acceptable");
+        let reason = match raw.reason {
+            None => self.refuse(span.clone(), format!("{name} has no `reason`"), why),
+            Some(r) if r.get_ref().trim().is_empty() => {
+                self.refuse(r.span(), format!("`reason` in {name} is empty"), why)
+            }
+            Some(r) => Some(r.into_inner()),
+        };
+        let valid: Vec<&str> = Rule::ACKNOWLEDGEABLE.iter().map(|r| r.id()).collect();
+        let name_them = format!("name the rules it acknowledges: {}", valid.join(", "));
+        let mut rules = Vec::new();
+        match raw.allow {
+            None => {
+                self.refuse::<()>(
+                    span,
+                    format!("{name} has no `allow` list"),
+                    Some(&name_them),
+                );
+            }
+            Some(list) if list.get_ref().is_empty() => {
+                self.refuse::<()>(
+                    list.span(),
+                    format!("`allow` in {name} is empty"),
+                    Some(&name_them),
+                );
+            }
+            Some(list) => {
+                for (i, id) in list.get_ref().iter().enumerate() {
+                    let text = id.get_ref().as_str();
+                    match Rule::ACKNOWLEDGEABLE.iter().find(|r| r.id() == text) {
+                        Some(rule) if rules.contains(rule) => {
+                            let message = format!("duplicate rule `{text}` in `allow` of {name}");
+                            self.error(id.span(), message, None);
+                        }
+                        Some(rule) => {
+                            rules.push(*rule);
+                            self.spot(spots, format!("unsafe.allow.{i}"), &id.span());
+                        }
+                        None => {
+                            let message = format!("`{text}` in `allow` of {name} is not a rule that can be acknowledged; valid: {}", valid.join(", "));
+                            self.error(id.span(), message, suggest(text, &valid));
+                        }
+                    }
+                }
+            }
+        }
+        Acknowledgement {
+            reason: reason.unwrap_or_default(),
+            allow: rules,
         }
     }
 
     /// `[tools.NAME.params.*]`, in the order written, each with the span of its table; and
     /// the names of those refused.
-    fn params(&mut self, value: &Value<'_>, tool: &str) -> Option<Declared> {
-        const EXAMPLE: &str = "[tools.NAME.params.command]\ntype = \"string\"\nrequired = true";
-        let name = format!("[tools.{tool}.params]");
-        let table = self.table(value, &name, EXAMPLE)?;
-        let mut entries: Vec<_> = table.iter().collect();
+    fn params(
+        &mut self,
+        table: BTreeMap<S<String>, S<RawParam>>,
+        tool: &str,
+    ) -> (Vec<(Param, Span)>, Vec<String>) {
+        let mut entries: Vec<_> = table.into_iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
         let mut params: Vec<(Param, Span)> = Vec::new();
         let mut refused = Vec::new();
         for (key, value) in entries {
-            match self.param(key, value, tool) {
-                Some(param) => params.push((param, value.span())),
-                None => refused.push(key.get_ref().to_string()),
+            let span = value.span();
+            match self.param(&key, value, tool) {
+                Some(param) => params.push((param, span)),
+                None => refused.push(key.into_inner()),
             }
         }
         let stdin: Vec<&(Param, Span)> = params.iter().filter(|(p, _)| p.stdin).collect();
         if let [_, second, ..] = stdin.as_slice() {
             let names: Vec<&str> = stdin.iter().map(|(p, _)| p.name.as_str()).collect();
-            self.error(
-                second.1.clone(),
-                format!(
-                    "tool `{tool}` has more than one stdin parameter ({}); a command has one standard input",
-                    names.join(", ")
-                ),
-                None,
+            let message = format!(
+                "tool `{tool}` has more than one stdin parameter ({}); a command has one standard input",
+                names.join(", ")
             );
+            self.error(second.1.clone(), message, None);
         }
-        Some((params, refused))
+        (params, refused)
     }
 
-    fn param(
-        &mut self,
-        key: &Spanned<std::borrow::Cow<'_, str>>,
-        value: &Value<'_>,
-        tool: &str,
-    ) -> Option<Param> {
-        let param_name = key.get_ref().to_string();
-        let header = format!("[tools.{tool}.params.{param_name}]");
-        let example = "type = \"string\"";
-        let mut ok = true;
-        if !params::is_param_name(&param_name) {
-            let help = if param_name == params::ARGS_PROPERTY {
+    fn param(&mut self, key: &S<String>, value: S<RawParam>, tool: &str) -> Option<Param> {
+        let errors_before = self.errors.len();
+        let name = key.get_ref().clone();
+        let header = format!("[tools.{tool}.params.{name}]");
+        let what = |k: &str| format!("`{k}` in {header}");
+        if !params::is_param_name(&name) {
+            let help = if name == params::ARGS_PROPERTY {
                 "`args` is the name of the appended arguments (args = \"append\")"
             } else {
                 "a parameter name is letters, digits and `_`, not starting with a digit (at most 64)"
             };
-            self.error(
-                key.span(),
-                format!("invalid parameter name {param_name:?} in [tools.{tool}.params]"),
-                Some(help.into()),
-            );
-            ok = false;
+            let message = format!("invalid parameter name {name:?} in [tools.{tool}.params]");
+            self.refuse::<()>(key.span(), message, Some(help));
         }
-        let table = self.table(value, &header, example)?;
-        self.known_keys(table, &header, PARAM_KEYS);
-        let what = |k: &str| format!("`{k}` in {header}");
-        let valid_types: Vec<&str> = ParamType::ALL.iter().map(|t| t.as_str()).collect();
-        let kind = match get(table, "type") {
+        let span = value.span();
+        let raw = value.into_inner();
+        let kind = match &raw.kind {
+            Some(kind) => *kind.get_ref(),
             None => {
-                self.error(
-                    value.span(),
-                    format!("{header} has no `type`"),
-                    Some(format!("valid types: {}", valid_types.join(", "))),
+                let valid: Vec<&str> = ParamType::ALL.iter().map(|t| t.as_str()).collect();
+                let help = format!("valid types: {}", valid.join(", "));
+                self.refuse::<()>(span.clone(), format!("{header} has no `type`"), Some(&help));
+                ParamType::String
+            }
+        };
+        let string_only = [
+            ("pattern", raw.pattern.as_ref().map(S::span)),
+            ("enum", raw.choices.as_ref().map(S::span)),
+            ("max_length", raw.max_length.as_ref().map(S::span)),
+        ];
+        for (key, at) in string_only {
+            if let Some(at) = at.filter(|_| kind != ParamType::String) {
+                let message = format!(
+                    "{} applies to strings only, and `{name}` is {}",
+                    what(key),
+                    kind.described()
                 );
-                None
+                self.error(at, message, None);
             }
-            Some(v) => match self.string(v, &what("type"), example) {
-                None => None,
-                Some(t) => match ParamType::ALL.iter().find(|k| k.as_str() == t) {
-                    Some(kind) => Some(*kind),
-                    None => {
-                        self.error(
-                            v.span(),
-                            format!(
-                                "invalid {} {t:?}; valid types: {} (an array is of strings)",
-                                what("type"),
-                                valid_types.join(", ")
-                            ),
-                            suggest(&t, &valid_types),
-                        );
-                        None
-                    }
-                },
-            },
-        };
-        let description = get(table, "description")
-            .and_then(|v| self.string(v, &what("description"), "description = \"the pattern\""));
-        let flag = |p: &mut Self, key: &str| match get(table, key) {
-            None => Some(false),
-            Some(v) => match v.get_ref() {
-                DeValue::Boolean(b) => Some(*b),
-                _ => {
-                    p.wrong_type(v, &what(key), "a boolean", &format!("{key} = true"));
-                    None
-                }
-            },
-        };
-        let required = flag(self, "required");
-        let stdin_flag = flag(self, "stdin");
-        // Only strings have these; what they constrain, a string's.
-        let string_only = |p: &mut Self, key: &str| {
-            let v = get(table, key)?;
-            if kind.is_some_and(|k| k != ParamType::String) {
-                p.error(
-                    v.span(),
-                    format!(
-                        "{} applies to strings only, and `{param_name}` is {} {}",
-                        what(key),
-                        article(kind.map_or("", |k| k.as_str())),
-                        kind.map_or("", |k| k.as_str())
-                    ),
-                    None,
+        }
+        if let Some(p) = &raw.pattern {
+            let compiled = match p.get_ref().contains('\0') {
+                true => Err("error: it contains a NUL byte".to_string()),
+                false => params::compile_pattern(p.get_ref()).map(|_| ()),
+            };
+            if let Err(why) = compiled {
+                let last = why.lines().last().unwrap_or_default().trim();
+                let first = last.strip_prefix("error: ").unwrap_or(last);
+                let help = Some("a pattern is a regular expression, matched anywhere unless anchored with ^ and $");
+                self.refuse::<()>(
+                    p.span(),
+                    format!("{} does not compile: {first}", what("pattern")),
+                    help,
                 );
-                return Some(Err(()));
             }
-            Some(Ok(v))
-        };
-        let pattern = match string_only(self, "pattern") {
-            None => Some(None),
-            Some(Err(())) => None,
-            Some(Ok(v)) => match self.plain_string(v, &what("pattern"), "pattern = \"^[a-z]+$\"") {
-                None => None,
-                Some(p) => match params::compile_pattern(&p) {
-                    Ok(_) => Some(Some(p)),
-                    Err(why) => {
-                        let last = why.lines().last().unwrap_or_default().trim();
-                        let first = last.strip_prefix("error: ").unwrap_or(last).to_string();
-                        self.error(
-                            v.span(),
-                            format!("{} does not compile: {first}", what("pattern")),
-                            Some("a pattern is a regular expression, matched anywhere unless anchored with ^ and $".into()),
-                        );
-                        None
-                    }
-                },
-            },
-        };
-        let choices = match string_only(self, "enum") {
-            None => Some(None),
-            Some(Err(())) => None,
-            Some(Ok(v)) => match self.strings(v, &what("enum"), "enum = [\"fast\", \"slow\"]") {
-                None => None,
-                Some(values) if values.is_empty() => {
-                    self.error(v.span(), format!("{} is empty", what("enum")), None);
-                    None
-                }
-                Some(values) => {
-                    let mut out: Vec<String> = Vec::new();
-                    let mut fine = true;
-                    for (choice, span) in values {
-                        if out.contains(&choice) {
-                            self.error(
-                                span,
-                                format!("duplicate value {choice:?} in {}", what("enum")),
-                                None,
-                            );
-                            fine = false;
-                        } else {
-                            out.push(choice);
-                        }
-                    }
-                    fine.then_some(Some(out))
-                }
-            },
-        };
-        let max_length = match string_only(self, "max_length") {
-            None => Some(None),
-            Some(Err(())) => None,
-            Some(Ok(v)) => {
-                let parsed = match v.get_ref() {
-                    DeValue::Integer(i) => u32::from_str_radix(i.as_str(), i.radix()).ok(),
-                    _ => {
-                        self.wrong_type(
-                            v,
-                            &what("max_length"),
-                            "a whole number",
-                            "max_length = 4096",
-                        );
-                        return None;
-                    }
-                };
-                match parsed {
-                    Some(n) => Some(Some(n as usize)),
-                    None => {
-                        self.error(
-                            v.span(),
-                            format!(
-                                "{} must be a whole number from 0 to {}",
-                                what("max_length"),
-                                u32::MAX
-                            ),
-                            None,
-                        );
-                        None
-                    }
-                }
+        }
+        let mut choices: Option<Vec<String>> = None;
+        if let Some(list) = &raw.choices {
+            if list.get_ref().is_empty() {
+                self.error(list.span(), format!("{} is empty", what("enum")), None);
             }
-        };
-        let stdin = match stdin_flag {
-            Some(false) if param_name == "stdin" && get(table, "stdin").is_some() => {
-                self.error(
-                    get(table, "stdin").map_or(0..0, |v| v.span()),
-                    format!("a parameter named `stdin` always feeds standard input ({header})"),
-                    Some("give the parameter another name to pass it as an argument".into()),
-                );
-                None
+            self.no_nul(list, &what("enum"));
+            let mut out: Vec<String> = Vec::new();
+            for choice in list.get_ref() {
+                if out.contains(choice.get_ref()) {
+                    let message =
+                        format!("duplicate value {:?} in {}", choice.get_ref(), what("enum"));
+                    self.error(choice.span(), message, None);
+                }
+                out.push(choice.get_ref().clone());
             }
-            Some(flag) => Some(flag || param_name == "stdin"),
-            None => None,
-        };
-        if stdin == Some(true) && kind.is_some_and(|k| k != ParamType::String) {
-            self.error(
-                get(table, "type").map_or(value.span(), |v| v.span()),
-                format!("{header} feeds standard input, so its type must be \"string\""),
-                None,
+            choices = Some(out);
+        }
+        let max_length = raw.max_length.as_ref().and_then(|v| {
+            let message = format!(
+                "{} must be a whole number from 0 to {}",
+                what("max_length"),
+                u32::MAX
             );
-            ok = false;
+            let n = u32::try_from(*v.get_ref()).ok();
+            n.or_else(|| self.refuse(v.span(), message, None))
+        });
+        if let Some(v) = raw
+            .stdin
+            .as_ref()
+            .filter(|v| !v.get_ref() && name == "stdin")
+        {
+            let message =
+                format!("a parameter named `stdin` always feeds standard input ({header})");
+            let help = Some("give the parameter another name to pass it as an argument");
+            self.refuse::<()>(v.span(), message, help);
+        }
+        let stdin = raw.stdin.as_ref().is_some_and(|v| *v.get_ref()) || name == "stdin";
+        if stdin && kind != ParamType::String {
+            let at = raw.kind.as_ref().map_or(span, S::span);
+            let message = format!("{header} feeds standard input, so its type must be \"string\"");
+            self.error(at, message, None);
         }
         let param = Param {
-            name: param_name,
-            kind: kind?,
-            description,
-            required: required?,
-            pattern: pattern?,
-            choices: choices?,
-            max_length: max_length?,
-            stdin: stdin?,
+            name,
+            kind,
+            description: raw.description,
+            required: raw.required.unwrap_or(false),
+            pattern: raw.pattern.map(S::into_inner),
+            choices,
+            max_length: max_length.map(|n| n as usize),
+            stdin,
         };
-        ok.then_some(param)
+        (self.errors.len() == errors_before).then_some(param)
     }
 
     /// Checks every brace in `command` against `params`: each placeholder names a declared
@@ -996,39 +1524,30 @@ impl<'s> Parser<'s> {
     /// parameter is used. Returns the parameters.
     fn placeholders(
         &mut self,
-        table: &DeTable<'_>,
+        command: &Strings,
         params: Vec<(Param, Span)>,
         refused: &[String],
         header: &str,
-    ) -> Option<Vec<Param>> {
-        let items = match get(table, "command").map(|v| v.get_ref()) {
-            Some(DeValue::Array(items)) => items,
-            _ => return None,
-        };
-        let mut ok = true;
+    ) -> Vec<Param> {
         let mut used: Vec<&str> = Vec::new();
         let names: Vec<&str> = params.iter().map(|(p, _)| p.name.as_str()).collect();
-        for (i, item) in items.iter().enumerate() {
-            let DeValue::String(element) = item.get_ref() else {
-                return None;
-            };
+        for (i, item) in command.get_ref().iter().enumerate() {
+            let element = item.get_ref();
             let name = match params::piece(element) {
                 Ok(Piece::Literal(_)) => continue,
                 Ok(Piece::Param(name)) => name,
                 Err(why) => {
                     // One error for `--x={p}`, not a second one for `p` unused.
                     used.extend(
-                        params
+                        names
                             .iter()
-                            .map(|(p, _)| p.name.as_str())
-                            .filter(|name| element.contains(&format!("{{{name}}}"))),
+                            .filter(|n| element.contains(&format!("{{{n}}}"))),
                     );
                     self.error(
                         item.span(),
                         format!("`command` in {header}: {why}"),
                         Some("a placeholder is a whole argument, e.g. [\"grep\", \"--\", \"{pattern}\"]; write {{ and }} for literal braces".into()),
                     );
-                    ok = false;
                     continue;
                 }
             };
@@ -1056,862 +1575,48 @@ impl<'s> Parser<'s> {
                 )),
                 Some(_) => None,
             };
-            if let Some((message, help)) = problem {
-                self.error(item.span(), message, Some(help));
-                ok = false;
-            } else {
-                used.push(name);
+            match problem {
+                Some((message, help)) => self.error(item.span(), message, Some(help)),
+                None => used.push(name),
             }
         }
         for (param, span) in &params {
             if !param.stdin && !used.contains(&param.name.as_str()) {
-                self.error(
-                    span.clone(),
-                    format!(
-                        "parameter `{}` of {header} is declared but not used in `command`",
-                        param.name
-                    ),
-                    Some(format!(
-                        "add \"{{{}}}\" as an argument of `command`, or remove the parameter",
-                        param.name
-                    )),
+                let message = format!(
+                    "parameter `{}` of {header} is declared but not used in `command`",
+                    param.name
                 );
-                ok = false;
-            }
-        }
-        ok.then(|| params.into_iter().map(|(p, _)| p).collect())
-    }
-
-    fn absolute(&mut self, value: &Value<'_>, what: &str, example: &str) -> Option<PathBuf> {
-        let text = self.string(value, what, example)?;
-        match clean_absolute(&text) {
-            Ok(path) => Some(path),
-            Err(why) => {
-                self.error(
-                    value.span(),
-                    format!("{what} {why}"),
-                    Some(format!("for example: {example}")),
+                let help = format!(
+                    "add \"{{{}}}\" as an argument of `command`, or remove the parameter",
+                    param.name
                 );
-                None
+                self.error(span.clone(), message, Some(help));
             }
         }
-    }
-
-    /// A host path: absolute, or starting with `${policy_dir}` (substituted here) or, where
-    /// `workspace` is allowed, `${workspace}` (substituted per invocation).
-    fn host_path(&mut self, value: &Value<'_>, what: &str, workspace: bool) -> Option<HostPath> {
-        let example = if workspace {
-            "host = \"${workspace}\""
-        } else {
-            "rootfs = \"${policy_dir}/rootfs\""
-        };
-        let text = self.string(value, what, example)?;
-        let valid = if workspace {
-            "${workspace} and ${policy_dir}"
-        } else {
-            "${policy_dir}"
-        };
-        let result = if let Some(rest) = text.strip_prefix("${workspace}").filter(|_| workspace) {
-            if !(rest.is_empty() || rest.starts_with('/')) {
-                Err("must continue with `/` after ${workspace}".to_string())
-            } else if rest.contains("${") {
-                Err(format!(
-                    "uses a variable after the start (only {valid}, at the start)"
-                ))
-            } else {
-                clean_relative(rest).map(HostPath::Workspace)
-            }
-        } else if let Some(rest) = text.strip_prefix("${policy_dir}") {
-            if !(rest.is_empty() || rest.starts_with('/')) {
-                Err("must continue with `/` after ${policy_dir}".to_string())
-            } else if rest.contains("${") {
-                Err(format!(
-                    "uses a variable after the start (only {valid}, at the start)"
-                ))
-            } else {
-                let joined = format!("{}{rest}", self.policy_dir.display());
-                clean_absolute(&joined)
-                    .map(HostPath::Absolute)
-                    .map_err(|why| format!("{why} after ${{policy_dir}} became {joined:?}"))
-            }
-        } else if let Some(start) = text.find("${") {
-            let var: String = text[start..].chars().take_while(|c| *c != '}').collect();
-            Err(format!(
-                "uses unknown variable `{var}}}`; valid variables: {valid}"
-            ))
-        } else {
-            clean_absolute(&text).map(HostPath::Absolute)
-        };
-        match result {
-            Ok(path) => Some(path),
-            Err(why) => {
-                self.error(
-                    value.span(),
-                    format!("{what} {why}"),
-                    Some(format!("for example: {example}")),
-                );
-                None
-            }
-        }
-    }
-
-    fn rootfs(&mut self, value: &Value<'_>, what: &str) -> Option<PathBuf> {
-        match self.host_path(value, what, false)? {
-            HostPath::Absolute(path) => Some(path),
-            // Unreachable: `${workspace}` is not accepted here.
-            HostPath::Workspace(_) => None,
-        }
-    }
-
-    fn image(&mut self, value: &Value<'_>, what: &str) -> Option<String> {
-        let image = self.plain_string(value, what, "image = \"debian@sha256:<64 hex digits>\"")?;
-        if image.is_empty() || image.chars().any(char::is_whitespace) {
-            self.error(
-                value.span(),
-                format!("{what} is not an image reference: {image:?}"),
-                None,
-            );
-            return None;
-        }
-        if let Some(digest) = digest_is_malformed(&image) {
-            self.error(
-                value.span(),
-                format!("{what} has a malformed digest {digest:?}"),
-                Some("a digest is `sha256:` followed by 64 lowercase hex digits".into()),
-            );
-            return None;
-        }
-        Some(image)
-    }
-
-    fn user(&mut self, value: &Value<'_>, what: &str) -> Option<User> {
-        let example = format!("user = \"{SANDBOX_UID}:{SANDBOX_UID}\"");
-        let text = self.string(value, what, &example)?;
-        let (uid, gid) = text.split_once(':').unwrap_or((&text, &text));
-        match (uid.parse::<u32>(), gid.parse::<u32>()) {
-            (Ok(uid), Ok(gid)) => Some(User { uid, gid }),
-            _ => {
-                self.error(
-                    value.span(),
-                    format!("{what} must be numeric \"UID:GID\", not {text:?}"),
-                    Some(format!("for example: {example}")),
-                );
-                None
-            }
-        }
-    }
-
-    fn env(
-        &mut self,
-        value: &Value<'_>,
-        header: &str,
-        spots: &mut Spots,
-    ) -> Option<Vec<(String, String)>> {
-        let what = format!("`env` in {header}");
-        let table = self.table(value, &what, "env = { LANG = \"C.UTF-8\" }")?;
-        let mut env = Vec::new();
-        let mut ok = true;
-        for (key, value) in table.iter() {
-            let name = key.get_ref().to_string();
-            if !is_env_name(&name) {
-                self.error(
-                    key.span(),
-                    format!("invalid environment variable name {name:?} in {what}"),
-                    Some("names are letters, digits and `_`, not starting with a digit".into()),
-                );
-                ok = false;
-                continue;
-            }
-            self.spot(spots, format!("env.{name}"), &key.span());
-            match self.plain_string(
-                value,
-                &format!("`env.{name}` in {header}"),
-                "LANG = \"C.UTF-8\"",
-            ) {
-                Some(v) => env.push((name, v)),
-                None => ok = false,
-            }
-        }
-        ok.then_some(env)
-    }
-
-    fn network(&mut self, value: &Value<'_>, tool: &str, spots: &mut Spots) -> Option<ToolNetwork> {
-        const EXAMPLE: &str = "network = { allow = [\"api.github.com:443\"] }";
-        let what = format!("`network` in [tools.{tool}]");
-        self.spot(spots, "network", &value.span());
-        let table = match value.get_ref() {
-            DeValue::String(s) => {
-                return match s.as_ref() {
-                    "none" => Some(ToolNetwork::None),
-                    "host" => Some(ToolNetwork::Host),
-                    other => {
-                        self.error(
-                            value.span(),
-                            format!("invalid {what} {other:?}; valid values: \"none\" or a table {{ allow = [\"HOST:PORT\", ...] }}"),
-                            Some(format!("for example: {EXAMPLE}")),
-                        );
-                        None
-                    }
-                };
-            }
-            DeValue::Table(table) => table,
-            _ => {
-                self.wrong_type(value, &what, "\"none\" or a table", EXAMPLE);
-                return None;
-            }
-        };
-        let name = format!("[tools.{tool}.network]");
-        self.known_keys(table, &name, NETWORK_KEYS);
-        let Some(allow) = get(table, "allow") else {
-            self.error(
-                value.span(),
-                format!("{name} has no `allow` list"),
-                Some(format!("for example: {EXAMPLE}")),
-            );
-            return None;
-        };
-        let entries = self.strings(allow, &format!("`allow` in {name}"), EXAMPLE)?;
-        if entries.is_empty() {
-            self.error(
-                allow.span(),
-                format!("`allow` in {name} is empty"),
-                Some("write network = \"none\" for no network".into()),
-            );
-            return None;
-        }
-        let mut rules: Vec<nanoclaw_spec::EgressRule> = Vec::new();
-        let mut ok = true;
-        for (i, (entry, span)) in entries.into_iter().enumerate() {
-            match egress::parse_rule(&entry) {
-                Ok(rule) if rules.contains(&rule) => {
-                    self.error(
-                        span,
-                        format!("duplicate egress destination {entry:?} in {name}"),
-                        None,
-                    );
-                    ok = false;
-                }
-                Ok(rule) => {
-                    self.spot(spots, format!("network.allow.{i}"), &span);
-                    rules.push(rule);
-                }
-                Err(why) => {
-                    self.error(
-                        span,
-                        format!("invalid egress destination {entry:?} in {name}: {why}"),
-                        Some("write HOST:PORT: a host name, `*.` and a domain (subdomains only), an IPv4 address or [IPv6], then a port".into()),
-                    );
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(ToolNetwork::Allow(rules))
-    }
-
-    fn secrets(
-        &mut self,
-        value: &Value<'_>,
-        tool: &str,
-        env: &Option<Vec<(String, String)>>,
-        network: Option<&ToolNetwork>,
-        spots: &mut Spots,
-    ) -> Option<Vec<Secret>> {
-        const EXAMPLE: &str =
-            "secrets = [{ name = \"GITHUB_TOKEN\", ttl = \"5m\", from = \"env:GITHUB_TOKEN\" }]";
-        let what = format!("`secrets` in [tools.{tool}]");
-        let items = self.array(value, &what, EXAMPLE)?;
-        let mut secrets: Vec<Secret> = Vec::new();
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            let name_of_table = format!("[tools.{tool}].secrets[{i}]");
-            let Some(table) = self.table(item, &format!("each entry of {what}"), EXAMPLE) else {
-                ok = false;
-                continue;
-            };
-            self.known_keys(table, &name_of_table, SECRET_KEYS);
-            let name = match get(table, "name") {
-                None => {
-                    self.error(
-                        item.span(),
-                        format!("{name_of_table} has no `name`"),
-                        Some(format!("for example: {EXAMPLE}")),
-                    );
-                    None
-                }
-                Some(v) => {
-                    let name = self.string(v, &format!("`name` in {name_of_table}"), EXAMPLE);
-                    match name {
-                        Some(n) if !is_env_name(&n) => {
-                            self.error(
-                                v.span(),
-                                format!("invalid secret name {n:?} in {name_of_table}"),
-                                Some(
-                                    "names are letters, digits and `_`, not starting with a digit"
-                                        .into(),
-                                ),
-                            );
-                            None
-                        }
-                        Some(n) if secrets.iter().any(|s| s.name == n) => {
-                            self.error(v.span(), format!("duplicate secret {n:?} in {what}"), None);
-                            None
-                        }
-                        Some(n) if env.iter().flatten().any(|(k, _)| *k == n) => {
-                            self.error(
-                                v.span(),
-                                format!(
-                                    "secret {n:?} of tool `{tool}` is also a fixed `env` value"
-                                ),
-                                Some("a name is either a secret or a fixed value".into()),
-                            );
-                            None
-                        }
-                        other => other,
-                    }
-                }
-            };
-            let ttl = match get(table, "ttl") {
-                None => Some(None),
-                Some(v) => self
-                    .duration(v, &format!("`ttl` in {name_of_table}"))
-                    .map(Some),
-            };
-            let from = self.secret_source(table, item, &name_of_table);
-            let deliver = self.secret_delivery(table, &name_of_table, network);
-            let hosts = match get(table, "hosts") {
-                None => Some(Vec::new()),
-                Some(v) => self.secret_hosts(v, &name_of_table),
-            };
-            let body = match get(table, "body") {
-                None => Some(false),
-                Some(v) => match v.get_ref() {
-                    DeValue::Boolean(b) => Some(*b),
-                    _ => {
-                        self.wrong_type(
-                            v,
-                            &format!("`body` in {name_of_table}"),
-                            "true or false",
-                            "body = true",
-                        );
-                        None
-                    }
-                },
-            };
-            if let (Some(Delivery::Placeholder), Some(hosts)) = (deliver, &hosts) {
-                if hosts.is_empty() {
-                    self.error(
-                        item.span(),
-                        format!("{name_of_table} is delivered as a placeholder but names no `hosts`"),
-                        Some("list where the proxy may send the value: hosts = [\"api.github.com:443\"] (a subset of the tool's network allow list)".into()),
-                    );
-                    ok = false;
-                }
-            }
-            match (name, ttl, from, deliver, hosts, body) {
-                (Some(name), Some(ttl), Some(from), Some(deliver), Some(hosts), Some(body)) => {
-                    self.spot(spots, format!("secrets.{i}"), &item.span());
-                    if let Some(v) = get(table, "from") {
-                        self.spot(spots, format!("secrets.{i}.from"), &v.span());
-                    }
-                    if let Some(v) = get(table, "deliver") {
-                        self.spot(spots, format!("secrets.{i}.deliver"), &v.span());
-                    }
-                    if let Some(v) = get(table, "hosts") {
-                        self.spot(spots, format!("secrets.{i}.hosts"), &v.span());
-                    }
-                    secrets.push(Secret {
-                        name,
-                        ttl,
-                        from,
-                        deliver,
-                        hosts,
-                        body,
-                    });
-                }
-                _ => ok = false,
-            }
-        }
-        ok.then_some(secrets)
-    }
-
-    /// `from = "env:VAR" | "file:PATH" | ["cmd", "arg", ...]`.
-    fn secret_source(
-        &mut self,
-        table: &DeTable<'_>,
-        item: &Value<'_>,
-        name: &str,
-    ) -> Option<SecretSource> {
-        const HELP: &str = "write from = \"env:VAR\" (nanoclaw's environment), from = \"file:/abs/path\", or from = [\"command\", \"arg\", ...] (run on the host, no shell; its stdout is the value)";
-        let what = format!("`from` in {name}");
-        let Some(value) = get(table, "from") else {
-            self.error(
-                item.span(),
-                format!("{name} has no `from`"),
-                Some(HELP.into()),
-            );
-            return None;
-        };
-        match value.get_ref() {
-            DeValue::String(s) => {
-                let s = s.to_string();
-                if let Some(var) = s.strip_prefix("env:") {
-                    if is_env_name(var) {
-                        return Some(SecretSource::Env(var.to_string()));
-                    }
-                    self.error(
-                        value.span(),
-                        format!("invalid variable name {var:?} in {what}"),
-                        Some(HELP.into()),
-                    );
-                } else if let Some(path) = s.strip_prefix("file:") {
-                    let path = std::path::PathBuf::from(path);
-                    if path.is_absolute() && !path.as_os_str().as_encoded_bytes().contains(&0) {
-                        return Some(SecretSource::File(path));
-                    }
-                    self.error(
-                        value.span(),
-                        format!(
-                            "{what} must name an absolute path, not {:?}",
-                            path.display().to_string()
-                        ),
-                        Some(HELP.into()),
-                    );
-                } else {
-                    let found = s.split(':').next().unwrap_or_default().to_string();
-                    self.error(
-                        value.span(),
-                        format!(
-                            "invalid {what} {s:?}: a string source is \"env:VAR\" or \"file:PATH\""
-                        ),
-                        suggest(&found, &["env", "file"]).or(Some(HELP.into())),
-                    );
-                }
-                None
-            }
-            DeValue::Array(_) => {
-                let argv = self.strings(
-                    value,
-                    &what,
-                    "from = [\"vault\", \"read\", \"-field=token\", \"secret/x\"]",
-                )?;
-                if argv.is_empty() || argv[0].0.is_empty() {
-                    self.error(
-                        value.span(),
-                        format!("{what} names no command"),
-                        Some(HELP.into()),
-                    );
-                    return None;
-                }
-                Some(SecretSource::Command(
-                    argv.into_iter().map(|(s, _)| s).collect(),
-                ))
-            }
-            _ => {
-                self.wrong_type(
-                    value,
-                    &what,
-                    "a string or an array",
-                    "from = \"env:GITHUB_TOKEN\"",
-                );
-                None
-            }
-        }
-    }
-
-    /// `deliver`, or its default: `placeholder` for a tool with egress, else `file`.
-    fn secret_delivery(
-        &mut self,
-        table: &DeTable<'_>,
-        name: &str,
-        network: Option<&ToolNetwork>,
-    ) -> Option<Delivery> {
-        let Some(value) = get(table, "deliver") else {
-            return Some(match network {
-                Some(ToolNetwork::Allow(_)) => Delivery::Placeholder,
-                _ => Delivery::File,
-            });
-        };
-        let what = format!("`deliver` in {name}");
-        let s = self.string(value, &what, "deliver = \"file\"")?;
-        match s.as_str() {
-            "placeholder" => Some(Delivery::Placeholder),
-            "file" => Some(Delivery::File),
-            "env" => Some(Delivery::Env),
-            other => {
-                self.error(
-                    value.span(),
-                    format!("invalid {what} {other:?}; valid values: \"placeholder\", \"file\", \"env\""),
-                    suggest(other, &["placeholder", "file", "env"]),
-                );
-                None
-            }
-        }
-    }
-
-    fn secret_hosts(
-        &mut self,
-        value: &Value<'_>,
-        name: &str,
-    ) -> Option<Vec<nanoclaw_spec::EgressRule>> {
-        let what = format!("`hosts` in {name}");
-        let entries = self.strings(value, &what, "hosts = [\"api.github.com:443\"]")?;
-        let mut rules = Vec::new();
-        let mut ok = true;
-        for (entry, span) in entries {
-            match egress::parse_rule(&entry) {
-                Ok(rule) => rules.push(rule),
-                Err(why) => {
-                    self.error(
-                        span,
-                        format!("invalid host {entry:?} in {what}: {why}"),
-                        Some("write HOST:PORT, as in the tool's network allow list".into()),
-                    );
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(rules)
-    }
-
-    fn syscalls(&mut self, value: &Value<'_>, tool: &str, spots: &mut Spots) -> Option<Syscalls> {
-        const EXAMPLE: &str = "syscalls = { profile = \"default\", allow = [\"ptrace\"] }";
-        let name = format!("[tools.{tool}.syscalls]");
-        let table = self.table(value, &format!("`syscalls` in [tools.{tool}]"), EXAMPLE)?;
-        self.known_keys(table, &name, SYSCALL_KEYS);
-        let mut syscalls = Syscalls::default();
-        let mut ok = true;
-        if let Some(v) = get(table, "profile") {
-            match self.string(v, &format!("`profile` in {name}"), EXAMPLE) {
-                Some(p) if PROFILES.contains(&p.as_str()) => syscalls.profile = p,
-                Some(p) => {
-                    self.error(
-                        v.span(),
-                        format!(
-                            "unknown syscall profile {p:?} in {name}; valid profiles: {}",
-                            PROFILES.join(", ")
-                        ),
-                        None,
-                    );
-                    ok = false;
-                }
-                None => ok = false,
-            }
-        }
-        if let Some(v) = get(table, "allow") {
-            self.spot(spots, "syscalls.allow", &v.span());
-            match self.strings(v, &format!("`allow` in {name}"), EXAMPLE) {
-                Some(names) => {
-                    for (syscall, span) in names {
-                        let valid = !syscall.is_empty()
-                            && syscall
-                                .bytes()
-                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-                        if !valid {
-                            self.error(
-                                span,
-                                format!("invalid syscall name {syscall:?} in {name}"),
-                                Some("syscall names are lowercase, e.g. \"ptrace\"".into()),
-                            );
-                            ok = false;
-                        } else if syscalls.extra_allow.contains(&syscall) {
-                            self.error(
-                                span,
-                                format!("duplicate syscall {syscall:?} in {name}"),
-                                None,
-                            );
-                            ok = false;
-                        } else {
-                            syscalls.extra_allow.push(syscall);
-                        }
-                    }
-                }
-                None => ok = false,
-            }
-        }
-        ok.then_some(syscalls)
-    }
-
-    fn capabilities(&mut self, value: &Value<'_>, what: &str) -> Option<Vec<String>> {
-        let names = self.strings(value, what, "capabilities = []")?;
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (name, span) in names {
-            let upper = name.to_ascii_uppercase();
-            let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-            if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
-                self.error(
-                    span,
-                    format!("invalid capability name {name:?} in {what}"),
-                    Some("for example: \"CAP_NET_RAW\"".into()),
-                );
-                ok = false;
-            } else {
-                out.push(format!("CAP_{bare}"));
-            }
-        }
-        ok.then_some(out)
-    }
-
-    fn mounts(
-        &mut self,
-        value: &Value<'_>,
-        tool: &str,
-        spots: &mut Spots,
-    ) -> Option<Vec<MountDecl>> {
-        const EXAMPLE: &str = "[[tools.NAME.mounts]]\nhost = \"${workspace}\"\npath = \"/work\"";
-        let what = format!("`mounts` in [tools.{tool}]");
-        let items = self.array(value, &what, EXAMPLE)?;
-        let mut mounts: Vec<MountDecl> = Vec::new();
-        let mut targets: BTreeMap<PathBuf, crate::diagnostic::Location> = BTreeMap::new();
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            let name = format!("[[tools.{tool}.mounts]] #{}", i + 1);
-            let Some(table) = self.table(item, &format!("each entry of {what}"), EXAMPLE) else {
-                ok = false;
-                continue;
-            };
-            self.known_keys(table, &name, MOUNT_KEYS);
-            let host = match get(table, "host") {
-                Some(v) => self.host_path(v, &format!("`host` in {name}"), true),
-                None => {
-                    self.error(
-                        item.span(),
-                        format!("{name} has no `host`"),
-                        Some(format!("for example: {EXAMPLE}")),
-                    );
-                    None
-                }
-            };
-            let path = match get(table, "path") {
-                Some(v) => self.target(v, &format!("`path` in {name}"), &mut targets),
-                None => {
-                    self.error(
-                        item.span(),
-                        format!("{name} has no `path`"),
-                        Some(format!("for example: {EXAMPLE}")),
-                    );
-                    None
-                }
-            };
-            let writable = match get(table, "mode") {
-                None => Some(false),
-                Some(v) => {
-                    match self
-                        .string(v, &format!("`mode` in {name}"), "mode = \"ro\"")
-                        .as_deref()
-                    {
-                        Some("ro") => Some(false),
-                        Some("rw") => Some(true),
-                        Some(other) => {
-                            self.error(v.span(), format!("invalid `mode` {other:?} in {name}; valid modes: \"ro\", \"rw\""), None);
-                            None
-                        }
-                        None => None,
-                    }
-                }
-            };
-            let credentials_visible = self.credentials(get(table, "credentials"), &name);
-            match (host, path, writable, credentials_visible) {
-                (Some(host), Some(path), Some(writable), Some(credentials_visible)) => {
-                    self.spot(spots, format!("mounts.{i}"), &item.span());
-                    mounts.push(MountDecl {
-                        host,
-                        path,
-                        writable,
-                        credentials_visible,
-                    });
-                }
-                _ => ok = false,
-            }
-        }
-        ok.then_some(mounts)
-    }
-
-    /// A mount's `credentials`: "hidden" (the default) or "visible"; whether visible.
-    fn credentials(&mut self, value: Option<&Value<'_>>, name: &str) -> Option<bool> {
-        let Some(value) = value else {
-            return Some(false);
-        };
-        let what = format!("`credentials` in {name}");
-        match self
-            .string(value, &what, "credentials = \"hidden\"")
-            .as_deref()
-        {
-            Some("hidden") => Some(false),
-            Some("visible") => Some(true),
-            Some(other) => {
-                self.error(
-                    value.span(),
-                    format!(
-                        "invalid {what}: {other:?}; valid: \"hidden\" (the default), \"visible\""
-                    ),
-                    None,
-                );
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// A mount target: absolute, not reserved, not already used by this tool.
-    fn target(
-        &mut self,
-        value: &Value<'_>,
-        what: &str,
-        seen: &mut BTreeMap<PathBuf, crate::diagnostic::Location>,
-    ) -> Option<PathBuf> {
-        let path = self.absolute(value, what, "path = \"/work\"")?;
-        if path == Path::new("/") {
-            self.error(
-                value.span(),
-                format!("{what} is `/`, the sandbox's own root"),
-                Some("mount somewhere below it, e.g. \"/work\"".into()),
-            );
-            return None;
-        }
-        if let Some(reserved) = RESERVED_TARGETS.iter().find(|r| path.starts_with(r)) {
-            self.error(
-                value.span(),
-                format!(
-                    "{what} {} is inside {reserved}, which the sandbox provides itself",
-                    path.display()
-                ),
-                Some(format!("reserved: {}", RESERVED_TARGETS.join(", "))),
-            );
-            return None;
-        }
-        let here = self.source.locate(value.span().start);
-        if let Some(first) = seen.get(&path) {
-            self.error(
-                value.span(),
-                format!("duplicate mount target {} in {what}", path.display()),
-                Some(format!(
-                    "{} is already mounted at line {}:{}",
-                    path.display(),
-                    first.line,
-                    first.column
-                )),
-            );
-            return None;
-        }
-        seen.insert(path.clone(), here);
-        Some(path)
-    }
-
-    fn acknowledgement(
-        &mut self,
-        value: &Value<'_>,
-        tool: &str,
-        spots: &mut Spots,
-    ) -> Option<Acknowledgement> {
-        const EXAMPLE: &str =
-            "[tools.NAME.unsafe]\nreason = \"why this is acceptable\"\nallow = [\"root-user\"]";
-        let name = format!("[tools.{tool}.unsafe]");
-        let table = self.table(value, &name, EXAMPLE)?;
-        self.known_keys(table, &name, UNSAFE_KEYS);
-        let reason = match get(table, "reason") {
-            None => {
-                self.error(
-                    value.span(),
-                    format!("{name} has no `reason`"),
-                    Some("say in writing why the risk is acceptable".into()),
-                );
-                None
-            }
-            Some(v) => match self.string(v, &format!("`reason` in {name}"), EXAMPLE) {
-                Some(r) if r.trim().is_empty() => {
-                    self.error(
-                        v.span(),
-                        format!("`reason` in {name} is empty"),
-                        Some("say in writing why the risk is acceptable".into()),
-                    );
-                    None
-                }
-                other => other,
-            },
-        };
-        let valid: Vec<&str> = Rule::ACKNOWLEDGEABLE.iter().map(|r| r.id()).collect();
-        let allow = match get(table, "allow") {
-            None => {
-                self.error(
-                    value.span(),
-                    format!("{name} has no `allow` list"),
-                    Some(format!(
-                        "name the rules it acknowledges: {}",
-                        valid.join(", ")
-                    )),
-                );
-                None
-            }
-            Some(v) => {
-                let ids = self.strings(v, &format!("`allow` in {name}"), EXAMPLE);
-                let mut rules = Vec::new();
-                let mut ok = ids.is_some();
-                for (i, (id, span)) in ids.into_iter().flatten().enumerate() {
-                    match Rule::ACKNOWLEDGEABLE.iter().find(|r| r.id() == id) {
-                        Some(rule) if rules.contains(rule) => {
-                            self.error(
-                                span,
-                                format!("duplicate rule `{id}` in `allow` of {name}"),
-                                None,
-                            );
-                            ok = false;
-                        }
-                        Some(rule) => {
-                            rules.push(*rule);
-                            self.spot(spots, format!("unsafe.allow.{i}"), &span);
-                        }
-                        None => {
-                            self.error(
-                                span,
-                                format!("`{id}` in `allow` of {name} is not a rule that can be acknowledged; valid: {}", valid.join(", ")),
-                                suggest(&id, &valid),
-                            );
-                            ok = false;
-                        }
-                    }
-                }
-                if ok && rules.is_empty() {
-                    self.error(
-                        v.span(),
-                        format!("`allow` in {name} is empty"),
-                        Some(format!(
-                            "name the rules it acknowledges: {}",
-                            valid.join(", ")
-                        )),
-                    );
-                    ok = false;
-                }
-                ok.then_some(rules)
-            }
-        };
-        Some(Acknowledgement {
-            reason: reason?,
-            allow: allow?,
-        })
+        params.into_iter().map(|(p, _)| p).collect()
     }
 
     /// A tool must be runnable on its backend: native takes a rootfs (or the host's
     /// /usr), Docker takes an image.
-    fn root_matches_backend(&mut self, tool: &Tool, table: &DeTable<'_>) {
-        let span = |key: &str| get(table, key).map_or(0..0, |v| v.span());
+    fn root_matches_backend(&mut self, tool: &Tool, image: Option<Span>, backend: Option<Span>) {
         match tool.backend {
             BackendKind::Native if tool.image.is_some() && tool.rootfs.is_none() => self.error(
-                span("image"),
+                image.unwrap_or(0..0),
                 format!("tool `{}` names an image but runs on the native backend, which cannot run images", tool.name),
                 Some("add rootfs = \"/path/to/unpacked/image\", or set backend = \"docker\"".into()),
             ),
-            BackendKind::Docker if tool.image.is_none() => {
-                let at = get(table, "backend").or_else(|| get(table, "command"));
-                self.error(
-                    at.map_or(0..0, |v| v.span()),
-                    format!("tool `{}` runs on the docker backend but names no image", tool.name),
-                    Some("add image = \"NAME@sha256:<digest>\"".into()),
-                );
-            }
+            BackendKind::Docker if tool.image.is_none() => self.error(
+                backend.unwrap_or(0..0),
+                format!("tool `{}` runs on the docker backend but names no image", tool.name),
+                Some("add image = \"NAME@sha256:<digest>\"".into()),
+            ),
             _ => {}
         }
     }
+}
+
+fn strings(list: &Strings) -> Vec<String> {
+    list.get_ref().iter().map(|s| s.get_ref().clone()).collect()
 }
 
 #[cfg(test)]
@@ -1920,11 +1625,12 @@ mod tests {
 
     #[test]
     fn suggestions_are_close_words_only() {
+        let valid = ["memory", "cpus", "pids"];
         assert_eq!(
-            suggest("memroy", LIMIT_KEYS).as_deref(),
+            suggest("memroy", &valid).as_deref(),
             Some("did you mean `memory`?")
         );
-        assert_eq!(suggest("zzzzzz", LIMIT_KEYS), None);
+        assert_eq!(suggest("zzzzzz", &valid), None);
     }
 
     #[test]
@@ -1933,8 +1639,8 @@ mod tests {
         assert!(clean_absolute("a/b").is_err());
         assert!(clean_absolute("/a/../b").is_err());
         assert!(clean_absolute("/a\0").is_err());
-        assert_eq!(clean_relative("/src/"), Ok(PathBuf::from("src")));
-        assert!(clean_relative("/../x").is_err());
+        assert_eq!(clean("/src/", ""), Ok(PathBuf::from("src")));
+        assert!(clean("/../x", "").is_err());
     }
 
     #[test]

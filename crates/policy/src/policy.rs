@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nanoclaw_spec::{Delivery, EgressRule, Limits, SecretSource, Syscalls, User};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::lint::Rule;
@@ -101,7 +101,7 @@ impl Policy {
 pub(crate) type Spots = BTreeMap<String, Location>;
 
 /// Which backend runs a tool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Native,
@@ -181,7 +181,7 @@ pub struct Defaults {
 }
 
 /// Whether an invocation may add arguments after the tool's command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExtraArgs {
     None,
@@ -238,8 +238,6 @@ pub struct MountDecl {
 #[serde(rename_all = "snake_case")]
 pub enum ToolNetwork {
     None,
-    /// Written so that the lint can refuse it with a reason; never resolved.
-    Host,
     Allow(Vec<EgressRule>),
 }
 
@@ -294,7 +292,6 @@ pub struct Tool {
     pub network: ToolNetwork,
     pub secrets: Vec<Secret>,
     pub syscalls: Syscalls,
-    pub capabilities: Vec<String>,
     pub resources: Resources,
     pub mounts: Vec<MountDecl>,
     #[serde(rename = "unsafe")]

@@ -521,7 +521,7 @@ fn declarations_are_checked() {
     let t = |params: &str| refused(r#"["echo", "{p}"]"#, params);
     let cases = [
         ("[tools.t.params.p]\n", "[tools.t.params.p] has no `type`"),
-        ("[tools.t.params.p]\ntype = \"str\"\n", "invalid `type` in [tools.t.params.p] \"str\"; valid types: string, integer, number, boolean, array"),
+        ("[tools.t.params.p]\ntype = \"str\"\n", "invalid `type` in [tools.t.params.p] \"str\"; valid values: \"string\", \"integer\", \"number\", \"boolean\", \"array\""),
         ("[tools.t.params.p]\ntype = 1\n", "`type` in [tools.t.params.p] must be a string"),
         ("[tools.t.params.p]\ntype = \"integer\"\npattern = \"x\"\n", "`pattern` in [tools.t.params.p] applies to strings only, and `p` is an integer"),
         ("[tools.t.params.p]\ntype = \"array\"\nenum = [\"x\"]\n", "`enum` in [tools.t.params.p] applies to strings only"),
@@ -543,7 +543,10 @@ fn declarations_are_checked() {
         assert!(err.contains(fragment), "{params}: {err}");
     }
     let err = refused("[\"echo\"]\nparams = 3", "");
-    assert!(err.contains("[tools.t.params] must be a table"), "{err}");
+    assert!(
+        err.contains("`params` in [tools.t] must be a table, not an integer"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use nanoclaw_policy::{Error, Invocation, Narrowing};
 use nanoclaw_spec::Root;
 
-use super::{policy, TempDir};
+use super::{parse, policy, TempDir};
 
 const FMT: &str = r#"
 [tools.fmt]
@@ -323,15 +323,27 @@ fn an_env_secret_and_a_readable_source_file_are_warned_about() {
 }
 
 #[test]
-fn what_no_sandbox_can_carry_yet_is_refused() {
-    let caps = "[tools.c]\ndescription = \"c\"\ncommand = [\"ping\"]\ncapabilities = [\"NET_RAW\"]\n[tools.c.unsafe]\nreason = \"ping\"\nallow = [\"capabilities\"]\n";
-    let err = policy(caps)
-        .resolve("c", &Invocation::default())
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("needs capabilities (CAP_NET_RAW)"),
-        "{err}"
-    );
+fn what_no_backend_enforces_is_not_in_the_format() {
+    let tool = "[tools.c]\ndescription = \"c\"\ncommand = [\"ping\"]\n";
+    for (line, says) in [
+        (
+            "capabilities = [\"NET_RAW\"]",
+            "`capabilities` in [tools.c] is not supported",
+        ),
+        (
+            "network = \"host\"",
+            "`network = \"host\"` in [tools.c] is not supported",
+        ),
+        (
+            "syscalls = { allow = [\"ptrace\"] }",
+            "`allow` in [tools.c.syscalls] is not supported",
+        ),
+    ] {
+        let err = parse(&format!("{tool}{line}\n")).unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+        assert!(err.contains("no backend enforces it"), "{err}");
+        assert!(err.contains("tools.toml:4:"), "{err}");
+    }
 }
 
 #[test]

@@ -513,10 +513,8 @@ impl<'s> Parser<'s> {
         let unsupported = UNSUPPORTED.iter().find(|(k, _)| {
             path.first().and_then(Step::key) == Some("tools") && *k == keys.join(".")
         });
-        let example = path
-            .last()
-            .and_then(Step::key)
-            .and_then(|k| EXAMPLES.iter().find(|(e, _)| *e == k));
+        let example = path.iter().rev().find_map(Step::key);
+        let example = example.and_then(|k| EXAMPLES.iter().find(|(e, _)| *e == k));
         let example = example.map(|(_, e)| format!("for example: {e}"));
         let (text, help) =
             if let Some((_, help)) = unsupported.filter(|_| message.starts_with("unknown field")) {
@@ -698,7 +696,10 @@ impl<'s> Parser<'s> {
             Ok(n) => Some((n, value.span())),
             Err(e) => {
                 let message = format!("invalid {} {:?} for {what}", e.what, e.value);
-                let help = format!("expected {}, for example: {example}", e.expected);
+                let help = match example {
+                    "" => format!("expected {}", e.expected),
+                    _ => format!("expected {}, for example: {example}", e.expected),
+                };
                 self.refuse(value.span(), message, Some(&help))
             }
         }
@@ -749,8 +750,7 @@ impl<'s> Parser<'s> {
             }
         }
         let cpus = raw.cpus.map(|c| S::new(c.span(), c.into_inner().0));
-        if let Some((n, at)) = self.quantity(cpus.as_ref(), &what("cpus"), "cpus = 0.5", parse_cpus)
-        {
+        if let Some((n, at)) = self.quantity(cpus.as_ref(), &what("cpus"), "", parse_cpus) {
             into.cpu_millis = n;
             written.push(("cpus", at));
         }

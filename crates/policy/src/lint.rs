@@ -235,7 +235,7 @@ fn policy_findings(policy: &Policy) -> Vec<Finding> {
             message: format!("[ceilings] raises {key} to {set}, above the built-in ceiling {limit}"),
             help: Some("a raised ceiling lets every tool in this file ask for more; make sure that is meant".into()),
             reason: None,
-            at: policy.spots.get(&format!("ceilings.{key}")).copied(),
+            at: policy.ceiling_spots.get(key),
         })
         .collect()
 }
@@ -307,12 +307,12 @@ fn secret_findings(c: &mut Collector<'_>, ttl_max: std::time::Duration) {
         _ => &[],
     };
     for (i, secret) in tool.secrets.iter().enumerate() {
-        let key = format!("secrets.{i}");
+        let spots = tool.spots.secrets.get(i).copied().unwrap_or_default();
         let name = &secret.name;
         match secret.ttl {
             None => c.add(
                 Rule::SecretWithoutTtl,
-                &key,
+                spots.at,
                 format!("secret {name} has no ttl"),
                 Some(format!(
                     "bound its lifetime: {{ name = \"{name}\", ttl = \"5m\", ... }}"
@@ -320,7 +320,7 @@ fn secret_findings(c: &mut Collector<'_>, ttl_max: std::time::Duration) {
             ),
             Some(ttl) if ttl > ttl_max => c.add(
                 Rule::AboveCeiling,
-                &key,
+                spots.at,
                 format!(
                     "secret {name}'s ttl {} is above the ceiling {} ([defaults] secret_ttl_max)",
                     units::duration(ttl),
@@ -335,7 +335,7 @@ fn secret_findings(c: &mut Collector<'_>, ttl_max: std::time::Duration) {
                 if allow.is_empty() {
                     c.add(
                         Rule::SecretHosts,
-                        &format!("{key}.deliver"),
+                        spots.deliver,
                         format!("secret {name} is delivered as a placeholder, but the tool has no network allow list for the proxy to use it on"),
                         Some("give the tool network = { allow = [...] }, or deliver = \"file\"".into()),
                     );
@@ -344,7 +344,7 @@ fn secret_findings(c: &mut Collector<'_>, ttl_max: std::time::Duration) {
                     if !allow.iter().any(|rule| covers(rule, host)) {
                         c.add(
                             Rule::SecretHosts,
-                            &format!("{key}.hosts"),
+                            spots.hosts,
                             format!(
                                 "secret {name} may be sent to {}:{}, which the tool's network allow list does not name",
                                 host.host, host.port
@@ -356,7 +356,7 @@ fn secret_findings(c: &mut Collector<'_>, ttl_max: std::time::Duration) {
             }
             Delivery::Env => c.add(
                 Rule::EnvSecret,
-                &format!("{key}.deliver"),
+                spots.deliver,
                 format!("secret {name} is delivered in the command's environment, where every process of the tool can read it and print it"),
                 Some("prefer deliver = \"file\" (or \"placeholder\" for a tool that sends it to an API)".into()),
             ),
@@ -368,7 +368,7 @@ fn secret_findings(c: &mut Collector<'_>, ttl_max: std::time::Duration) {
                 if meta.mode() & 0o077 != 0 {
                     c.add(
                         Rule::ReadableSecretFile,
-                        &format!("{key}.from"),
+                        spots.from,
                         format!(
                             "secret {name}'s source {} can be read by others than its owner (mode {:04o})",
                             path.display(),
@@ -414,8 +414,8 @@ struct Collector<'t> {
 }
 
 impl Collector<'_> {
-    fn add(&mut self, rule: Rule, key: &str, message: String, help: Option<String>) {
-        let at = self.tool.spot(key);
+    fn add(&mut self, rule: Rule, at: Option<Location>, message: String, help: Option<String>) {
+        let at = at.unwrap_or(self.tool.at);
         self.raw.push((rule, message, help, at));
     }
 }
@@ -433,7 +433,7 @@ fn tool_findings(
     if tool.description.is_none() {
         c.add(
             Rule::NoDescription,
-            "",
+            None,
             "has no description".into(),
             Some("say what the tool is for, so a reviewer can judge its scope".into()),
         );
@@ -441,7 +441,7 @@ fn tool_findings(
     if tool.user.uid == 0 || tool.user.gid == 0 {
         c.add(
             Rule::RootUser,
-            "user",
+            c.tool.spots.user,
             format!(
                 "runs as {}:{} (root inside the sandbox)",
                 tool.user.uid, tool.user.gid
@@ -453,21 +453,16 @@ fn tool_findings(
         if !(image.contains("@sha256:") || image.starts_with("sha256:")) {
             c.add(
                 Rule::UnpinnedImage,
-                "image",
+                c.tool.spots.image,
                 format!("image {image:?} is not pinned by digest"),
                 Some("pin it: NAME@sha256:<digest> (`docker buildx imagetools inspect NAME` shows it)".into()),
             );
         }
     }
     for (key, set, limit) in over(&tool.resources, policy.ceilings()) {
-        let spot = if key == "timeout" {
-            "timeout".to_string()
-        } else {
-            format!("limits.{key}")
-        };
         c.add(
             Rule::AboveCeiling,
-            &spot,
+            tool.spots.resources.get(key),
             format!("{key} {set} is above the ceiling {limit}"),
             Some(format!("lower it to at most {limit}")),
         );
@@ -482,17 +477,17 @@ fn tool_findings(
         if let Some(shell) = program.filter(|p| SHELLS.contains(p)) {
             c.add(
                 Rule::ShellAppend,
-                "args",
+                c.tool.spots.args,
                 format!("appends invocation arguments to `{shell}`, which runs whatever they say"),
                 Some("name the program the tool runs, or keep args = \"none\"".into()),
             );
         }
     }
     if let Some(rootfs) = &tool.rootfs {
-        path_findings(&mut c, "rootfs", "rootfs", rootfs, None, homes);
+        path_findings(&mut c, tool.spots.rootfs, "rootfs", rootfs, None, homes);
     }
     for (i, mount) in tool.mounts.iter().enumerate() {
-        let key = format!("mounts.{i}");
+        let key = tool.spots.mounts.get(i).copied();
         let what = format!(
             "mount #{} ({} -> {})",
             i + 1,
@@ -502,7 +497,7 @@ fn tool_findings(
         if mount.writable && mount.host == HostPath::Workspace(PathBuf::new()) {
             c.add(
                 Rule::WritableWorkspace,
-                &key,
+                key,
                 format!("{what} makes the whole workspace writable"),
                 Some("mount only the directories the tool writes, or mode = \"ro\"".into()),
             );
@@ -510,7 +505,7 @@ fn tool_findings(
         if mount.credentials_visible {
             c.add(
                 Rule::VisibleCredentials,
-                &key,
+                key,
                 format!("{what} shows the tool its credential files (credentials = \"visible\")"),
                 Some(format!(
                     "leave `credentials` unset to hide .env, .git-credentials, .ssh, ... at any depth, or accept the risk: [tools.{}.unsafe] allow = [\"visible-credentials\"] with a reason",
@@ -519,9 +514,9 @@ fn tool_findings(
             );
         }
         match (mount.host.resolve(workspace), &mount.host) {
-            (Some(host), _) => path_findings(&mut c, &key, &what, &host, Some(mount), homes),
+            (Some(host), _) => path_findings(&mut c, key, &what, &host, Some(mount), homes),
             (None, HostPath::Workspace(rest)) => {
-                static_findings(&mut c, &key, &what, rest, mount.writable)
+                static_findings(&mut c, key, &what, rest, mount.writable)
             }
             (None, HostPath::Absolute(_)) => {}
         }
@@ -548,7 +543,7 @@ fn host_user_findings(c: &mut Collector<'_>, workspace: Option<&Path>, accounts:
     if let Some(why) = &accounts.unreadable {
         c.add(
             Rule::HostUser,
-            "user",
+            c.tool.spots.user,
             format!(
                 "cannot check that uid {} is no host account: {why}",
                 user.uid
@@ -559,7 +554,7 @@ fn host_user_findings(c: &mut Collector<'_>, workspace: Option<&Path>, accounts:
     if let Some(name) = accounts.users.get(&user.uid).filter(|_| user.uid != 0) {
         c.add(
             Rule::HostUser,
-            "user",
+            c.tool.spots.user,
             format!("runs as uid {}, the host account `{name}`", user.uid),
             help(),
         );
@@ -567,7 +562,7 @@ fn host_user_findings(c: &mut Collector<'_>, workspace: Option<&Path>, accounts:
     if let Some(name) = accounts.groups.get(&user.gid).filter(|_| user.gid != 0) {
         c.add(
             Rule::HostUser,
-            "user",
+            c.tool.spots.user,
             format!("runs as gid {}, the host group `{name}`", user.gid),
             help(),
         );
@@ -586,7 +581,7 @@ fn host_user_findings(c: &mut Collector<'_>, workspace: Option<&Path>, accounts:
     if !owned.is_empty() {
         c.add(
             Rule::HostUser,
-            "user",
+            c.tool.spots.user,
             format!(
                 "runs as uid {}, the owner of mount source {}",
                 user.uid,
@@ -605,12 +600,13 @@ fn loader_env_findings(c: &mut Collector<'_>) {
     let env = tool
         .env
         .iter()
-        .map(|(name, _)| (name, format!("env.{name}")));
+        .zip(&tool.spots.env)
+        .map(|((name, _), at)| (name, Some(*at)));
     let secrets = tool
         .secrets
         .iter()
         .enumerate()
-        .map(|(i, secret)| (&secret.name, format!("secrets.{i}")));
+        .map(|(i, secret)| (&secret.name, tool.spots.secrets.get(i).and_then(|s| s.at)));
     for (name, key) in env.chain(secrets) {
         if let Some((entry, why)) = loader_variable(name) {
             let matched = if entry == name {
@@ -620,7 +616,7 @@ fn loader_env_findings(c: &mut Collector<'_>) {
             };
             c.add(
                 Rule::LoaderEnv,
-                &key,
+                key,
                 format!("sets {name}{matched}: {why}"),
                 Some(format!(
                     "put what it loads in the tool's command or image instead, or accept the \
@@ -637,7 +633,7 @@ fn network_findings(c: &mut Collector<'_>) {
         ToolNetwork::None => {}
         ToolNetwork::Allow(rules) => {
             for (i, rule) in rules.iter().enumerate() {
-                let key = format!("network.allow.{i}");
+                let key = c.tool.spots.network_allow.get(i).copied();
                 let dest = if rule.host.contains(':') {
                     format!("[{}]:{}", rule.host, rule.port)
                 } else {
@@ -646,7 +642,7 @@ fn network_findings(c: &mut Collector<'_>) {
                 if egress::is_broad(&rule.host) {
                     c.add(
                         Rule::BroadEgress,
-                        &key,
+                        key,
                         format!("egress to {dest} spans more than one registrable domain"),
                         Some("name the hosts, or `*.` one domain you trust (e.g. *.pypi.org); the public suffix check is an approximation".into()),
                     );
@@ -654,7 +650,7 @@ fn network_findings(c: &mut Collector<'_>) {
                 if rule.port == 80 {
                     c.add(
                         Rule::PlainHttp,
-                        &key,
+                        key,
                         format!(
                             "egress to {dest} is plain HTTP, readable and forgeable on the way"
                         ),
@@ -664,7 +660,7 @@ fn network_findings(c: &mut Collector<'_>) {
                 if egress::is_internal(&rule.host) {
                     c.add(
                         Rule::InternalEgress,
-                        &key,
+                        key,
                         format!("egress to {dest} reaches the host or a private network"),
                         Some(
                             "make sure the service there cannot act for the tool beyond its scope"
@@ -678,7 +674,13 @@ fn network_findings(c: &mut Collector<'_>) {
 }
 
 /// Checks of a `${workspace}` path whose workspace is not known yet.
-fn static_findings(c: &mut Collector<'_>, key: &str, what: &str, rest: &Path, writable: bool) {
+fn static_findings(
+    c: &mut Collector<'_>,
+    key: Option<Location>,
+    what: &str,
+    rest: &Path,
+    writable: bool,
+) {
     if let Some(name) = sensitive::credential_in(rest) {
         c.add(
             Rule::SensitiveMount,
@@ -711,7 +713,7 @@ fn git_help() -> String {
 /// Checks of a concrete host path (a mount source, or a rootfs when `mount` is `None`).
 fn path_findings(
     c: &mut Collector<'_>,
-    key: &str,
+    key: Option<Location>,
     what: &str,
     path: &Path,
     mount: Option<&MountDecl>,
@@ -859,7 +861,7 @@ fn acknowledge(tool: &Tool, raw: Vec<(Rule, String, Option<String>, Location)>) 
                             .into(),
                     ),
                     reason: None,
-                    at: Some(tool.spot(&format!("unsafe.allow.{i}"))),
+                    at: tool.spots.unsafe_allow.get(i).copied().or(Some(tool.at)),
                 });
             }
         }

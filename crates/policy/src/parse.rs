@@ -29,8 +29,8 @@ use crate::egress;
 use crate::lint::Rule;
 use crate::params::{self, Param, ParamType, Piece};
 use crate::policy::{
-    Acknowledgement, BackendKind, Defaults, ExtraArgs, HostPath, MountDecl, Policy, Resources,
-    Secret, Spots, Tool, ToolNetwork,
+    Acknowledgement, BackendKind, Defaults, ExtraArgs, HostPath, MountDecl, Policy, ResourceSpots,
+    Resources, Secret, SecretSpots, Spots, Tool, ToolNetwork,
 };
 
 type S<T> = Spanned<T>;
@@ -467,8 +467,9 @@ impl<'s> Parser<'s> {
         None
     }
 
-    fn spot(&self, spots: &mut Spots, key: impl Into<String>, span: &Span) {
-        spots.insert(key.into(), self.source.locate(span.start));
+    /// Where the value at `span` was written, for findings to point at.
+    fn at(&self, span: Span) -> Option<Location> {
+        Some(self.source.locate(span.start))
     }
 
     /// Deserializes one table of the file. A shape error is reported in the file's terms,
@@ -562,9 +563,9 @@ impl<'s> Parser<'s> {
             resources: Resources::builtin_defaults(),
             secret_ttl_max: crate::policy::SECRET_TTL_MAX,
         };
-        let mut default_spots = Spots::new();
+        let mut default_spots = Spots::default();
         let mut ceilings = Resources::builtin_ceilings();
-        let mut spots = Spots::new();
+        let mut spots = ResourceSpots::default();
         let mut raw_tools = None;
         for (key, value) in root {
             match key.get_ref().as_ref() {
@@ -578,7 +579,7 @@ impl<'s> Parser<'s> {
                         if let Some(v) = &raw.timeout {
                             if let Some(timeout) = self.duration(v, "`timeout` in [ceilings]") {
                                 ceilings.timeout = timeout;
-                                self.spot(&mut spots, "ceilings.timeout", &v.span());
+                                spots.timeout = self.at(v.span());
                             }
                         }
                         let RawCeilings {
@@ -600,8 +601,7 @@ impl<'s> Parser<'s> {
                             writes,
                             write_files,
                         };
-                        let name = ("[ceilings]", "ceilings.");
-                        self.resources(limits, name, &mut ceilings, &mut spots);
+                        self.resources(limits, "[ceilings]", &mut ceilings, &mut spots);
                     }
                 }
                 "tools" => raw_tools = Some(value),
@@ -656,7 +656,7 @@ impl<'s> Parser<'s> {
             defaults,
             ceilings,
             tools,
-            spots,
+            ceiling_spots: spots,
         }
     }
 
@@ -667,18 +667,17 @@ impl<'s> Parser<'s> {
         if let Some(v) = raw.timeout {
             if let Some(timeout) = self.duration(&v, "`timeout` in [defaults]") {
                 defaults.resources.timeout = timeout;
-                self.spot(spots, "timeout", &v.span());
+                spots.resources.timeout = self.at(v.span());
             }
         }
         if let Some(v) = raw.secret_ttl_max {
             if let Some(max) = self.duration(&v, "`secret_ttl_max` in [defaults]") {
                 defaults.secret_ttl_max = max;
-                self.spot(spots, "secret_ttl_max", &v.span());
             }
         }
         if let Some(limits) = raw.limits {
-            let name = ("[defaults.limits]", "limits.");
-            self.resources(limits, name, &mut defaults.resources, spots);
+            let name = "[defaults.limits]";
+            self.resources(limits, name, &mut defaults.resources, &mut spots.resources);
         }
     }
 
@@ -724,46 +723,61 @@ impl<'s> Parser<'s> {
         }
     }
 
-    /// Applies a limits or ceilings table to `into`, noting where each value was written
-    /// under `prefix`.
+    /// Applies a limits or ceilings table to `into`, noting where each value was written.
     fn resources(
         &mut self,
         raw: RawLimits,
-        (name, prefix): (&str, &str),
+        name: &str,
         into: &mut Resources,
-        spots: &mut Spots,
+        spots: &mut ResourceSpots,
     ) {
         let what = |key: &str| format!("`{key}` in {name}");
-        let mut written = Vec::new();
         let sizes = [
-            ("memory", &raw.memory, &mut into.memory_bytes, "512m"),
-            ("output", &raw.output, &mut into.output_bytes, "1m"),
-            ("tmpfs", &raw.tmpfs, &mut into.tmpfs_bytes, "64m"),
-            ("writes", &raw.writes, &mut into.write_bytes, "1g"),
+            (
+                "memory",
+                &raw.memory,
+                &mut into.memory_bytes,
+                &mut spots.memory,
+                "512m",
+            ),
+            (
+                "output",
+                &raw.output,
+                &mut into.output_bytes,
+                &mut spots.output,
+                "1m",
+            ),
+            (
+                "tmpfs",
+                &raw.tmpfs,
+                &mut into.tmpfs_bytes,
+                &mut spots.tmpfs,
+                "64m",
+            ),
+            (
+                "writes",
+                &raw.writes,
+                &mut into.write_bytes,
+                &mut spots.writes,
+                "1g",
+            ),
         ];
-        for (key, value, field, example) in sizes {
+        for (key, value, field, spot, example) in sizes {
             let example = format!("{key} = \"{example}\"");
             if let Some((n, at)) = self.quantity(value.as_ref(), &what(key), &example, parse_bytes)
             {
-                *field = n;
-                written.push((key, at));
+                (*field, *spot) = (n, self.at(at));
             }
         }
         let cpus = raw.cpus.map(|c| S::new(c.span(), c.into_inner().0));
         if let Some((n, at)) = self.quantity(cpus.as_ref(), &what("cpus"), "", parse_cpus) {
-            into.cpu_millis = n;
-            written.push(("cpus", at));
+            (into.cpu_millis, spots.cpus) = (n, self.at(at));
         }
         if let Some((n, at)) = self.count(raw.pids.as_ref(), &what("pids")) {
-            into.pids = n;
-            written.push(("pids", at));
+            (into.pids, spots.pids) = (n, self.at(at));
         }
         if let Some((n, at)) = self.count(raw.write_files.as_ref(), &what("write_files")) {
-            into.write_files = u64::from(n);
-            written.push(("write_files", at));
-        }
-        for (key, at) in written {
-            self.spot(spots, format!("{prefix}{key}"), &at);
+            (into.write_files, spots.write_files) = (u64::from(n), self.at(at));
         }
     }
 
@@ -789,17 +803,11 @@ impl<'s> Parser<'s> {
         let table_span = raw.span();
         let raw = raw.into_inner();
         let mut spots = default_spots.clone();
-        let mut spot = |p: &Self, key: &str, v: Option<Span>| {
-            if let Some(span) = v {
-                p.spot(&mut spots, key, &span);
-            }
-        };
         let span_of = |v: &Option<S<String>>| v.as_ref().map(S::span);
-        spot(self, "args", raw.args.as_ref().map(S::span));
-        spot(self, "rootfs", span_of(&raw.rootfs));
-        spot(self, "image", span_of(&raw.image));
-        spot(self, "user", span_of(&raw.user));
-        spot(self, "network", raw.network.as_ref().map(S::span));
+        spots.args = raw.args.as_ref().and_then(|v| self.at(v.span()));
+        spots.rootfs = span_of(&raw.rootfs).and_then(|v| self.at(v));
+        spots.image = span_of(&raw.image).and_then(|v| self.at(v));
+        spots.user = span_of(&raw.user).and_then(|v| self.at(v));
 
         let command = self.command(raw.command.as_ref(), table_span.clone(), &header);
         let workdir = match &raw.workdir {
@@ -833,12 +841,12 @@ impl<'s> Parser<'s> {
         if let Some(v) = &raw.timeout {
             if let Some(timeout) = self.duration(v, &what("timeout")) {
                 resources.timeout = timeout;
-                self.spot(&mut spots, "timeout", &v.span());
+                spots.resources.timeout = self.at(v.span());
             }
         }
         if let Some(v) = raw.limits {
             let name = format!("[tools.{tool_name}.limits]");
-            self.resources(v, (&name, "limits."), &mut resources, &mut spots);
+            self.resources(v, &name, &mut resources, &mut spots.resources);
         }
         let mounts = self.mounts(raw.mounts.unwrap_or_default(), &tool_name, &mut spots);
         let (declared, refused) = self.params(raw.params.unwrap_or_default(), &tool_name);
@@ -1023,7 +1031,7 @@ impl<'s> Parser<'s> {
                 let message = format!("`env.{}` in {header} contains a NUL byte", name.get_ref());
                 self.error(value.span(), message, None);
             }
-            self.spot(spots, format!("env.{}", name.get_ref()), &name.span());
+            spots.env.extend(self.at(name.span()));
             out.push((name.into_inner(), value.into_inner()));
         }
         out
@@ -1069,8 +1077,8 @@ impl<'s> Parser<'s> {
         }
         let help = "write HOST:PORT: a host name, `*.` and a domain (subdomains only), an IPv4 address or [IPv6], then a port";
         let rules = self.egress(&allow, "egress destination", &name, help);
-        for (i, (_, span)) in rules.iter().enumerate() {
-            self.spot(spots, format!("network.allow.{i}"), span);
+        for (_, span) in &rules {
+            spots.network_allow.extend(self.at(span.clone()));
         }
         ToolNetwork::Allow(rules.into_iter().map(|(rule, _)| rule).collect())
     }
@@ -1166,16 +1174,12 @@ impl<'s> Parser<'s> {
                 let message = format!("{table} is delivered as a placeholder but names no `hosts`");
                 self.refuse::<()>(span.clone(), message, Some("list where the proxy may send the value: hosts = [\"api.github.com:443\"] (a subset of the tool's network allow list)"));
             }
-            self.spot(spots, format!("secrets.{i}"), &span);
-            for (key, at) in [
-                ("from", raw.from.as_ref().map(S::span)),
-                ("deliver", raw.deliver.as_ref().map(S::span)),
-                ("hosts", raw.hosts.as_ref().map(S::span)),
-            ] {
-                if let Some(at) = at {
-                    self.spot(spots, format!("secrets.{i}.{key}"), &at);
-                }
-            }
+            spots.secrets.push(SecretSpots {
+                at: self.at(span.clone()),
+                from: raw.from.as_ref().and_then(|v| self.at(v.span())),
+                deliver: raw.deliver.as_ref().and_then(|v| self.at(v.span())),
+                hosts: raw.hosts.as_ref().and_then(|v| self.at(v.span())),
+            });
             secrets.push(Secret {
                 name: name.unwrap_or_default(),
                 ttl,
@@ -1269,7 +1273,7 @@ impl<'s> Parser<'s> {
                 Some(v) => self.target(v, &format!("`path` in {name}"), &mut seen),
                 None => self.refuse(span.clone(), format!("{name} has no `path`"), Some(EXAMPLE)),
             };
-            self.spot(spots, format!("mounts.{i}"), &span);
+            spots.mounts.extend(self.at(span.clone()));
             if let (Some(host), Some(path)) = (host, path) {
                 mounts.push(MountDecl {
                     host,
@@ -1353,7 +1357,7 @@ impl<'s> Parser<'s> {
                 );
             }
             Some(list) => {
-                for (i, id) in list.get_ref().iter().enumerate() {
+                for id in list.get_ref() {
                     let text = id.get_ref().as_str();
                     match Rule::ACKNOWLEDGEABLE.iter().find(|r| r.id() == text) {
                         Some(rule) if rules.contains(rule) => {
@@ -1362,7 +1366,7 @@ impl<'s> Parser<'s> {
                         }
                         Some(rule) => {
                             rules.push(*rule);
-                            self.spot(spots, format!("unsafe.allow.{i}"), &id.span());
+                            spots.unsafe_allow.extend(self.at(id.span()));
                         }
                         None => {
                             let message = format!("`{text}` in `allow` of {name} is not a rule that can be acknowledged; valid: {}", valid.join(", "));

@@ -4,7 +4,6 @@
 //! means the file was well formed. Whether it is *safe* is the lint's question, and what a
 //! sandbox gets is `resolve`'s answer; this module must never loosen or guess a value.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,8 +23,8 @@ pub struct Policy {
     pub(crate) defaults: Defaults,
     pub(crate) ceilings: Resources,
     pub(crate) tools: Vec<Tool>,
-    /// Where `[ceilings]` values were written, keyed like "ceilings.memory".
-    pub(crate) spots: Spots,
+    /// Where `[ceilings]` values were written.
+    pub(crate) ceiling_spots: ResourceSpots,
 }
 
 impl Policy {
@@ -96,9 +95,61 @@ impl Policy {
     }
 }
 
-/// Where values were written, keyed by their dotted path inside a tool (`"user"`,
-/// `"mounts.1"`, `"network.allow.0"`, `"limits.memory"`), for findings to point at.
-pub(crate) type Spots = BTreeMap<String, Location>;
+/// Where a tool's values were written, for findings to point at; a finding about a value
+/// not written points at the tool's header. The lists run parallel to the tool's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Spots {
+    pub(crate) args: Option<Location>,
+    pub(crate) rootfs: Option<Location>,
+    pub(crate) image: Option<Location>,
+    pub(crate) user: Option<Location>,
+    pub(crate) env: Vec<Location>,
+    pub(crate) network_allow: Vec<Location>,
+    pub(crate) secrets: Vec<SecretSpots>,
+    pub(crate) mounts: Vec<Location>,
+    /// `timeout` and the limits, in the tool or in `[defaults]`.
+    pub(crate) resources: ResourceSpots,
+    pub(crate) unsafe_allow: Vec<Location>,
+}
+
+/// Where a secret and its `from`, `deliver` and `hosts` were written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SecretSpots {
+    pub(crate) at: Option<Location>,
+    pub(crate) from: Option<Location>,
+    pub(crate) deliver: Option<Location>,
+    pub(crate) hosts: Option<Location>,
+}
+
+/// Where each bound of a [`Resources`] was written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ResourceSpots {
+    pub(crate) memory: Option<Location>,
+    pub(crate) cpus: Option<Location>,
+    pub(crate) pids: Option<Location>,
+    pub(crate) timeout: Option<Location>,
+    pub(crate) output: Option<Location>,
+    pub(crate) tmpfs: Option<Location>,
+    pub(crate) writes: Option<Location>,
+    pub(crate) write_files: Option<Location>,
+}
+
+impl ResourceSpots {
+    /// Where the bound the lint calls `key` was written.
+    pub(crate) fn get(&self, key: &str) -> Option<Location> {
+        match key {
+            "memory" => self.memory,
+            "cpus" => self.cpus,
+            "pids" => self.pids,
+            "timeout" => self.timeout,
+            "output" => self.output,
+            "tmpfs" => self.tmpfs,
+            "writes" => self.writes,
+            "write_files" => self.write_files,
+            _ => None,
+        }
+    }
+}
 
 /// Which backend runs a tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,10 +361,5 @@ impl Tool {
         self.mounts
             .iter()
             .any(|m| matches!(m.host, HostPath::Workspace(_)))
-    }
-
-    /// Where `key` (a dotted path inside the tool) was written, or the tool's header.
-    pub(crate) fn spot(&self, key: &str) -> Location {
-        self.spots.get(key).copied().unwrap_or(self.at)
     }
 }

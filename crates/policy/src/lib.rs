@@ -40,8 +40,9 @@
 //!             deliver = "placeholder",            # default with network.allow; else "file"; or "env"
 //!             hosts = ["api.github.com:443"],     # placeholder: where the proxy substitutes it
 //!             body = false }]                     # placeholder: also in request bodies
-//! syscalls = { profile = "default", allow = [] }      # extra allowances are `extra-syscalls`
-//! capabilities = []                      # any entry is `capabilities`
+//! syscalls = { profile = "default" }    # the only profile; `capabilities`, `network = "host"`
+//!                                        #   and `syscalls.allow` are refused: no backend
+//!                                        #   enforces them
 //! [tools.search.limits]                  # memory, cpus, pids, output, tmpfs
 //! memory = "256m"
 //! [[tools.search.mounts]]
@@ -79,12 +80,12 @@
 //! # The lint
 //!
 //! Errors a `[tools.NAME.unsafe]` table may acknowledge: `sensitive-mount`, `writable-git`,
-//! `root-user`, `capabilities`, `extra-syscalls`, `unpinned-image`, `broad-egress`,
-//! `above-ceiling`, `secret-without-ttl`, `visible-credentials`, `host-user`, `loader-env`.
-//! Errors nothing acknowledges: `symlink-mount`, `secret-hosts`,
-//! `host-network`. Warnings: `env-secret`, `readable-secret-file`, `no-description`, `writable-workspace`, `writable-repo`,
-//! `credentials-inside`, `missing-path`, `plain-http`, `internal-egress`, `shell-append`,
-//! `raised-ceiling`, `unused-acknowledgement`. See [`Rule`].
+//! `root-user`, `unpinned-image`, `broad-egress`, `above-ceiling`, `secret-without-ttl`,
+//! `visible-credentials`, `host-user`, `loader-env`. Errors nothing acknowledges:
+//! `symlink-mount`, `secret-hosts`. Warnings: `env-secret`, `readable-secret-file`,
+//! `no-description`, `writable-workspace`, `writable-repo`, `credentials-inside`,
+//! `missing-path`, `plain-http`, `internal-egress`, `shell-append`, `raised-ceiling`,
+//! `unused-acknowledgement`. See [`Rule`].
 
 mod accounts;
 mod credentials;

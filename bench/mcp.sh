@@ -10,6 +10,10 @@
 # hyperfine is not in every distribution's default install: `apt-get install hyperfine`
 # (Debian 12+, Ubuntu 22.04+), or `cargo install hyperfine`.
 #
+# It also measures the pool (issue 15): the same calls on a server with `--pool 2` (runners
+# pre-built ahead of each call) against `--pool 0` (one started per call). Target: a pooled
+# `tools/call` of /bin/true in at most 1.5 ms median.
+#
 # Target: the MCP path adds under 1 ms per call to the sandbox itself. The client is a
 # minimal JSON-RPC client (one line per message, no SDK) so that what is measured is the
 # server; the tests use the official SDK.
@@ -57,11 +61,13 @@ def p99(values):
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * 0.99))]
 
-async def main():
+async def serve(pool):
+    """Sequential latencies and calls/s with 8 callers on a server with `--pool pool`."""
     server = await asyncio.create_subprocess_exec(
         nanoclaw, "mcp", "--policy", f"{out}/tools.toml", "--workspace", out,
-        "--audit", f"{out}/audit.jsonl", "--max-concurrent", "8",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 24)
+        "--audit", f"{out}/audit.jsonl", "--max-concurrent", "8", "--pool", str(pool),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL, limit=1 << 24)
     ids, pending = itertools.count(1), {}
 
     async def read():
@@ -90,7 +96,12 @@ async def main():
     server.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
     for _ in range(10):
         await call()
-    sequential = [await call() for _ in range(runs)]
+    sequential = []
+    for _ in range(runs):
+        sequential.append(await call())
+        # A client's calls come apart (a model thinks between them): the pool refills.
+        if pool:
+            await asyncio.sleep(0.02)
 
     remaining = iter(range(calls))
     async def caller():
@@ -103,6 +114,11 @@ async def main():
     server.stdin.close()
     await server.wait()
     reader.cancel()
+    return sequential, parallel
+
+async def main():
+    sequential, parallel = await serve(0)
+    pooled, pooled_parallel = await serve(2)
 
     run = json.load(open(f"{out}/run.json"))["results"][0]["times"]
     n, start, end = open(f"{out}/run-parallel.txt").read().split()
@@ -112,6 +128,9 @@ async def main():
     print(f"nanoclaw run from a shell:          median {run_median*1000:.2f} ms, p99 {p99(run)*1000:.2f} ms ({runs} runs)")
     print(f"ratio of medians (mcp / run): {mcp_median/run_median:.3f}   the MCP path adds {(mcp_median-run_median)*1000:+.2f} ms per call (target < 1 ms)")
     print(f"8 concurrent callers: mcp {parallel:.1f} calls/s, run from a shell (xargs -P 8) {run_parallel:.1f} runs/s, ratio {parallel/run_parallel:.3f}")
+    pooled_median = statistics.median(pooled)
+    print(f"pooled tools/call (--pool 2):       median {pooled_median*1000:.2f} ms, p99 {p99(pooled)*1000:.2f} ms ({runs} calls; target <= 1.5 ms)")
+    print(f"pool vs no pool: median {pooled_median*1000:.2f} ms vs {mcp_median*1000:.2f} ms, ratio {pooled_median/mcp_median:.3f}; 8 callers pooled {pooled_parallel:.1f} calls/s")
 
 asyncio.run(main())
 PY

@@ -1,15 +1,14 @@
 //! Runs one tool call the model asked for: checks its arguments against the tool's
-//! parameters, then runs one `nanoclaw run --json` child, which is the whole sandbox (it
+//! parameters, then runs one `nanoclaw run --json` child (`nanoclaw_pool`), which is the whole sandbox (it
 //! writes the audit records and applies the writes). The model chooses only the tool's
 //! name and the arguments its parameters accept: never an option of `run`, never a path.
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Instant;
 
 use nanoclaw_policy::Tool;
+use nanoclaw_pool::{Launcher, Pool};
 use serde_json::Value;
 
 use crate::msg::{ToolCall, ToolResult};
@@ -17,12 +16,11 @@ use crate::msg::{ToolCall, ToolResult};
 /// What the model gets back at most from one call.
 const MAX_RESULT_CHARS: usize = 64 * 1024;
 
-/// How tool calls are run.
+/// How tool calls are run: a pre-built `nanoclaw run` child from the pool when one waits,
+/// else one started for the call (`nanoclaw_pool`).
 pub struct Runner {
-    pub exe: PathBuf,
-    pub policy: PathBuf,
-    pub workspace: PathBuf,
-    pub audit: PathBuf,
+    pub launcher: Arc<Launcher>,
+    pub pool: Pool,
 }
 
 /// One finished call.
@@ -83,45 +81,17 @@ impl Runner {
         }
         let params = Value::Object(arguments).to_string();
         let started = Instant::now();
-        let mut command = Command::new(&self.exe);
-        command
-            .arg("run")
-            .arg("--policy")
-            .arg(&self.policy)
-            // `=`: a value never reads as another option.
-            .arg(format!("--tool={}", call.name))
-            .arg("--workspace")
-            .arg(&self.workspace)
-            .arg("--audit")
-            .arg(&self.audit)
-            .arg("--json")
-            .arg("--params-json=-")
-            // The model's keys stay in this process: not even the runner gets them.
-            .env_remove("ANTHROPIC_API_KEY")
-            .env_remove("OPENAI_API_KEY")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let agent = rustix::process::getpid();
-        // SAFETY: the closure runs in the forked child before exec and only makes two
-        // async-signal-safe system calls (prctl, getppid) through rustix, allocating nothing.
-        unsafe {
-            command.pre_exec(move || {
-                // A killed agent takes its runs with it (each tears its sandbox down).
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::TERM,
-                ))?;
-                if rustix::process::getppid() != Some(agent) {
-                    return Err(std::io::Error::other("the agent is gone"));
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn();
+        let child = match self.pool.take(&call.name) {
+            Some(child) => Ok(child),
+            None => self.launcher.spawn(&call.name),
+        };
         let mut child = match child {
             Ok(child) => child,
             Err(error) => {
-                return refused(format!("could not start {}: {error}", self.exe.display()))
+                return refused(format!(
+                    "could not start {}: {error}",
+                    self.launcher.exe.display()
+                ))
             }
         };
         if let Some(mut stdin) = child.stdin.take() {

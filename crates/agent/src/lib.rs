@@ -85,6 +85,13 @@ pub struct AgentArgs {
     /// local models that answer without calling one
     #[arg(long, value_name = "TOOL")]
     tool_choice: Option<String>,
+    /// Sandboxes kept pre-built per tool, each for one call (0: none; every call starts
+    /// its sandbox when it comes)
+    #[arg(long, value_name = "N", default_value_t = nanoclaw_pool::DEFAULT_SIZE)]
+    pool: usize,
+    /// A pre-built sandbox that waited this long is discarded and replaced (e.g. 500ms, 60s, 5m)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = nanoclaw_pool::parse_duration)]
+    pool_max_idle: Duration,
     /// The task; without one, an interactive session
     task: Vec<String>,
 }
@@ -230,12 +237,26 @@ fn dispatch(args: AgentArgs) -> Result<ExitCode> {
             &title,
         )?;
     }
-    let runner = Runner {
+    let launcher = Arc::new(nanoclaw_pool::Launcher {
         exe: std::env::current_exe().context("cannot find the nanoclaw executable")?,
         policy: policy_path.clone(),
         workspace: workspace.clone(),
         audit: audit_path,
+        // The model's keys stay in this process: not even the runner gets them.
+        env_remove: vec!["ANTHROPIC_API_KEY".into(), "OPENAI_API_KEY".into()],
+    });
+    let pool_config = nanoclaw_pool::Config {
+        size: args.pool,
+        max_idle: args.pool_max_idle,
     };
+    let pool = nanoclaw_pool::Pool::start(
+        launcher.clone(),
+        pool_config,
+        &tools,
+        Box::new(|line: &str| note(line)),
+    )
+    .context("cannot start the pool's thread")?;
+    let runner = Runner { launcher, pool };
     let specs: Vec<ToolSpec> = tools
         .iter()
         .map(|t| ToolSpec {
@@ -345,7 +366,7 @@ impl Session {
              runs in its own short-lived, isolated sandbox over the workspace. When a tool \
              fails or is refused, read the reason and adapt. Finish with a short final answer.",
         );
-        let memory = self.runner.workspace.join("NANOCLAW.md");
+        let memory = self.runner.launcher.workspace.join("NANOCLAW.md");
         if let Ok(text) = std::fs::read_to_string(&memory) {
             prompt.push_str("\n\n# NANOCLAW.md (the workspace's memory file)\n\n");
             prompt.push_str(&text);

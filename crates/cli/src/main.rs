@@ -8,6 +8,7 @@ mod backend;
 mod doctor;
 mod egress;
 mod policy;
+mod prebuilt;
 mod run;
 mod secrets;
 

@@ -118,6 +118,9 @@ pub struct RunArgs {
     json: bool,
     #[command(flatten)]
     audit: audit::RunAudit,
+    /// Pool mode (`crates/cli/src/prebuilt.rs`): say ready on fd 3, then wait for the call
+    #[arg(long, hide = true, requires = "tool")]
+    prebuilt: bool,
     /// The command and its arguments (with --tool: extra arguments for the tool)
     #[arg(required_unless_present = "tool", value_name = "COMMAND")]
     command: Vec<String>,
@@ -665,6 +668,11 @@ fn outcome_json(outcome: &Outcome, spec: &SandboxSpec, audit: Value) -> Value {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
+    if args.prebuilt {
+        if let Err(status) = crate::prebuilt::ready_then_wait() {
+            return status;
+        }
+    }
     let mut recorder = match audit::Recorder::open(&args.audit, &args.command) {
         Ok(recorder) => recorder,
         Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),

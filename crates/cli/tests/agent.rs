@@ -823,3 +823,108 @@ fn ctrl_c_cancels_the_running_tool_then_the_turn() {
     );
     assert_eq!(fake.bodies().len(), 1);
 }
+
+/// With a pool (and without), every tool call runs in a sandbox of its own: a later call
+/// sees an empty /tmp, each call has its own audit start; nothing is left once the agent
+/// ends.
+#[test]
+fn pooled_calls_each_get_a_fresh_sandbox_and_leave_nothing() {
+    let setup = Setup::new();
+    for pool in ["1", "0"] {
+        let turn = |id: &str, n: u32| {
+            anthropic_tool_turn(&[(
+                id,
+                json!({"command": format!("ls -A /tmp; echo {n} > /tmp/mark; cat /tmp/mark")}),
+            )])
+        };
+        let fake = Fake::start(vec![
+            turn("t1", 1),
+            turn("t2", 2),
+            turn("t3", 3),
+            anthropic_final("done"),
+        ]);
+        let starts_before = audit_kind(&setup, "invocation.start");
+        let out = setup.agent(
+            &fake,
+            "anthropic",
+            &["--json", "--pool", pool, "mark tmp three times"],
+        );
+        assert!(out.status.success(), "--pool {pool}: {}", describe(&out));
+        let results: Vec<Value> = events(&out)
+            .into_iter()
+            .filter(|e| e["type"] == "tool_result")
+            .collect();
+        assert_eq!(results.len(), 3, "--pool {pool}: {}", describe(&out));
+        for (i, result) in results.iter().enumerate() {
+            assert_eq!(result["is_error"], false, "{result}");
+            assert_eq!(
+                result["content"].as_str().unwrap(),
+                format!("{}\n", i + 1),
+                "an empty /tmp each call (--pool {pool}): {result}"
+            );
+        }
+        let mut seqs: Vec<u64> = results
+            .iter()
+            .map(|r| r["audit_seq"].as_u64().unwrap())
+            .collect();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 3, "{results:?}");
+        // Exactly one start per call: the pre-built runners that served none recorded none.
+        assert_eq!(
+            audit_kind(&setup, "invocation.start") - starts_before,
+            3,
+            "--pool {pool}"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if pool == "0" {
+            assert!(stderr.contains("pool: off"), "{stderr}");
+        }
+        let marker = setup.policy.display().to_string();
+        let since = std::time::Instant::now();
+        loop {
+            let left = processes_with(&marker);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(5),
+                "left behind by the agent: {left:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn audit_kind(setup: &Setup, kind: &str) -> usize {
+    std::fs::read_to_string(&setup.audit)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["kind"] == kind)
+        .count()
+}
+
+/// Processes whose command line contains `token`.
+fn processes_with(token: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(token)
+            && entry.file_name().to_string_lossy() != std::process::id().to_string()
+        {
+            found.push(cmdline);
+        }
+    }
+    found
+}

@@ -1,5 +1,5 @@
 //! One `tools/call`: validate the arguments against the tool's parameters, wait for a free
-//! slot, run one `nanoclaw run --json` child, report progress each second, and turn its
+//! slot, run one `nanoclaw run --json` child (pre-built or started now: `nanoclaw_pool`), report progress each second, and turn its
 //! outcome into a result a model can act on.
 //!
 //! The child is the whole sandbox: it writes the audit records, applies the writes, and
@@ -11,7 +11,7 @@
 //! This module must never pass the runner anything a client chose except the tool's name
 //! and the arguments the tool's parameters accepted: no option of `run`, no path.
 
-use std::process::Stdio;
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use nanoclaw_policy::Tool;
@@ -21,7 +21,6 @@ use rmcp::model::{
 use rmcp::service::{Peer, RequestContext, RoleServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
@@ -159,20 +158,35 @@ impl Request<'_> {
             Err(error) => {
                 return refused(format!(
                     "could not start {}: {error}",
-                    self.shared.exe.display()
+                    self.shared.launcher.exe.display()
                 ))
             }
         };
         let running_since = Instant::now();
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        let pid = child.id();
+        // Signals go through a pidfd: never to another process that reused the pid.
+        let pidfd = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
+        let stdin = child
+            .stdin
+            .take()
+            .and_then(|s| tokio::process::ChildStdin::from_std(s).ok());
+        let stdout = child
+            .stdout
+            .take()
+            .and_then(|s| tokio::process::ChildStdout::from_std(s).ok());
+        let stderr = child
+            .stderr
+            .take()
+            .and_then(|s| tokio::process::ChildStderr::from_std(s).ok());
+        let mut waiter = tokio::task::spawn_blocking(move || child.wait());
         let mut finished = Box::pin(async {
             let (_, stdout, stderr, status) = tokio::join!(
                 write_all(stdin, params.as_bytes()),
                 read_all(stdout),
                 read_all(stderr),
-                child.wait()
+                &mut waiter
             );
             (stdout, stderr, status)
         });
@@ -182,7 +196,7 @@ impl Request<'_> {
                 done = &mut finished => break done,
                 reason = self.cancelled() => {
                     drop(finished);
-                    terminate(&mut child).await;
+                    terminate(pid, pidfd.as_ref(), &mut waiter).await;
                     return self.cancelled_result(Phase::Running, reason).await;
                 }
                 _ = ticks.tick() => {
@@ -191,51 +205,24 @@ impl Request<'_> {
                 }
             }
         };
+        let status = match status {
+            Ok(status) => status,
+            Err(error) => Err(std::io::Error::other(error)),
+        };
         match status {
             Ok(status) => outcome(&stdout, &stderr, status.code()),
             Err(error) => refused(format!("could not wait for the sandbox: {error}")),
         }
     }
 
-    /// `nanoclaw run` for this call, reading the arguments on its stdin (`run` then feeds a
-    /// stdin parameter to the command; the command's stdin is closed otherwise), killed with
-    /// the server. On stdin rather than the command line: no size limit of one argument,
-    /// and not in `/proc/PID/cmdline` for every user of the host to read.
-    fn spawn(&self) -> std::io::Result<Child> {
-        let shared = self.shared;
-        let mut command = Command::new(&shared.exe);
-        command
-            .arg("run")
-            .arg("--policy")
-            .arg(&shared.policy_path)
-            // `=`: a value never reads as another option, whatever the policy names a tool.
-            .arg(format!("--tool={}", self.tool))
-            .arg("--workspace")
-            .arg(&shared.workspace)
-            .arg("--audit")
-            .arg(shared.audit.path())
-            .arg("--json")
-            .arg("--params-json=-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let server = rustix::process::getpid();
-        // SAFETY: the closure runs in the forked child before exec and only makes two
-        // async-signal-safe system calls (prctl, getppid) through rustix, allocating nothing.
-        unsafe {
-            command.pre_exec(move || {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::TERM,
-                ))?;
-                // The server may have died before the signal was armed.
-                if rustix::process::getppid() != Some(server) {
-                    return Err(std::io::Error::other("the MCP server is gone"));
-                }
-                Ok(())
-            });
+    /// The `nanoclaw run` child for this call: a pre-built one from the pool when one
+    /// waits, else one started now (`nanoclaw_pool`: the command line, stdin for the
+    /// arguments, killed with the server).
+    fn spawn(&self) -> std::io::Result<std::process::Child> {
+        match self.shared.pool.take(self.tool) {
+            Some(child) => Ok(child),
+            None => self.shared.launcher.spawn(self.tool),
         }
-        command.spawn()
     }
 
     /// Resolves with the reason once the client cancels the request or the server stops.
@@ -266,17 +253,41 @@ impl Request<'_> {
 }
 
 /// SIGTERM, then SIGKILL after the grace period; returns once the child is reaped.
-async fn terminate(child: &mut Child) {
-    if let Some(pid) = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
-    {
-        // The child is not reaped yet (only `wait` below reaps it), so the pid is its own.
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+async fn terminate(
+    pid: u32,
+    pidfd: Option<&OwnedFd>,
+    waiter: &mut tokio::task::JoinHandle<std::io::Result<std::process::ExitStatus>>,
+) {
+    send(
+        pid,
+        pidfd,
+        waiter.is_finished(),
+        rustix::process::Signal::TERM,
+    );
+    if tokio::time::timeout(GRACE, &mut *waiter).await.is_err() {
+        send(
+            pid,
+            pidfd,
+            waiter.is_finished(),
+            rustix::process::Signal::KILL,
+        );
+        let _ = waiter.await;
     }
-    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+}
+
+/// A signal to the call's child: through its pidfd, or (a kernel without pidfds) by pid
+/// while it is not reaped.
+fn send(pid: u32, pidfd: Option<&OwnedFd>, reaped: bool, signal: rustix::process::Signal) {
+    match pidfd {
+        Some(fd) => {
+            let _ = rustix::process::pidfd_send_signal(fd, signal);
+        }
+        None if !reaped => {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+        None => {}
     }
 }
 

@@ -66,6 +66,13 @@ pub struct McpArgs {
     /// $XDG_STATE_HOME/nanoclaw/audit.jsonl, else ~/.local/state/nanoclaw/audit.jsonl]
     #[arg(long, value_name = "PATH")]
     audit: Option<PathBuf>,
+    /// Sandboxes kept pre-built per tool, each for one call (0: none; every call starts its
+    /// sandbox when it comes)
+    #[arg(long, value_name = "N", default_value_t = nanoclaw_pool::DEFAULT_SIZE)]
+    pool: usize,
+    /// A pre-built sandbox that waited this long is discarded and replaced (e.g. 500ms, 60s, 5m)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = nanoclaw_pool::parse_duration)]
+    pool_max_idle: std::time::Duration,
 }
 
 /// Everything a call needs, shared by every connection of one server.
@@ -75,8 +82,10 @@ pub(crate) struct Shared {
     /// The policy file's sha256 when the server started: what `tools/list` shows.
     pub policy_sha256: String,
     pub workspace: PathBuf,
-    /// The `nanoclaw` binary that runs each sandbox (this executable).
-    pub exe: PathBuf,
+    /// Starts the `nanoclaw run` child of a call (this executable).
+    pub launcher: Arc<nanoclaw_pool::Launcher>,
+    /// The children pre-built per tool; stopped once no call runs.
+    pub pool: nanoclaw_pool::Pool,
     pub audit: Arc<AuditLog>,
     pub catalog: catalog::Catalog,
     pub slots: Arc<tokio::sync::Semaphore>,
@@ -124,6 +133,7 @@ pub fn main(args: McpArgs) -> ExitCode {
         shared.shutdown.cancel();
         shared.calls.close();
         shared.calls.wait().await;
+        shared.pool.stop();
         served
     });
     // A pending read of a blocking stdin cannot be cancelled: do not wait for it.
@@ -175,12 +185,31 @@ fn prepare(args: &McpArgs) -> Result<Shared> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let catalog = catalog::Catalog::new(&policy);
+    let launcher = Arc::new(nanoclaw_pool::Launcher {
+        exe,
+        policy: policy_path.clone(),
+        workspace: workspace.clone(),
+        audit: audit.path().to_path_buf(),
+        env_remove: Vec::new(),
+    });
+    let config = nanoclaw_pool::Config {
+        size: args.pool,
+        max_idle: args.pool_max_idle,
+    };
+    let pool = nanoclaw_pool::Pool::start(
+        launcher.clone(),
+        config,
+        policy.tools(),
+        Box::new(|line: &str| eprintln!("nanoclaw mcp: {line}")),
+    )
+    .context("start the pool's thread")?;
     Ok(Shared {
         policy,
         policy_path,
         policy_sha256,
         workspace,
-        exe,
+        launcher,
+        pool,
         audit: Arc::new(audit),
         catalog,
         slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),

@@ -651,3 +651,249 @@ fn mcp_serves_the_agent_workspace_example_as_a_coding_agent_uses_it() {
         "no network: {report:#}"
     );
 }
+
+/// A pooled server answers through the SDK, and never reuses a sandbox: every call sees an
+/// empty /tmp and gets its own invocation, with exactly one start and one end.
+#[test]
+fn mcp_pool_gives_every_call_a_fresh_sandbox() {
+    let Some(setup) = Setup::new() else { return };
+    let report = setup.stdio("legacy", "pool", &["--pool", "2"]);
+    let calls = report["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 4, "{report:#}");
+    for (i, call) in calls.iter().enumerate() {
+        assert_eq!(call["is_error"], false, "{report:#}");
+        assert_eq!(text(call, 0), format!("{i}\n"), "an empty /tmp: {report:#}");
+    }
+    assert_eq!(report["echo"]["is_error"], false, "{report:#}");
+    assert_eq!(text(&report["echo"], 0), "pooled|1\n");
+    let mut invocations: Vec<&str> = calls
+        .iter()
+        .chain([&report["echo"]])
+        .map(|r| r["structured"]["invocation"].as_str().unwrap())
+        .collect();
+    invocations.sort_unstable();
+    invocations.dedup();
+    assert_eq!(invocations.len(), 5, "one sandbox per call: {report:#}");
+    let starts = setup.audit_at_least("invocation.start", 5);
+    let ends = setup.audit_at_least("invocation.end", 5);
+    // The pre-built runners that served no call recorded nothing.
+    assert_eq!(starts.len(), 5, "{starts:#?}");
+    assert_eq!(ends.len(), 5, "{ends:#?}");
+    for invocation in invocations {
+        let of = |records: &[Value]| {
+            records
+                .iter()
+                .filter(|r| r.to_string().contains(invocation))
+                .count()
+        };
+        assert_eq!((of(&starts), of(&ends)), (1, 1), "{invocation}");
+    }
+}
+
+/// `nanoclaw mcp` over stdio, driven line by line (for what the SDK hides: the children, the
+/// server's stderr, killing it).
+struct RawServer {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: BufReader<std::process::ChildStdout>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    next_id: u64,
+}
+
+impl RawServer {
+    fn start(setup: &Setup, extra: &[&str]) -> RawServer {
+        let mut child = Command::new(BIN)
+            .arg("mcp")
+            .args(setup.server_args())
+            .args(extra)
+            .env("NANOCLAW_POOL_DEBUG", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let lines = BufReader::new(child.stderr.take().unwrap());
+        let seen = stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                let mut seen = seen.lock().unwrap();
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+        });
+        let mut server = RawServer {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+            stderr,
+            next_id: 1,
+        };
+        server.request(
+            "initialize",
+            serde_json::json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "test", "version": "0"}}),
+        );
+        server.send(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        server
+    }
+
+    fn send(&mut self, message: &Value) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(
+            &serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        );
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "server closed stdout"
+            );
+            let message: Value = serde_json::from_str(&line).unwrap();
+            if message["id"] == id {
+                return message;
+            }
+        }
+    }
+
+    fn call(&mut self, tool: &str, arguments: Value) -> Value {
+        let reply = self.request(
+            "tools/call",
+            serde_json::json!({"name": tool, "arguments": arguments}),
+        );
+        reply["result"].clone()
+    }
+
+    /// The server's pre-built runners waiting now.
+    fn prebuilt(&self) -> Vec<u32> {
+        let me = self.child.id();
+        processes_with("--prebuilt")
+            .into_iter()
+            .filter(|(pid, _)| parent_of(*pid) == Some(me))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Waits until `check` holds on the pre-built children (10 s at most).
+    fn wait_prebuilt(&self, what: &str, check: impl Fn(&[u32]) -> bool) -> Vec<u32> {
+        let since = Instant::now();
+        loop {
+            let now = self.prebuilt();
+            if check(&now) {
+                return now;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "{what}: pre-built children {now:?}\nstderr: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn mcp_pool_keeps_n_per_tool_refills_counts_memory_and_discards_idle_ones() {
+    let Some(setup) = Setup::new() else { return };
+    let mut server = RawServer::start(&setup, &["--pool", "2", "--pool-max-idle", "3s"]);
+    // Two per tool, no more.
+    let first = server.wait_prebuilt("2 per tool", |p| p.len() == 2 * TOOLS.len());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        server.prebuilt().len(),
+        2 * TOOLS.len(),
+        "bounded by --pool"
+    );
+    let result = server.call("echo", serde_json::json!({"text": "a", "count": 1}));
+    assert_eq!(result["isError"], false, "{result:#}");
+    assert_eq!(result["content"][0]["text"], "a|1\n");
+    // The child that served the call is gone; another takes its place.
+    let after = server.wait_prebuilt("refilled", |p| {
+        p.len() == 2 * TOOLS.len() && p.iter().any(|pid| !first.contains(pid))
+    });
+    assert_eq!(
+        first.iter().filter(|pid| !after.contains(pid)).count(),
+        1,
+        "exactly one child used: {first:?} -> {after:?}"
+    );
+    // Their memory is counted.
+    let stderr = server.stderr();
+    let rss = stderr
+        .lines()
+        .filter_map(|l| l.split("rss_kib=").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(rss > 0, "the waiting children's RSS: {stderr}");
+    // Past --pool-max-idle every waiting child is replaced, without a record of its own.
+    server.wait_prebuilt("discarded after 3s idle", |p| {
+        p.len() == 2 * TOOLS.len() && p.iter().all(|pid| !after.contains(pid))
+    });
+    assert!(
+        server.stderr().contains("discarded="),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(setup.audit("invocation.start").len(), 1);
+    assert_eq!(setup.audit_at_least("invocation.end", 1).len(), 1);
+    // Closing stdin stops the server and the pool with it.
+    let marker = setup.path("tools.toml");
+    drop(server.stdin.take());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", server.stderr());
+    super::support::assert_no_process_with(&marker, "the server ended");
+}
+
+#[test]
+fn mcp_pool_dies_with_a_killed_server() {
+    let Some(setup) = Setup::new() else { return };
+    let mut server = RawServer::start(&setup, &["--pool", "1"]);
+    server.wait_prebuilt("1 per tool", |p| p.len() == TOOLS.len());
+    let result = server.call("shell", serde_json::json!({"command": "echo ok"}));
+    assert_eq!(result["content"][0]["text"], "ok\n", "{result:#}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    // Each gets SIGTERM (parent-death signal) and is gone a moment later.
+    let marker = setup.path("tools.toml");
+    let since = Instant::now();
+    while !processes_with(&marker).is_empty() && since.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    super::support::assert_no_process_with(&marker, "the server was killed");
+}
+
+#[test]
+fn mcp_pool_0_starts_every_sandbox_for_its_call() {
+    let Some(setup) = Setup::new() else { return };
+    let mut server = RawServer::start(&setup, &["--pool", "0"]);
+    let result = server.call("echo", serde_json::json!({"text": "one-shot"}));
+    assert_eq!(result["content"][0]["text"], "one-shot|\n", "{result:#}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.prebuilt().is_empty());
+    assert!(server.stderr().contains("pool: off"), "{}", server.stderr());
+}

@@ -33,6 +33,7 @@ def parse_args():
     parser.add_argument("--workspace")
     parser.add_argument("--audit")
     parser.add_argument("--max-concurrent")
+    parser.add_argument("--pool")
     parser.add_argument("--url")
     parser.add_argument("--token")
     parser.add_argument("--mode", default="legacy")
@@ -55,6 +56,8 @@ def client(args):
         server_args = ["mcp", "--policy", args.policy, "--workspace", args.workspace, "--audit", args.audit]
         if args.max_concurrent:
             server_args += ["--max-concurrent", args.max_concurrent]
+        if args.pool:
+            server_args += ["--pool", args.pool]
         server = StdioServerParameters(command=args.nanoclaw, args=server_args, env=dict(os.environ))
     return Client(server, mode=mode)
 
@@ -260,7 +263,20 @@ async def workspace(args):
         }
 
 
+async def pool(args):
+    """Calls on a pooled server: each must see a fresh sandbox (an empty /tmp)."""
+    async with client(args) as c:
+        calls = []
+        for i in range(4):
+            calls.append(await call(c, "shell", {"command": f"ls -A /tmp; echo {i} > /tmp/mark; cat /tmp/mark"}))
+            # Give the refill a moment, so that later calls take pre-built ones.
+            await anyio.sleep(0.3)
+        echo = await call(c, "echo", {"text": "pooled", "count": 1})
+    return {"calls": calls, "echo": echo}
+
+
 SCENARIOS = {
+    "pool": pool,
     "workspace": workspace,
     "basics": basics,
     "progress": progress,

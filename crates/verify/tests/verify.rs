@@ -1,11 +1,54 @@
-//! verify's claims for a resolved tool, checked against inspections like the one
+//! The claims for a resolved tool, checked against inspections like the one
 //! `nanoclaw probe inspect` prints.
 
-use nanoclaw_policy::verify::{self, Claim, Inspection};
+// Test helpers stop at the first unexpected error, showing it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
 use nanoclaw_policy::{Invocation, Policy};
 use nanoclaw_spec::{Enforced, LandlockStatus, SandboxSpec};
+use nanoclaw_verify::{self as verify, Claim, Inspection};
+use tempfile::TempDir;
 
-use super::{policy, TempDir};
+/// Parses `text` as `tools.toml` in `/srv/policies`, failing the test with the diagnostics.
+fn policy(text: &str) -> Policy {
+    match Policy::parse(text, Path::new("tools.toml"), Path::new("/srv/policies")) {
+        Ok(policy) => policy,
+        Err(diagnostics) => panic!("policy does not parse:\n{diagnostics}\n{text}"),
+    }
+}
+
+/// Every tool of every example policy: claims, a check against an empty inspection and the
+/// table never panic (an empty inspection fails every claim).
+#[test]
+fn example_policies_never_panic() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let workspace = TempDir::new().unwrap();
+    for entry in std::fs::read_dir(examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let Ok(p) = Policy::load(&path) else { continue };
+        for tool in p.tools() {
+            let invocation = Invocation {
+                workspace: Some(workspace.path().canonicalize().unwrap()),
+                ..Invocation::default()
+            };
+            if let Ok(spec) = p.resolve(&tool.name, &invocation) {
+                let claims = verify::claims(tool, &spec);
+                let results = verify::check(&claims, &Inspection::default(), &Enforced::default());
+                assert!(
+                    results.iter().all(|r| !r.pass),
+                    "{}: {results:?}",
+                    tool.name
+                );
+                let _ = verify::render_table(&tool.name, &results);
+            }
+        }
+    }
+}
 
 const TOOL: &str = r#"
 [tools.fmt]
@@ -87,10 +130,10 @@ fn enforced(spec: &SandboxSpec) -> Enforced {
 }
 
 fn setup() -> (TempDir, Policy, SandboxSpec) {
-    let dir = TempDir::new("verify");
+    let dir = TempDir::new().unwrap();
     let p = policy(TOOL);
     let invocation = Invocation {
-        workspace: Some(dir.path().to_path_buf()),
+        workspace: Some(dir.path().canonicalize().unwrap()),
         ..Invocation::default()
     };
     let spec = p.resolve("fmt", &invocation).unwrap();

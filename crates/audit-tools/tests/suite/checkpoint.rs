@@ -1,7 +1,8 @@
 use std::os::unix::fs::PermissionsExt;
 
-use nanoclaw_audit::{
-    checkpoint, checkpoints_path, generate_key, verify, Error, Problem, PublicKey,
+use nanoclaw_audit::Error;
+use nanoclaw_audit_tools::{
+    checkpoint, checkpoints_path, generate_key, verify, Problem, PublicKey,
 };
 
 use super::LogDir;

@@ -5,7 +5,8 @@
 use std::os::unix::fs::symlink;
 use std::process::Command;
 
-use nanoclaw_audit::{verify, AuditLog, Error};
+use nanoclaw_audit::{AuditLog, Error};
+use nanoclaw_audit_tools::verify;
 
 use super::LogDir;
 

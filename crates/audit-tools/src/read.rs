@@ -10,9 +10,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Take};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
-use crate::log::Lock;
-use crate::open::{self, Access};
+use nanoclaw_audit::open::{self, Access};
+use nanoclaw_audit::Lock;
+use nanoclaw_audit::{Error, Result};
 
 /// One line of the log as found on disk.
 pub(crate) struct Line {

@@ -1,4 +1,4 @@
-//! `verify`: what a tool's policy claims about its sandbox, and whether a live sandbox
+//! What a tool's policy claims about its sandbox, and whether a live sandbox
 //! bears each claim out.
 //!
 //! [`claims`] lists what must hold for a tool's resolved spec: only the declared mounts
@@ -19,8 +19,7 @@ use std::path::{Path, PathBuf};
 use nanoclaw_spec::{Delivery, Enforced, Root, SandboxSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Tool;
-use crate::units;
+use nanoclaw_policy::{egress_rule_covers, format_bytes, format_cpus, Tool};
 
 /// What `nanoclaw probe inspect` reports from inside a sandbox (its report's `detail`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,7 +310,7 @@ pub fn claims(tool: &Tool, spec: &SandboxSpec) -> Vec<Claim> {
             hosts_outside: secret
                 .hosts
                 .iter()
-                .filter(|h| !allow.iter().any(|rule| crate::lint::covers(rule, h)))
+                .filter(|h| !allow.iter().any(|rule| egress_rule_covers(rule, h)))
                 .map(|h| format!("{}:{}", h.host, h.port))
                 .collect(),
         });
@@ -385,143 +384,23 @@ fn list(items: &[String]) -> String {
     }
 }
 
+/// One claim against what was seen and enforced: each kind of claim is its own step below.
 fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResult {
     match claim {
         Claim::Mount {
             path,
             writable,
             origin,
-        } => {
-            let what = match origin {
-                Origin::Declared => "mount",
-                Origin::Tmpfs => "tmpfs",
-                Origin::Caller => "caller's mount",
-            };
-            let found = topmost(seen).into_iter().find(|m| m.path == *path);
-            let mut observed = found.map_or_else(
-                || "not visible".to_string(),
-                |m| format!("{} ({})", mode(m.writable), m.fstype),
-            );
-            // Informational: a writable mount the sandbox user cannot write to (ownership,
-            // permissions) holds the policy but will not do the tool much good.
-            let write = seen.writes.iter().find(|w| Path::new(&w.target) == path);
-            if let Some(w) = write.filter(|w| *writable && !w.ok) {
-                observed.push_str(&format!("; a test write failed: {}", w.detail));
-            }
-            let pass = found.is_some_and(|m| m.writable == *writable);
-            result(
-                format!("{what} {}", path.display()),
-                mode(*writable),
-                observed,
-                pass,
-            )
-        }
+        } => check_mount(seen, path, writable, origin),
         Claim::OnlyExpectedMounts {
             expected,
             masks,
             base,
-        } => {
-            if seen.mounts.is_empty() {
-                return result(
-                    "only expected mounts visible",
-                    "declared + sandbox's own",
-                    "no mount table observed",
-                    false,
-                );
-            }
-            let unexpected: Vec<String> = topmost(seen)
-                .into_iter()
-                .filter(|m| !masks.contains(&m.path))
-                .filter(|m| !mount_expected(m, expected, base.as_deref()))
-                .map(|m| format!("{} ({})", m.path.display(), mode(m.writable)))
-                .collect();
-            let pass = unexpected.is_empty();
-            let observed = if pass {
-                format!("{} mounts, none unexpected", topmost(seen).len())
-            } else {
-                format!("unexpected: {}", unexpected.join(", "))
-            };
-            result(
-                "only expected mounts visible",
-                "declared + sandbox's own",
-                observed,
-                pass,
-            )
-        }
-        Claim::RootReadOnly => {
-            let root = topmost(seen).into_iter().find(|m| m.path == Path::new("/"));
-            let observed = match root {
-                Some(m) => format!(
-                    "{}; backend says {}",
-                    mode(m.writable),
-                    if enforced.read_only_root {
-                        "read-only"
-                    } else {
-                        "writable"
-                    }
-                ),
-                None => "/ not in the mount table".into(),
-            };
-            let pass = root.is_some_and(|m| !m.writable) && enforced.read_only_root;
-            result("root file system", "read-only", observed, pass)
-        }
-        Claim::WritesFailOutside { writable } => {
-            let outside: Vec<&Attempt> = seen
-                .writes
-                .iter()
-                .filter(|w| !writable.iter().any(|p| p == Path::new(&w.target)))
-                .collect();
-            let written: Vec<String> = outside
-                .iter()
-                .filter(|w| w.ok)
-                .map(|w| w.target.clone())
-                .collect();
-            let pass = !outside.is_empty() && written.is_empty();
-            let observed = if outside.is_empty() {
-                "no write attempted".to_string()
-            } else if pass {
-                format!("{} tried, all refused", outside.len())
-            } else {
-                format!("written: {}", written.join(", "))
-            };
-            result("writes outside rw mounts", "all fail", observed, pass)
-        }
-        Claim::User { uid, gid } => {
-            let ids = [seen.uid, seen.euid, seen.gid, seen.egid];
-            let groups_ok = seen.groups.iter().all(|g| g == gid);
-            let pass = ids == [Some(*uid), Some(*uid), Some(*gid), Some(*gid)] && groups_ok;
-            let groups: Vec<String> = seen.groups.iter().map(u32::to_string).collect();
-            let observed = format!(
-                "uid {} euid {} gid {} egid {} groups [{}]",
-                unknown(seen.uid),
-                unknown(seen.euid),
-                unknown(seen.gid),
-                unknown(seen.egid),
-                groups.join(",")
-            );
-            result(
-                "user",
-                format!("uid {uid} gid {gid}, no other groups"),
-                observed,
-                pass,
-            )
-        }
-        Claim::NoCapabilities => {
-            let c = &seen.capabilities;
-            let sets = [
-                ("inh", c.inheritable),
-                ("prm", c.permitted),
-                ("eff", c.effective),
-                ("bnd", c.bounding),
-                ("amb", c.ambient),
-            ];
-            let pass = sets.iter().all(|(_, v)| *v == Some(0)) && enforced.capabilities.is_empty();
-            let shown: Vec<String> = sets
-                .iter()
-                .map(|(n, v)| format!("{n}={}", v.map_or("?".into(), |v| format!("{v:x}"))))
-                .collect();
-            result("capabilities", "none in any set", shown.join(" "), pass)
-        }
+        } => check_only_expected_mounts(seen, expected, masks, base.as_deref()),
+        Claim::RootReadOnly => check_root_read_only(seen, enforced),
+        Claim::WritesFailOutside { writable } => check_writes_outside(seen, writable),
+        Claim::User { uid, gid } => check_user(seen, uid, gid),
+        Claim::NoCapabilities => check_no_capabilities(seen, enforced),
         Claim::NoNewPrivs => result(
             "no_new_privs",
             "1",
@@ -555,46 +434,21 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
             let pass = names == ["lo"];
             result("network interfaces", "lo only", list(&names), pass)
         }
-        Claim::NoConnectionOut => {
-            let outward = seen
-                .connects
-                .iter()
-                .any(|c| !c.target.starts_with("127.") && !c.target.starts_with("[::1]"));
-            let made: Vec<String> = seen
-                .connects
-                .iter()
-                .filter(|c| c.ok)
-                .map(|c| c.target.clone())
-                .collect();
-            let pass = outward && made.is_empty();
-            let observed = if !outward {
-                "no outward connection attempted".into()
-            } else if pass {
-                let tried: Vec<String> = seen
-                    .connects
-                    .iter()
-                    .map(|c| format!("{}: {}", c.target, c.detail))
-                    .collect();
-                format!("all failed ({})", tried.join("; "))
-            } else {
-                format!("connected to {}", made.join(", "))
-            };
-            result("connections out", "all fail", observed, pass)
-        }
+        Claim::NoConnectionOut => check_no_connection_out(seen),
         Claim::MemoryLimit { bytes } => result(
             "memory limit",
-            units::bytes(*bytes),
+            format_bytes(*bytes),
             enforced
                 .memory_bytes
-                .map_or("not enforced".into(), units::bytes),
+                .map_or("not enforced".into(), format_bytes),
             enforced.memory_bytes == Some(*bytes),
         ),
         Claim::CpuLimit { millis } => result(
             "cpu limit",
-            units::cpus(*millis),
+            format_cpus(*millis),
             enforced
                 .cpu_millis
-                .map_or("not enforced".into(), units::cpus),
+                .map_or("not enforced".into(), format_cpus),
             enforced.cpu_millis == Some(*millis),
         ),
         Claim::PidsLimit { pids } => result(
@@ -622,7 +476,7 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
                 .find(|w| Path::new(&w.target) == path);
             result(
                 format!("write budget in {}", path.display()),
-                format!("ENOSPC past {}", units::bytes(*bytes)),
+                format!("ENOSPC past {}", format_bytes(*bytes)),
                 attempt.map_or("not tried".into(), |w| w.detail.clone()),
                 attempt.is_some_and(|w| w.ok),
             )
@@ -641,29 +495,204 @@ fn check_one(claim: &Claim, seen: &Inspection, enforced: &Enforced) -> ClaimResu
             *placeholder_differs,
             hosts_outside,
         ),
-        Claim::EnvNames { allowed } => {
-            let allowed: BTreeSet<&str> = allowed.iter().map(String::as_str).collect();
-            let extra: Vec<String> = seen
-                .env_names
-                .iter()
-                .filter(|n| !allowed.contains(n.as_str()))
-                .cloned()
-                .collect();
-            let pass = !seen.env_names.is_empty() && extra.is_empty();
-            let observed = if seen.env_names.is_empty() {
-                "no environment observed".into()
-            } else if pass {
-                seen.env_names.join(", ")
-            } else {
-                format!("undeclared: {}", extra.join(", "))
-            };
-            let expected = format!(
-                "subset of {}",
-                allowed.into_iter().collect::<Vec<_>>().join(", ")
-            );
-            result("environment names", expected, observed, pass)
-        }
+        Claim::EnvNames { allowed } => check_env_names(seen, allowed),
     }
+}
+
+/// A declared, tmpfs or caller's mount: visible, with its mode.
+fn check_mount(seen: &Inspection, path: &Path, writable: &bool, origin: &Origin) -> ClaimResult {
+    let what = match origin {
+        Origin::Declared => "mount",
+        Origin::Tmpfs => "tmpfs",
+        Origin::Caller => "caller's mount",
+    };
+    let found = topmost(seen).into_iter().find(|m| m.path == *path);
+    let mut observed = found.map_or_else(
+        || "not visible".to_string(),
+        |m| format!("{} ({})", mode(m.writable), m.fstype),
+    );
+    // Informational: a writable mount the sandbox user cannot write to (ownership,
+    // permissions) holds the policy but will not do the tool much good.
+    let write = seen.writes.iter().find(|w| Path::new(&w.target) == path);
+    if let Some(w) = write.filter(|w| *writable && !w.ok) {
+        observed.push_str(&format!("; a test write failed: {}", w.detail));
+    }
+    let pass = found.is_some_and(|m| m.writable == *writable);
+    result(
+        format!("{what} {}", path.display()),
+        mode(*writable),
+        observed,
+        pass,
+    )
+}
+
+/// Nothing visible but the expected mounts, the masks and the base.
+fn check_only_expected_mounts(
+    seen: &Inspection,
+    expected: &[(PathBuf, bool)],
+    masks: &[PathBuf],
+    base: Option<&[PathBuf]>,
+) -> ClaimResult {
+    if seen.mounts.is_empty() {
+        return result(
+            "only expected mounts visible",
+            "declared + sandbox's own",
+            "no mount table observed",
+            false,
+        );
+    }
+    let unexpected: Vec<String> = topmost(seen)
+        .into_iter()
+        .filter(|m| !masks.contains(&m.path))
+        .filter(|m| !mount_expected(m, expected, base))
+        .map(|m| format!("{} ({})", m.path.display(), mode(m.writable)))
+        .collect();
+    let pass = unexpected.is_empty();
+    let observed = if pass {
+        format!("{} mounts, none unexpected", topmost(seen).len())
+    } else {
+        format!("unexpected: {}", unexpected.join(", "))
+    };
+    result(
+        "only expected mounts visible",
+        "declared + sandbox's own",
+        observed,
+        pass,
+    )
+}
+
+/// `/` is read-only, seen inside and reported by the backend.
+fn check_root_read_only(seen: &Inspection, enforced: &Enforced) -> ClaimResult {
+    let root = topmost(seen).into_iter().find(|m| m.path == Path::new("/"));
+    let observed = match root {
+        Some(m) => format!(
+            "{}; backend says {}",
+            mode(m.writable),
+            if enforced.read_only_root {
+                "read-only"
+            } else {
+                "writable"
+            }
+        ),
+        None => "/ not in the mount table".into(),
+    };
+    let pass = root.is_some_and(|m| !m.writable) && enforced.read_only_root;
+    result("root file system", "read-only", observed, pass)
+}
+
+/// Writes were tried outside the writable mounts, and all failed.
+fn check_writes_outside(seen: &Inspection, writable: &[PathBuf]) -> ClaimResult {
+    let outside: Vec<&Attempt> = seen
+        .writes
+        .iter()
+        .filter(|w| !writable.iter().any(|p| p == Path::new(&w.target)))
+        .collect();
+    let written: Vec<String> = outside
+        .iter()
+        .filter(|w| w.ok)
+        .map(|w| w.target.clone())
+        .collect();
+    let pass = !outside.is_empty() && written.is_empty();
+    let observed = if outside.is_empty() {
+        "no write attempted".to_string()
+    } else if pass {
+        format!("{} tried, all refused", outside.len())
+    } else {
+        format!("written: {}", written.join(", "))
+    };
+    result("writes outside rw mounts", "all fail", observed, pass)
+}
+
+/// The real and effective ids are the tool's, with no other group.
+fn check_user(seen: &Inspection, uid: &u32, gid: &u32) -> ClaimResult {
+    let ids = [seen.uid, seen.euid, seen.gid, seen.egid];
+    let groups_ok = seen.groups.iter().all(|g| g == gid);
+    let pass = ids == [Some(*uid), Some(*uid), Some(*gid), Some(*gid)] && groups_ok;
+    let groups: Vec<String> = seen.groups.iter().map(u32::to_string).collect();
+    let observed = format!(
+        "uid {} euid {} gid {} egid {} groups [{}]",
+        unknown(seen.uid),
+        unknown(seen.euid),
+        unknown(seen.gid),
+        unknown(seen.egid),
+        groups.join(",")
+    );
+    result(
+        "user",
+        format!("uid {uid} gid {gid}, no other groups"),
+        observed,
+        pass,
+    )
+}
+
+/// Every capability set is empty, and the backend granted none.
+fn check_no_capabilities(seen: &Inspection, enforced: &Enforced) -> ClaimResult {
+    let c = &seen.capabilities;
+    let sets = [
+        ("inh", c.inheritable),
+        ("prm", c.permitted),
+        ("eff", c.effective),
+        ("bnd", c.bounding),
+        ("amb", c.ambient),
+    ];
+    let pass = sets.iter().all(|(_, v)| *v == Some(0)) && enforced.capabilities.is_empty();
+    let shown: Vec<String> = sets
+        .iter()
+        .map(|(n, v)| format!("{n}={}", v.map_or("?".into(), |v| format!("{v:x}"))))
+        .collect();
+    result("capabilities", "none in any set", shown.join(" "), pass)
+}
+
+/// Connections out were tried, and all failed.
+fn check_no_connection_out(seen: &Inspection) -> ClaimResult {
+    let outward = seen
+        .connects
+        .iter()
+        .any(|c| !c.target.starts_with("127.") && !c.target.starts_with("[::1]"));
+    let made: Vec<String> = seen
+        .connects
+        .iter()
+        .filter(|c| c.ok)
+        .map(|c| c.target.clone())
+        .collect();
+    let pass = outward && made.is_empty();
+    let observed = if !outward {
+        "no outward connection attempted".into()
+    } else if pass {
+        let tried: Vec<String> = seen
+            .connects
+            .iter()
+            .map(|c| format!("{}: {}", c.target, c.detail))
+            .collect();
+        format!("all failed ({})", tried.join("; "))
+    } else {
+        format!("connected to {}", made.join(", "))
+    };
+    result("connections out", "all fail", observed, pass)
+}
+
+/// The environment holds only the names the spec sets.
+fn check_env_names(seen: &Inspection, allowed: &[String]) -> ClaimResult {
+    let allowed: BTreeSet<&str> = allowed.iter().map(String::as_str).collect();
+    let extra: Vec<String> = seen
+        .env_names
+        .iter()
+        .filter(|n| !allowed.contains(n.as_str()))
+        .cloned()
+        .collect();
+    let pass = !seen.env_names.is_empty() && extra.is_empty();
+    let observed = if seen.env_names.is_empty() {
+        "no environment observed".into()
+    } else if pass {
+        seen.env_names.join(", ")
+    } else {
+        format!("undeclared: {}", extra.join(", "))
+    };
+    let expected = format!(
+        "subset of {}",
+        allowed.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    result("environment names", expected, observed, pass)
 }
 
 fn secret_result(

@@ -11,12 +11,12 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
-use crate::event::{Event, InvocationEnd, InvocationStart, PolicyRefused};
 use crate::read::Lines;
-use crate::record::{parse_line, push_canonical, Record};
-use crate::time;
 use crate::unfinished::Unfinished;
+use nanoclaw_audit::time;
+use nanoclaw_audit::{parse_line, push_canonical, Record};
+use nanoclaw_audit::{Error, Result};
+use nanoclaw_audit::{Event, InvocationEnd, InvocationStart, PolicyRefused};
 
 /// Which records `list` returns. Every field set must match; `exit_nonzero` and
 /// `refused` together select either kind.

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use nanoclaw_audit::{verify, AuditLog};
+use nanoclaw_audit::AuditLog;
+use nanoclaw_audit_tools::verify;
 use serde_json::json;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;

@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::hex;
-use crate::log::Lock;
-use crate::open::{self, Access};
-use crate::record::GENESIS_HASH;
-use crate::time;
 use crate::verify::{verify, Problem};
+use nanoclaw_audit::hex;
+use nanoclaw_audit::open::{self, Access};
+use nanoclaw_audit::time;
+use nanoclaw_audit::Lock;
+use nanoclaw_audit::GENESIS_HASH;
+use nanoclaw_audit::{Error, Result};
 
 /// One signed checkpoint: the log had `count` records, the last with hash `head`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

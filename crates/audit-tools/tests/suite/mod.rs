@@ -10,7 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use nanoclaw_audit::{verify, AuditLog, VerifyReport};
+use nanoclaw_audit::AuditLog;
+use nanoclaw_audit_tools::{verify, VerifyReport};
 use serde_json::json;
 
 /// A log in a fresh temporary directory.

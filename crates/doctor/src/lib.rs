@@ -1,7 +1,7 @@
-//! What this host can enforce, and why not where it cannot. Read-only: it checks, it
+//! What this host can enforce of the native backend's layers, and why not where it cannot (`nanoclaw doctor`). An edge crate: `nanoclaw run` never runs it. Read-only: it checks, it
 //! never changes anything on the host.
 
-use crate::{cgroup, seccomp, sys};
+use nanoclaw_native::{cgroup, landlock_abi, seccomp};
 
 /// One isolation layer and whether this host can enforce it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -68,7 +68,7 @@ fn seccomp_filter() -> Check {
 }
 
 fn landlock() -> Check {
-    let (ok, detail) = match sys::landlock_abi() {
+    let (ok, detail) = match landlock_abi() {
         Ok(abi) if abi >= 6 => (true, format!("ABI {abi}")),
         Ok(abi) => (
             true,

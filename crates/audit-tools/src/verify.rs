@@ -18,10 +18,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{self, PublicKey};
-use crate::error::Result;
 use crate::read::Lines;
-use crate::record::{parse_line, GENESIS_HASH};
 use crate::unfinished::{Starts, Unfinished};
+use nanoclaw_audit::Result;
+use nanoclaw_audit::{parse_line, GENESIS_HASH};
 
 /// The outcome of `verify`: a summary of the intact prefix and the first problem, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]

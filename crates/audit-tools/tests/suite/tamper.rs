@@ -1,4 +1,5 @@
-use nanoclaw_audit::{sha256_hex, AuditLog, Error, Problem, GENESIS_HASH};
+use nanoclaw_audit::{sha256_hex, AuditLog, Error, GENESIS_HASH};
+use nanoclaw_audit_tools::Problem;
 
 use super::LogDir;
 

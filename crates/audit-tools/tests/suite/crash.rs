@@ -1,6 +1,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nanoclaw_audit::{list, AuditLog, Filter, Problem};
+use nanoclaw_audit::AuditLog;
+use nanoclaw_audit_tools::{list, Filter, Problem};
 
 use super::{reported_seqs, spawn_writer, LogDir};
 

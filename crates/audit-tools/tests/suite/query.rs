@@ -1,7 +1,8 @@
 use nanoclaw_audit::{
-    invocation_id, list, parse_time, show, table, unfinished, AuditLog, Error, Filter,
-    InvocationEnd, InvocationStart, OutputDigest, PolicyRefused, RunState, Runner,
+    invocation_id, parse_time, AuditLog, Error, InvocationEnd, InvocationStart, OutputDigest,
+    PolicyRefused, Runner,
 };
+use nanoclaw_audit_tools::{list, show, table, unfinished, Filter, RunState};
 use serde_json::json;
 
 use super::LogDir;

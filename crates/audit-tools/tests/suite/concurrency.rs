@@ -1,6 +1,6 @@
 use std::collections::HashSet;
 
-use nanoclaw_audit::{list, Filter};
+use nanoclaw_audit_tools::{list, Filter};
 
 use super::{reported_seqs, spawn_writer, LogDir};
 

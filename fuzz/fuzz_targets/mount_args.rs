@@ -12,7 +12,10 @@ mod args;
 use args::{parse_mount, parse_tmpfs, parse_volume};
 
 fuzz_target!(|text: &str| {
-    for mount in [parse_volume(text), parse_mount(text)].into_iter().flatten() {
+    for mount in [parse_volume(text), parse_mount(text)]
+        .into_iter()
+        .flatten()
+    {
         assert!(mount.dst.is_absolute(), "{text:?}: {mount:?}");
         assert!(mount.src.is_absolute(), "{text:?}: {mount:?}");
     }

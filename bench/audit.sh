@@ -44,7 +44,7 @@ hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$OUT/run2.json" \
 "$NANOCLAW" audit verify --audit "$LOG"
 
 echo
-cargo run --release --quiet -p nanoclaw-audit --example append_rate -- 2 "$RECORDS" "$OUT" |
+cargo run --release --quiet -p nanoclaw-audit-tools --example append_rate -- 2 "$RECORDS" "$OUT" |
   tee "$OUT/append.txt"
 
 python3 - "$OUT/append.txt" "$OUT/run1.json" "$OUT/run2.json" <<'PY'

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::record::sha256_hex;
-use crate::unfinished::Runner;
 
 /// A typed record body: what `AuditLog::append_event` writes under `KIND`.
 pub trait Event: Serialize {
@@ -145,4 +144,48 @@ impl OutputDigest {
             truncated,
         }
     }
+}
+
+/// The process that wrote an `invocation.start` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runner {
+    pub pid: u32,
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`): a pid means nothing on
+    /// another boot.
+    pub boot_id: String,
+    /// When the process started, in clock ticks since boot (`/proc/PID/stat`, field 22):
+    /// with the pid and boot id, one process ever.
+    pub start_time: u64,
+}
+
+impl Runner {
+    /// This process, or `None` if `/proc` cannot say (then a later `verify` reports its
+    /// invocation, if it never ends, as unfinished without knowing whether it runs).
+    pub fn current() -> Option<Runner> {
+        let pid = std::process::id();
+        Some(Runner {
+            pid,
+            boot_id: boot_id()?,
+            start_time: start_time(pid)?,
+        })
+    }
+
+    /// Whether this exact process is still running on this machine.
+    pub fn is_running(&self) -> bool {
+        boot_id().as_deref() == Some(self.boot_id.as_str())
+            && start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned())
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses
+    // itself; the fields after its last `)` start at field 3.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
 }

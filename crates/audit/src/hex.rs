@@ -1,6 +1,6 @@
 //! Lowercase hex, the encoding of every hash, id and key in the log.
 
-pub(crate) fn encode(bytes: &[u8]) -> String {
+pub fn encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -11,7 +11,7 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
 }
 
 /// Decodes exactly `N` bytes of hex (either case); `None` for anything else.
-pub(crate) fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
     let text = text.as_bytes();
     if text.len() != N * 2 {
         return None;
@@ -24,7 +24,7 @@ pub(crate) fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
 }
 
 /// Whether `text` is a sha256 as the log writes it: 64 lowercase hex digits.
-pub(crate) fn is_sha256(text: &str) -> bool {
+pub fn is_sha256(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 

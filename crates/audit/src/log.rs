@@ -216,16 +216,16 @@ fn default_path_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result
 
 /// An `flock` held until dropped. Taken shared by readers only for the instant it takes
 /// to read the file's length: every line below that length is complete.
-pub(crate) struct Lock<'a> {
+pub struct Lock<'a> {
     file: &'a File,
 }
 
 impl<'a> Lock<'a> {
-    pub(crate) fn exclusive(file: &'a File, path: &Path) -> Result<Lock<'a>> {
+    pub fn exclusive(file: &'a File, path: &Path) -> Result<Lock<'a>> {
         Lock::take(file, path, rustix::fs::FlockOperation::LockExclusive)
     }
 
-    pub(crate) fn shared(file: &'a File, path: &Path) -> Result<Lock<'a>> {
+    pub fn shared(file: &'a File, path: &Path) -> Result<Lock<'a>> {
         Lock::take(file, path, rustix::fs::FlockOperation::LockShared)
     }
 

@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 /// What the caller will do with the file: decides how it is opened and whom it may
 /// belong to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
+pub enum Access {
     /// Read a log or a checkpoints file.
     Read,
     /// Read a secret key: nobody but its owner may have any access to it.
@@ -53,7 +53,7 @@ pub(crate) enum Access {
 const MAX_SYMLINKS: u32 = 40;
 
 /// Opens the file at `path` for `access`, or refuses with `Error::Untrusted`.
-pub(crate) fn open(path: &Path, access: Access) -> Result<File> {
+pub fn open(path: &Path, access: Access) -> Result<File> {
     let untrusted = |reason: String| Error::Untrusted {
         path: path.to_path_buf(),
         reason,
@@ -119,7 +119,7 @@ pub(crate) fn open(path: &Path, access: Access) -> Result<File> {
 }
 
 /// `open`, or `None` when the file (or a directory on its path) does not exist.
-pub(crate) fn open_if_exists(path: &Path, access: Access) -> Result<Option<File>> {
+pub fn open_if_exists(path: &Path, access: Access) -> Result<Option<File>> {
     match open(path, access) {
         Ok(file) => Ok(Some(file)),
         Err(Error::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),

@@ -90,20 +90,20 @@ impl Record {
 }
 
 /// A line parsed and checked against its own hash, before the chain is looked at.
-pub(crate) struct Parsed {
-    pub(crate) record: Record,
+pub struct Parsed {
+    pub record: Record,
     /// Whether `hash` matches the record's fields.
-    pub(crate) hash_ok: bool,
+    pub hash_ok: bool,
     /// Whether the line is byte for byte the line nanoclaw writes for this record. A line
     /// that parses to a record with a matching hash can still say more than that record:
     /// a duplicate key (`"exit":137` before the real `"exit":0`), which a parser resolves
     /// one way and another reader the other; so can reordered keys, whitespace or
     /// another spelling of a string or number. Only the exact bytes are trusted.
-    pub(crate) exact: bool,
+    pub exact: bool,
 }
 
 /// Parses one line (without its newline). `Err` says why it is not a record.
-pub(crate) fn parse_line(line: &[u8]) -> std::result::Result<Parsed, String> {
+pub fn parse_line(line: &[u8]) -> std::result::Result<Parsed, String> {
     // Into the struct directly: a duplicate top-level field is an error here, and one
     // inside `data` (last wins) is caught by the byte-for-byte comparison below.
     let record: Record = serde_json::from_slice(line).map_err(|e| format!("not a record: {e}"))?;
@@ -144,7 +144,7 @@ fn hash_of(seq: u64, ts: &str, kind: &str, prev: &str, data: &Value) -> String {
 }
 
 /// Appends the canonical JSON of `value`: compact, object keys sorted at every level.
-pub(crate) fn push_canonical(out: &mut String, value: &Value) {
+pub fn push_canonical(out: &mut String, value: &Value) {
     match value {
         Value::Object(map) => push_canonical_object(out, map),
         Value::Array(items) => {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 
 /// The current time as the log writes it.
-pub(crate) fn now() -> String {
+pub fn now() -> String {
     format(millis_of(SystemTime::now()))
 }
 
@@ -32,7 +32,7 @@ pub fn parse_time(text: &str) -> Result<SystemTime> {
 }
 
 /// Milliseconds since the Unix epoch, negative before it.
-pub(crate) fn millis_of(time: SystemTime) -> i64 {
+pub fn millis_of(time: SystemTime) -> i64 {
     let (sign, duration) = match time.duration_since(UNIX_EPOCH) {
         Ok(after) => (1, after),
         Err(before) => (-1, before.duration()),
@@ -40,7 +40,7 @@ pub(crate) fn millis_of(time: SystemTime) -> i64 {
     sign * i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-pub(crate) fn format(millis: i64) -> String {
+pub fn format(millis: i64) -> String {
     let days = millis.div_euclid(86_400_000);
     let in_day = millis.rem_euclid(86_400_000);
     let (year, month, day) = civil_from_days(days);
@@ -53,7 +53,7 @@ pub(crate) fn format(millis: i64) -> String {
     )
 }
 
-pub(crate) fn parse_millis(text: &str) -> Option<i64> {
+pub fn parse_millis(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let digits = b.get(range)?;

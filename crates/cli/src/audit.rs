@@ -33,9 +33,12 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use nanoclaw_audit::{
-    checkpoint, checkpoints_path, generate_key, invocation_id, list, parse_time, sha256_hex, show,
-    table, unfinished, verify, AuditLog, Filter, InvocationEnd, InvocationStart, OutputDigest,
-    PolicyRefused, PublicKey, Record, Runner, Unfinished,
+    invocation_id, parse_time, sha256_hex, AuditLog, InvocationEnd, InvocationStart, OutputDigest,
+    PolicyRefused, Record, Runner,
+};
+use nanoclaw_audit_tools::{
+    checkpoint, checkpoints_path, generate_key, list, show, table, unfinished, verify, Filter,
+    PublicKey, Unfinished,
 };
 use nanoclaw_spec::{BackendError, Enforced, IoMode, Outcome, Root, SandboxSpec};
 

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use nanoclaw_native::{doctor, NativeBackend};
+use nanoclaw_doctor as doctor;
+use nanoclaw_native::NativeBackend;
 use nanoclaw_spec::{Backend, IoMode, SandboxSpec};
 
 #[derive(Args, Debug)]

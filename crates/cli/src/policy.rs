@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use nanoclaw_docker::InitBinary;
-use nanoclaw_policy::{lint, policy_sha256, verify, Invocation, Policy};
+use nanoclaw_policy::{lint, policy_sha256, Invocation, Policy};
 use nanoclaw_spec::{
     BackendError, EgressRule, Enforced, IoMode, Mount, Network, Root, SandboxSpec,
 };
+use nanoclaw_verify as verify;
 use serde_json::json;
 
 use crate::backend::Runner;

@@ -10,12 +10,13 @@ use std::process::ExitCode;
 use crate::backend::Runner;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use nanoclaw_cli::args::{absolute, host_path, parse_mount, parse_tmpfs, parse_volume};
 use nanoclaw_policy::{
     is_broad_egress, parse_egress_rule, Invocation, Narrowing, ParamType, Resolved, Tool,
 };
 use nanoclaw_spec::{
-    check_env, parse_bytes, parse_cpus, parse_duration, BackendError, IoMode, Mount, Network,
-    Outcome, Root, SandboxSpec, Tmpfs, User,
+    check_env, parse_bytes, parse_cpus, parse_duration, BackendError, IoMode, Network, Outcome,
+    Root, SandboxSpec, User,
 };
 use serde_json::{json, Map, Value};
 
@@ -126,26 +127,6 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
-fn absolute(what: &str, path: &str) -> Result<PathBuf> {
-    let path = PathBuf::from(path);
-    if !path.is_absolute() {
-        bail!("{what} {} must be an absolute path", path.display());
-    }
-    Ok(path)
-}
-
-/// A host path as given, made absolute against the current directory (as `docker -v`
-/// does not, but a person typing `-v ./repo:/work` means).
-fn host_path(path: &str) -> Result<PathBuf> {
-    let path = PathBuf::from(path);
-    if path.is_absolute() {
-        return Ok(path);
-    }
-    Ok(std::env::current_dir()
-        .context("read the current directory")?
-        .join(path))
-}
-
 /// A mount source as the backend opens it: its parent made canonical, once, and its own
 /// name kept as given, so that a source swapped for a symlink after this check is refused
 /// by the backend (which follows no symlink in the path) rather than resolved here. A
@@ -165,45 +146,6 @@ fn canonical_source(path: &std::path::Path) -> Result<PathBuf> {
         }
         // "/", or a path ending in ".." (already made absolute): nothing to keep literal.
         _ => std::fs::canonicalize(path).with_context(what),
-    }
-}
-
-fn parse_volume(value: &str) -> Result<Mount> {
-    let parts: Vec<&str> = value.split(':').collect();
-    let (src, dst, mode) = match parts.as_slice() {
-        [src, dst] => (*src, *dst, "ro"),
-        [src, dst, mode] => (*src, *dst, *mode),
-        _ => bail!("invalid -v {value:?}: expected HOST:PATH[:ro|rw]"),
-    };
-    let writable = match mode {
-        "ro" => false,
-        "rw" => true,
-        other => bail!("invalid -v {value:?}: mode {other:?} is not ro or rw"),
-    };
-    Ok(Mount {
-        src: host_path(src)?,
-        dst: absolute("mount target", dst)?,
-        writable,
-    })
-}
-
-fn parse_mount(value: &str) -> Result<Mount> {
-    let (mut src, mut dst, mut writable) = (None, None, false);
-    for field in value.split(',') {
-        let (key, val) = field.split_once('=').unwrap_or((field, ""));
-        match (key, val) {
-            ("type", "bind") => {}
-            ("type", other) => bail!("invalid --mount {value:?}: type {other:?} is not supported (use type=bind, or --tmpfs)"),
-            ("src" | "source", v) if !v.is_empty() => src = Some(host_path(v)?),
-            ("dst" | "destination" | "target", v) if !v.is_empty() => dst = Some(absolute("mount target", v)?),
-            ("readonly" | "ro", "" | "true" | "1") => writable = false,
-            ("readonly" | "ro", "false" | "0") | ("rw", "" | "true" | "1") => writable = true,
-            _ => bail!("invalid --mount {value:?}: unknown or malformed field {field:?} (valid: type=bind, src=, dst=, readonly, rw)"),
-        }
-    }
-    match (src, dst) {
-        (Some(src), Some(dst)) => Ok(Mount { src, dst, writable }),
-        _ => bail!("invalid --mount {value:?}: both src= and dst= are required"),
     }
 }
 
@@ -235,21 +177,6 @@ fn write_files(value: u64) -> Result<u64> {
         bail!("--write-files: must be a whole number from 1 (0 would refuse every write)");
     }
     Ok(value)
-}
-
-fn parse_tmpfs(value: &str) -> Result<Tmpfs> {
-    let (path, options) = value.split_once(':').unwrap_or((value, ""));
-    let mut size_bytes = 64 << 20;
-    for option in options.split(',').filter(|o| !o.is_empty()) {
-        match option.split_once('=') {
-            Some(("size", size)) => size_bytes = parse_bytes(size)?,
-            _ => bail!("invalid --tmpfs {value:?}: unknown option {option:?} (valid: size=N)"),
-        }
-    }
-    Ok(Tmpfs {
-        dst: absolute("tmpfs", path)?,
-        size_bytes,
-    })
 }
 
 fn parse_user(value: &str, allow_root: bool) -> Result<User> {
@@ -813,38 +740,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn volumes_are_read_only_unless_rw() {
-        let m = parse_volume("/srv:/data").unwrap();
-        assert!(!m.writable);
-        assert!(parse_volume("/srv:/data:rw").unwrap().writable);
-        assert!(!parse_volume("/srv:/data:ro").unwrap().writable);
-        assert!(parse_volume("/srv:/data:rx").is_err());
-        assert!(parse_volume("/srv:data").is_err());
-    }
-
-    #[test]
-    fn mount_syntax_follows_docker() {
-        let m = parse_mount("type=bind,src=/srv,dst=/data").unwrap();
-        assert_eq!(
-            (m.src.to_str(), m.dst.to_str(), m.writable),
-            (Some("/srv"), Some("/data"), false)
-        );
-        assert!(
-            parse_mount("type=bind,source=/srv,target=/data,rw")
-                .unwrap()
-                .writable
-        );
-        assert!(
-            !parse_mount("type=bind,source=/srv,target=/data,readonly")
-                .unwrap()
-                .writable
-        );
-        assert!(parse_mount("type=volume,src=x,dst=/y").is_err());
-        assert!(parse_mount("type=bind,src=/srv").is_err());
-        assert!(parse_mount("type=bind,src=/srv,dst=/d,exec").is_err());
-    }
-
-    #[test]
     fn root_needs_allow_root() {
         assert!(parse_user("0", false).is_err());
         assert!(parse_user("0:0", true).is_ok());
@@ -856,13 +751,5 @@ mod tests {
             }
         );
         assert!(parse_user("bob", false).is_err());
-    }
-
-    #[test]
-    fn tmpfs_takes_a_size() {
-        let t = parse_tmpfs("/scratch:size=8m").unwrap();
-        assert_eq!(t.size_bytes, 8 << 20);
-        assert!(parse_tmpfs("/scratch:mode=777").is_err());
-        assert!(parse_tmpfs("scratch").is_err());
     }
 }

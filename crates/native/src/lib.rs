@@ -14,7 +14,6 @@ pub mod bridge;
 pub mod cgroup;
 pub mod container;
 mod creds;
-pub mod doctor;
 mod helper;
 mod init;
 mod landlock;
@@ -37,6 +36,7 @@ use rustix::event::{PollFd, PollFlags};
 use crate::protocol::{HelperReport, HelperRequest, COMMIT, REPORT_FD, REQUEST_FD};
 
 pub use helper::main as helper_main;
+pub use sys::landlock_abi;
 
 /// The first argument that makes the nanoclaw binary act as the sandbox helper.
 pub const HELPER_ARG: &str = "__nanoclaw_sandbox_helper";

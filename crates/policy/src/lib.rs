@@ -99,19 +99,19 @@ mod policy;
 mod resolve;
 mod sensitive;
 mod units;
-pub mod verify;
 
 pub use credentials::{hide_credentials, ScanError, ScanLimits, Scanned};
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use digest::{policy_sha256, spec_sha256};
 pub use egress::{is_broad as is_broad_egress, parse_rule as parse_egress_rule};
-pub use lint::{lint, Finding, Report, Rule, Severity};
+pub use lint::{covers as egress_rule_covers, lint, Finding, Report, Rule, Severity};
 pub use params::{BoundCall, Param, ParamError, ParamType};
 pub use policy::{
     Acknowledgement, BackendKind, Defaults, ExtraArgs, HostPath, MountDecl, Policy, Resources,
     Secret, Tool, ToolNetwork,
 };
 pub use resolve::{Error, Invocation, Narrowing, Resolved};
+pub use units::{bytes as format_bytes, cpus as format_cpus};
 
 #[doc(no_inline)]
 pub use nanoclaw_spec::SandboxSpec;

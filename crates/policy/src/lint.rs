@@ -384,7 +384,7 @@ fn secret_findings(c: &mut Collector<'_>, ttl_max: std::time::Duration) {
 
 /// Whether the allow rule `rule` lets through `host` (same port; the same name, or a
 /// subdomain of a `*.` rule).
-pub(crate) fn covers(rule: &nanoclaw_spec::EgressRule, host: &nanoclaw_spec::EgressRule) -> bool {
+pub fn covers(rule: &nanoclaw_spec::EgressRule, host: &nanoclaw_spec::EgressRule) -> bool {
     if rule.port != host.port {
         return false;
     }

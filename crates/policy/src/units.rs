@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// `1g`, `256m`, `64k` or a plain byte count, whichever is exact.
-pub(crate) fn bytes(n: u64) -> String {
+pub fn bytes(n: u64) -> String {
     for (shift, suffix) in [(40, "t"), (30, "g"), (20, "m"), (10, "k")] {
         if n != 0 && n.trailing_zeros() >= shift {
             return format!("{}{suffix}", n >> shift);
@@ -15,7 +15,7 @@ pub(crate) fn bytes(n: u64) -> String {
 }
 
 /// `0.5`, `2`, `1.25`.
-pub(crate) fn cpus(millis: u32) -> String {
+pub fn cpus(millis: u32) -> String {
     let whole = millis / 1000;
     let fraction = millis % 1000;
     if fraction == 0 {

@@ -1,5 +1,5 @@
 //! The policy crate's integration tests: the example policies, a corpus of bad policies,
-//! resolution of invocations, the lint, verify's claims, and random mutations that must
+//! resolution of invocations, the lint, and random mutations that must
 //! never panic.
 
 // Helpers outside `#[test]` fns are not covered by clippy.toml's allow-unwrap-in-tests:

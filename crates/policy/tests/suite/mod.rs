@@ -4,7 +4,6 @@ mod lint;
 mod mutations;
 mod params;
 mod resolve;
-mod verify;
 
 use std::path::{Path, PathBuf};
 

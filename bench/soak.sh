@@ -112,6 +112,8 @@ import hostcheck
 def ours(cmdline, exe):
     return TOKEN in cmdline or cmdline == f"sleep {SLEEP}" or exe == NANOCLAW
 
+# (what ran before: a survivor of an earlier soak is not this one's)
+earlier = {p.split()[0] for p in hostcheck.processes(ours)}
 def docker_containers():
     if not IMAGE:
         return []
@@ -203,11 +205,12 @@ def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 def server_pid():
+    """The `nanoclaw mcp` child of this process (its other nanoclaw children are runs)."""
     me = str(os.getpid())
     for pid in os.listdir("/proc"):
         try:
             if pid.isdigit() and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1] == me \
-                    and os.readlink(f"/proc/{pid}/exe") == NANOCLAW:
+                    and open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[1:2] == [b"mcp"]:
                 return int(pid)
         except (OSError, IndexError):
             pass
@@ -271,6 +274,7 @@ runs_secs = time.monotonic() - started
 # ---------------------------------------------------------------- the checks
 starts, ends, runner_pids = hostcheck.audit_runs(os.environ["NANOCLAW_AUDIT"])
 leaks = hostcheck.leaks(before, runner_pids, str(WORK / "tmp"), ours)
+leaks["processes"] = [p for p in leaks["processes"] if p.split()[0] not in earlier]
 ids = set(starts)
 leaks["containers"] = hostcheck.poll(lambda: [c for c in docker_containers() if c.split()[1:2] and c.split()[1] in ids])
 

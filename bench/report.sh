@@ -22,6 +22,7 @@
 #   bash bench/report.sh               # as root; hyperfine, bwrap, crun, docker, python3
 #   QUICK=1 bash bench/report.sh       # a few runs of each, to test the script (~1-2 min)
 #   RESULTS=/tmp/r.md bash bench/report.sh   # write elsewhere
+#   SECTIONS="oneshot docker" bash bench/report.sh   # some of: oneshot docker egress secrets mcp
 #
 # Builds first (not timed), then takes about 5 minutes on a quiet 2-core machine. crun
 # where installed (else its row says so); on a cgroup v1 host whose v2 hierarchy holds a
@@ -39,6 +40,8 @@ else
   MCP_ENV=(RUNS=300 CALLS=300) EGRESS_ARGS=(268435456 500 3) SECRETS_ARGS=(200 3)
 fi
 RESULTS=${RESULTS:-bench/RESULTS.md}
+SECTIONS=${SECTIONS:-oneshot docker egress secrets mcp}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 [[ $(id -u) == 0 ]] || { echo "report: run as root (the default limits need cgroups)" >&2; exit 2; }
 for tool in hyperfine bwrap python3 docker; do
   command -v "$tool" >/dev/null || { echo "report: $tool is missing" >&2; exit 2; }
@@ -50,7 +53,9 @@ docker info >/dev/null 2>&1 || { echo "report: the Docker Engine is not reachabl
 source bench/lib.sh
 build_nanoclaw
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release --quiet -p nanoclaw-egress --example egress_bench --example secrets_bench
+if want egress || want secrets; then
+  cargo build --release --quiet -p nanoclaw-egress --example egress_bench --example secrets_bench
+fi
 busybox_image nanoclaw-bench:true true sh
 
 WORK=$(mktemp -d /tmp/report.XXXXXX)
@@ -111,12 +116,13 @@ done
 BWRAP="$BWRAP --proc /proc --dev /dev --tmpfs /tmp --uid 10001 --gid 10001 --cap-drop ALL /bin/true"
 NC="$NANOCLAW run -- /bin/true"
 NC_BARE="$NANOCLAW run --no-audit -- /bin/true"
+IN_NS=
+CRUN_NOTE=
+if want oneshot; then
 
 # crun: an OCI bundle equivalent to nanoclaw's default sandbox. The seccomp profile is the
 # one nanoclaw's docker backend hands the engine (generated from the native profile), read
 # from a running container of it.
-IN_NS=
-CRUN_NOTE=
 CRUN=
 if command -v crun >/dev/null; then
   mkdir -p "$WORK/crun/rootfs"/{usr,proc,dev,tmp}
@@ -217,24 +223,31 @@ with open(sys.argv[1], "a") as out:
             r = dict(r, section="audit on vs off", peer="nanoclaw-no-audit" if r["name"] == "nanoclaw" else None)
             out.write(json.dumps(r) + "\n")
 PY
+fi
 
 # ------------------------------------------------------------------ docker
+if want docker; then
 echo
 echo "== docker backend vs docker run"
 OURS="$NANOCLAW run --backend docker --image $IMAGE -- /bin/true"
 CLI="docker run --rm --read-only --cap-drop=ALL --security-opt=no-new-privileges --pids-limit=256 --memory=512m --cpus=0.5 --network=none --tmpfs /tmp:rw,noexec,nosuid,nodev --user 10001:10001 $IMAGE /bin/true"
 compare docker "$DOCKER_RUNS" 3 nanoclaw-docker "$OURS" docker-run "$CLI"
 rows "docker /bin/true" docker docker-run "nanoclaw-docker=$(rate "$OURS" "$DOCKER_RATE_N")" "docker-run=$(rate "$CLI" "$DOCKER_RATE_N")"
+fi
 
 # ------------------------------------------------------------------ egress
+if want egress; then
 echo
 echo "== egress: proxy vs direct"
 echo "egress_bench ${EGRESS_ARGS[*]}   (target/release/examples; BYTES REQUESTS ROUNDS)" >>"$WORK/commands.txt"
 "$TARGET/release/examples/egress_bench" "${EGRESS_ARGS[@]}" | tee "$WORK/egress.txt"
 compare egress "$START_RUNS" 10 none "$NC" egress "$NANOCLAW run --allow 127.0.0.1:9 -- /bin/true"
-rows "start-up with egress (--allow)" egress none
+rows "start-up with egress (--allow)" egress none "none=$(rate "$NC" "$START_RUNS")" \
+  "egress=$(rate "$NANOCLAW run --allow 127.0.0.1:9 -- /bin/true" "$START_RUNS")"
+fi
 
 # ------------------------------------------------------------------ secrets
+if want secrets; then
 echo
 echo "== secrets: interception vs plain tunnel"
 echo "secrets_bench ${SECRETS_ARGS[*]}   (target/release/examples; REQUESTS ROUNDS)" >>"$WORK/commands.txt"
@@ -252,14 +265,19 @@ TOML
 export BENCH_TOKEN=ghp_0123456789abcdefghijklmnopqrstuvwxyzAB
 compare secrets "$START_RUNS" 10 no-secret "$NANOCLAW run --policy $WORK/secrets.toml --tool none" \
   one-secret "$NANOCLAW run --policy $WORK/secrets.toml --tool secret"
-rows "start-up with a placeholder secret" secrets no-secret
+rows "start-up with a placeholder secret" secrets no-secret \
+  "no-secret=$(rate "$NANOCLAW run --policy $WORK/secrets.toml --tool none" "$START_RUNS")" \
+  "one-secret=$(rate "$NANOCLAW run --policy $WORK/secrets.toml --tool secret" "$START_RUNS")"
+fi
 
 # ------------------------------------------------------------------ mcp
+if want mcp; then
 echo
 echo "== mcp (bench/mcp.sh)"
 echo "${MCP_ENV[*]} bash bench/mcp.sh" >>"$WORK/commands.txt"
 if ! env "${MCP_ENV[@]}" bash bench/mcp.sh 2>&1 | tee "$WORK/mcp.txt"; then
   echo "(bench/mcp.sh failed)" | tee -a "$WORK/mcp.txt"
+fi
 fi
 
 # ------------------------------------------------------------------ the report
@@ -301,8 +319,14 @@ w("")
 if crun_note.strip():
     w("Note: " + crun_note.strip() + "\n")
 
+def text(path):
+    try:
+        return open(path).read()
+    except OSError:
+        return ""
+
 def grab(path, pattern, cast=float):
-    m = re.search(pattern, open(path).read(), re.M)
+    m = re.search(pattern, text(path), re.M)
     return cast(m.group(1)) if m else None
 
 eg = f"{work}/egress.txt"
@@ -328,6 +352,8 @@ w("From the benchmarks that report their own statistics (their output is below):
 w("| comparison | ours | peer | ratio | note |")
 w("|---|---|---|---:|---|")
 def row(what, ours, peer, note, unit="ms"):
+    if ours is None and peer is None:
+        return  # not measured in this report (SECTIONS)
     ratio = f"{ours / peer:.2f}x" if ours and peer else "n/a"
     f = lambda v: "n/a" if v is None else f"{v:.3f} {unit}"
     w(f"| {what} | {f(ours)} | {f(peer)} | {ratio} | {note} |")
@@ -341,7 +367,7 @@ row("pooled MCP call vs one-shot call (median)", pooled, mcp_med,
 w("")
 w("## Commands\n")
 w("```")
-w(open(f"{work}/commands.txt").read().rstrip())
+w(text(f"{work}/commands.txt").rstrip())
 w("runs/s: seq N | xargs -P 2 -I{} sh -c 'COMMAND >/dev/null 2>&1'   (crun: a container id per run, bench-crun-{})")
 w("```\n")
 try:
@@ -354,8 +380,9 @@ try:
 except OSError:
     pass
 for title, name in (("Egress (egress_bench)", "egress"), ("Secrets (secrets_bench)", "secrets"), ("MCP (bench/mcp.sh)", "mcp")):
-    w(f"## {title}\n")
-    w("```\n" + open(f"{work}/{name}.txt").read().rstrip() + "\n```\n")
+    if text(f"{work}/{name}.txt"):
+        w(f"## {title}\n")
+        w("```\n" + text(f"{work}/{name}.txt").rstrip() + "\n```\n")
 w("## Audit log of the measured runs\n")
 w("```\n" + open(f"{work}/verify.txt").read().rstrip() + "\n```")
 open(results, "w").write("\n".join(out) + "\n")

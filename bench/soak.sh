@@ -23,6 +23,10 @@
 #   bash bench/soak.sh 500            # as root; needs docker, python3 (+ venv), busybox-static
 #   SOAK_DOCKER=0 bash bench/soak.sh 500          # no Docker share (says so: docker=0)
 #   NANOCLAW=path/to/nanoclaw bash bench/soak.sh 200   # that binary, build nothing
+#   SOAK_MCP=0, SOAK_DOCKER_PCT=20, SOAK_MCP_PCT=5, SOAK_SEED=7 (the mix), SOAK_RSS_KB=8192
+#
+# On FAIL the lines before the verdict (on stderr) name what leaked and which runs ended
+# otherwise than their kind does, with their outcome.
 #
 # The audit log, the policy, the workspace and the runs' TMPDIR are in a temporary
 # directory removed on exit. On a host where other sandboxes run at the same time, what

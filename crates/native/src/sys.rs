@@ -93,23 +93,24 @@ pub fn dup2(old: RawFd, new: RawFd) -> io::Result<()> {
 
 /// Brings the loopback interface of the current network namespace up.
 pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: socket(2) with constant arguments; the result is checked below.
-    let fd = check(
-        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }
-            as libc::c_long,
-    )? as RawFd;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    use std::os::fd::AsRawFd;
+    let socket = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain data for which all-zeroes is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
     req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq naming "lo".
-    let ret = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req) };
-    let result = check(ret as libc::c_long).map(drop);
-    // SAFETY: fd was returned by socket above and is closed exactly once.
-    unsafe { libc::close(fd) };
-    result
+    // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq naming "lo"; the socket is
+    // open for the whole call.
+    let ret = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) };
+    check(ret as libc::c_long).map(drop)
 }
 
 /// Marks the process non-dumpable, so processes of the same uid cannot ptrace it or read
@@ -269,9 +270,8 @@ pub fn sigchld_fd() -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: `set` is initialised and lives across the call; the old mask is not asked
     // for. The caller is single-threaded, so the process mask is this thread's.
-    check(
-        unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } as libc::c_long,
-    )?;
+    let blocked = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    check(blocked as libc::c_long)?;
     // SAFETY: -1 asks for a new descriptor; `set` is initialised and only read.
     let fd = check(
         unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) } as libc::c_long,

@@ -18,7 +18,7 @@ use crate::sys::{self, Forked};
 
 /// Listens on `127.0.0.1:port` and forks the bridge process. Returns once the port is
 /// bound, so the command can connect as soon as it starts.
-pub fn start(port: u16, socket: &Path) -> Result<(), SetupError> {
+pub(crate) fn start(port: u16, socket: &Path) -> Result<(), SetupError> {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .map_err(|e| SetupError::io("listen on the egress bridge port", e))?;
     match sys::fork_process().map_err(|e| SetupError::io("start the egress bridge", e))? {

@@ -13,9 +13,9 @@
 //! - report a limit it did not read back: a limit that does not stick is an error, never a
 //!   silently weaker sandbox (memory is rounded *down* to a page first, because the kernel
 //!   stores pages);
-//! - leave a cgroup behind: [`Cgroup::remove`] kills what is inside and removes every
-//!   directory, [`Drop`] does the same if `remove` was not called, and [`reap_stale`] removes
-//!   what a SIGKILLed runner left;
+//! - leave a cgroup behind: [`Cgroup::remove`] removes every directory, killing what is
+//!   still inside, [`Drop`] does the same if `remove` was not called, and [`reap_stale`]
+//!   removes what a SIGKILLed runner left;
 //! - kill or remove anything it did not create: it only ever signals processes listed in
 //!   the directories it made, and `reap_stale` only removes empty `nanoclaw-<pid>-*`
 //!   directories of dead runners.
@@ -27,6 +27,7 @@ use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::sleep;
@@ -41,20 +42,18 @@ const CPU_PERIOD_US: u64 = 100_000;
 const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 /// How long `remove` waits in total for killed processes to leave before `rmdir` succeeds.
 const REMOVE_BUDGET: Duration = Duration::from_secs(2);
-/// How long `kill_all` keeps re-reading `cgroup.procs` on v1 before giving up.
-const KILL_BUDGET: Duration = Duration::from_secs(1);
 const FIRST_PAUSE: Duration = Duration::from_millis(1);
 const MAX_PAUSE: Duration = Duration::from_millis(50);
 
 /// Which cgroup interface the limits are enforced through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
+pub(crate) enum Version {
     V1,
     V2,
 }
 
 impl Version {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Version::V1 => "v1",
             Version::V2 => "v2",
@@ -64,24 +63,24 @@ impl Version {
 
 /// The limits of one sandbox.
 #[derive(Debug, Clone, Copy)]
-pub struct CgroupLimits {
+pub(crate) struct CgroupLimits {
     /// Memory without swap; rounded down to a whole page.
-    pub memory_bytes: u64,
+    pub(crate) memory_bytes: u64,
     /// CPU time per wall-clock second, in thousandths of a CPU (1000 = one full CPU).
-    pub cpu_millis: u32,
+    pub(crate) cpu_millis: u32,
     /// Processes and threads alive at once.
-    pub pids: u32,
+    pub(crate) pids: u32,
 }
 
 /// What a sandbox consumed, where the host reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CgroupUsage {
-    pub cpu_ms: Option<u64>,
-    pub memory_peak_bytes: Option<u64>,
+pub(crate) struct CgroupUsage {
+    pub(crate) cpu_ms: Option<u64>,
+    pub(crate) memory_peak_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
+pub(crate) enum CgroupError {
     #[error("cgroups unavailable: {reason}")]
     Unavailable { reason: String },
     #[error("cannot {op} {path}: {source}")]
@@ -137,7 +136,7 @@ impl Placement {
 
 /// Where the hierarchies are mounted and the runner's own cgroup in each.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(crate) struct Layout {
     version: Version,
     own: Placement,
 }
@@ -147,7 +146,7 @@ impl Layout {
     ///
     /// On v2 this enables memory, cpu and pids in the runner's `cgroup.subtree_control` if
     /// they are not already, since sandboxes are created as children of that cgroup.
-    pub fn detect() -> Result<Layout, CgroupError> {
+    pub(crate) fn detect() -> Result<Layout, CgroupError> {
         let read = |path: &str| fs::read_to_string(path).map_err(io_error("read", Path::new(path)));
         Layout::from_parts(
             &read("/proc/self/mountinfo")?,
@@ -157,7 +156,7 @@ impl Layout {
     }
 
     /// [`Layout::detect`] on given file contents, with every mount point under `root`.
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         mountinfo: &str,
         proc_self_cgroup: &str,
         root: &Path,
@@ -176,14 +175,14 @@ impl Layout {
             })
     }
 
-    pub fn version(&self) -> Version {
+    pub(crate) fn version(&self) -> Version {
         self.version
     }
 }
 
 /// One sandbox's cgroup: one directory on v2, one per hierarchy on v1.
 #[derive(Debug)]
-pub struct Cgroup {
+pub(crate) struct Cgroup {
     version: Version,
     at: Placement,
     /// Every directory this cgroup made and has not removed yet.
@@ -193,7 +192,7 @@ pub struct Cgroup {
 impl Cgroup {
     /// Makes a fresh cgroup under the runner's own and applies `limits`, each read back.
     /// On error nothing is left behind.
-    pub fn create(layout: &Layout, limits: &CgroupLimits) -> Result<Cgroup, CgroupError> {
+    pub(crate) fn create(layout: &Layout, limits: &CgroupLimits) -> Result<Cgroup, CgroupError> {
         let at = layout.own.join(&unique_name());
         let mut cgroup = Cgroup {
             version: layout.version,
@@ -208,17 +207,19 @@ impl Cgroup {
         Ok(cgroup)
     }
 
-    pub fn version(&self) -> Version {
+    pub(crate) fn version(&self) -> Version {
         self.version
     }
 
     /// The directories of this cgroup, for logs and audits.
-    pub fn paths(&self) -> &[PathBuf] {
+    pub(crate) fn paths(&self) -> &[PathBuf] {
         &self.dirs
     }
 
-    /// Moves `pid` (and its threads) into this cgroup in every hierarchy.
-    pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
+    /// Moves `pid` (and its threads) into this cgroup in every hierarchy. Only tests need
+    /// it: a sandbox's init joins by itself, through the files `lib.rs` names.
+    #[cfg(test)]
+    fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
         let pid = pid.to_string();
         for dir in &self.dirs {
             let path = dir.join("cgroup.procs");
@@ -230,7 +231,7 @@ impl Cgroup {
     /// Whether the kernel OOM-killed a process in this cgroup. Kernels before 4.13 have no
     /// `oom_kill` counter in v1 `memory.oom_control`; there this is always false (hitting
     /// the limit, `memory.failcnt`, is not the same as a kill).
-    pub fn oom_killed(&self) -> bool {
+    pub(crate) fn oom_killed(&self) -> bool {
         let file = match self.version {
             Version::V1 => "memory.oom_control",
             Version::V2 => "memory.events",
@@ -243,7 +244,7 @@ impl Cgroup {
 
     /// CPU time and peak memory so far; `None` where the host does not count it (no
     /// cpuacct hierarchy on v1, no `memory.peak` before Linux 5.19 on v2).
-    pub fn usage(&self) -> CgroupUsage {
+    pub(crate) fn usage(&self) -> CgroupUsage {
         match self.version {
             Version::V1 => CgroupUsage {
                 cpu_ms: self
@@ -264,77 +265,91 @@ impl Cgroup {
         }
     }
 
-    /// SIGKILLs every process in this cgroup. On v2 with `cgroup.kill` (Linux 5.14) the
-    /// kernel does it atomically; otherwise `cgroup.procs` is re-read and killed until it
-    /// is empty, which catches processes forked meanwhile (pids.max bounds how many).
-    pub fn kill_all(&self) {
-        if self.version == Version::V2
-            && self
-                .dirs
-                .iter()
-                .all(|dir| write_value(&dir.join("cgroup.kill"), "1").is_ok())
-        {
-            return;
-        }
-        let deadline = Instant::now() + KILL_BUDGET;
-        let mut pause = FIRST_PAUSE;
-        while self
-            .dirs
-            .iter()
-            .fold(false, |any, dir| kill_procs(dir) | any)
-            && Instant::now() < deadline
-        {
-            sleep(pause);
-            pause = (pause * 2).min(MAX_PAUSE);
-        }
-    }
-
-    /// Kills what is inside and removes every directory. A directory that is already gone
-    /// counts as removed.
-    pub fn remove(mut self) -> Result<(), CgroupError> {
-        self.kill_all();
+    /// Removes every directory, killing what is still inside first. After a run the
+    /// sandbox's init has been reaped and its PID namespace is gone, so the directories are
+    /// normally empty and `rmdir` succeeds at once; only a busy one is emptied and retried.
+    /// A directory that is already gone counts as removed.
+    pub(crate) fn remove(mut self) -> Result<(), CgroupError> {
         self.remove_dirs()
     }
 
-    /// Removes each directory even if another fails, and reports the first failure.
+    /// Removes each directory even if another fails, the last made first (so that the one
+    /// [`reap_stale`] lists goes last), and reports the first failure.
     fn remove_dirs(&mut self) -> Result<(), CgroupError> {
         let deadline = Instant::now() + REMOVE_BUDGET;
         let mut first_error = None;
-        for dir in std::mem::take(&mut self.dirs) {
-            if let Err(error) = rmdir_retrying(&dir, deadline) {
+        while let Some(dir) = self.dirs.pop() {
+            if let Err(error) = self.rmdir_emptying(&dir, deadline) {
                 first_error.get_or_insert(error);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
+
+    fn rmdir_emptying(&self, dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
+        let mut pause = FIRST_PAUSE;
+        loop {
+            match fs::remove_dir(dir) {
+                Ok(()) => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+                // Killed processes leave the cgroup only once they have finished exiting.
+                Err(error)
+                    if error.kind() == io::ErrorKind::ResourceBusy && Instant::now() < deadline =>
+                {
+                    self.kill_in(dir);
+                    sleep(pause);
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+                Err(source) => return Err(io_error("remove", dir)(source)),
+            }
+        }
+    }
+
+    /// SIGKILLs what is in `dir`: atomically through `cgroup.kill` on v2 (Linux 5.14),
+    /// else each process `cgroup.procs` lists; the caller's retries re-read it, which
+    /// catches processes forked meanwhile (pids.max bounds how many).
+    fn kill_in(&self, dir: &Path) {
+        if self.version == Version::V2 && write_value(&dir.join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        kill_procs(dir);
+    }
 }
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        if !self.dirs.is_empty() {
-            self.kill_all();
-            // Nothing to report to from drop; `reap_stale` gets whatever is left.
-            let _ = self.remove_dirs();
-        }
+        // Nothing to report to from drop; `reap_stale` gets whatever is left.
+        let _ = self.remove_dirs();
     }
 }
 
 /// Removes the empty `nanoclaw-<pid>-*` cgroups under the runner's own whose runner is no
 /// longer alive (it was SIGKILLed before it could clean up). Errors are ignored: a cgroup
 /// that still holds processes stays, because we cannot prove those processes are ours.
-pub fn reap_stale(layout: &Layout) {
+///
+/// Cheap enough for every run: one `stat` says whether the runner's cgroup has a child at
+/// all (a directory's link count is two plus its subdirectories), and only the hierarchy
+/// made first and removed last is listed, so a half-made or half-removed cgroup shows there.
+pub(crate) fn reap_stale(layout: &Layout) {
+    let own = layout.own.dirs();
+    let Some(listed) = own.first() else {
+        return;
+    };
+    if fs::metadata(listed).is_ok_and(|meta| meta.nlink() == 2) {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(listed) else {
+        return;
+    };
     let me = std::process::id();
-    for dir in layout.own.dirs() {
-        let Ok(entries) = fs::read_dir(&dir) else {
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(runner_pid) else {
             continue;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(runner_pid) else {
-                continue;
-            };
-            if pid != me && !alive(pid) {
-                let _ = fs::remove_dir(entry.path());
+        if pid != me && !alive(pid) {
+            for dir in own.iter().rev() {
+                let _ = fs::remove_dir(dir.join(&name));
             }
         }
     }
@@ -486,25 +501,6 @@ fn kill_procs(dir: &Path) -> bool {
         }
     }
     any
-}
-
-fn rmdir_retrying(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
-    let mut pause = FIRST_PAUSE;
-    loop {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-            // Killed processes leave the cgroup only once they have finished exiting.
-            Err(error)
-                if error.kind() == io::ErrorKind::ResourceBusy && Instant::now() < deadline =>
-            {
-                kill_procs(dir);
-                sleep(pause);
-                pause = (pause * 2).min(MAX_PAUSE);
-            }
-            Err(source) => return Err(io_error("remove", dir)(source)),
-        }
-    }
 }
 
 /// A cgroup mount from `/proc/self/mountinfo`.
@@ -719,9 +715,10 @@ fn writable(dir: &Path) -> Result<(), String> {
 }
 
 #[cfg(test)]
-// A test should stop at the first unexpected error, with the error in the panic message.
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    // A test should stop at the first unexpected error, with the error in the panic message.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
     use std::os::unix::fs::symlink;
     use std::process::{Command, Stdio};

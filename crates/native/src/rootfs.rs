@@ -43,6 +43,17 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
 const SETUP: &str = "prepare the root file system";
 
+/// The flags of every mount the sandbox may only read: no writes, no set-id, no device
+/// nodes, no execution.
+const SEALED: MountFlags = MountFlags::RDONLY
+    .union(MountFlags::NOSUID)
+    .union(MountFlags::NODEV)
+    .union(MountFlags::NOEXEC);
+/// The flags of every writable mount: no set-id, no device nodes, no execution.
+const SCRATCH: MountFlags = MountFlags::NOSUID
+    .union(MountFlags::NODEV)
+    .union(MountFlags::NOEXEC);
+
 /// What the Landlock layer needs to know about the finished tree.
 #[derive(Debug, Default)]
 pub struct Layout {
@@ -98,6 +109,10 @@ enum Create {
 /// Opens `rel` (absolute or relative) beneath `dir` with `O_PATH`, one component at a time,
 /// never following a symlink. Missing directories on the way are created when `create` is
 /// set, and so is the final component, as a directory or an empty file.
+///
+/// Every component but the last is opened `O_DIRECTORY | O_NOFOLLOW`, which the kernel
+/// refuses for a symlink (ENOTDIR), so only a last component that will be mounted on
+/// needs a `stat`.
 fn walk(dir: &OwnedFd, rel: &Path, create: Option<Create>) -> Result<OwnedFd, SetupError> {
     const STEP: &str = "resolve path";
     let names: Vec<&OsStr> = rel
@@ -110,13 +125,7 @@ fn walk(dir: &OwnedFd, rel: &Path, create: Option<Create>) -> Result<OwnedFd, Se
             }
         })
         .collect::<Result<_, _>>()?;
-    let mut current = fs::openat(
-        dir,
-        ".",
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| fail(STEP, rel, e))?;
+    let mut current = None;
     for (i, name) in names.iter().enumerate() {
         let last = i + 1 == names.len();
         let kind = if last {
@@ -124,35 +133,20 @@ fn walk(dir: &OwnedFd, rel: &Path, create: Option<Create>) -> Result<OwnedFd, Se
         } else {
             create.map(|_| Create::Dir)
         };
-        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let flags = if last {
-            flags
-        } else {
-            flags | OFlags::DIRECTORY
-        };
-        let opened = match fs::openat(&current, *name, flags, Mode::empty()) {
+        let mut flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if kind == Some(Create::Dir) || !last {
+            flags |= OFlags::DIRECTORY;
+        }
+        let parent = current.as_ref().unwrap_or(dir);
+        let opened = match fs::openat(parent, *name, flags, Mode::empty()) {
             Err(rustix::io::Errno::NOENT) if kind.is_some() => {
-                match kind {
-                    Some(Create::Dir) => fs::mkdirat(&current, *name, Mode::from_raw_mode(0o755)),
-                    _ => fs::openat(
-                        &current,
-                        *name,
-                        OFlags::CREATE
-                            | OFlags::EXCL
-                            | OFlags::WRONLY
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o644),
-                    )
-                    .map(drop),
-                }
-                .map_err(|e| fail("create mount point", rel, e))?;
-                fs::openat(&current, *name, flags, Mode::empty())
+                create_entry(parent, name, kind).map_err(|e| fail("create mount point", rel, e))?;
+                fs::openat(parent, *name, flags, Mode::empty())
             }
             other => other,
         }
         .map_err(|e| fail(STEP, rel, e))?;
-        if !last || create.is_some() {
+        if last && kind == Some(Create::File) {
             let stat = fs::fstat(&opened).map_err(|e| fail(STEP, rel, e))?;
             if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
                 return Err(invalid(
@@ -162,9 +156,31 @@ fn walk(dir: &OwnedFd, rel: &Path, create: Option<Create>) -> Result<OwnedFd, Se
                 ));
             }
         }
-        current = opened;
+        current = Some(opened);
     }
-    Ok(current)
+    match current {
+        Some(fd) => Ok(fd),
+        None => fs::openat(
+            dir,
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fail(STEP, rel, e)),
+    }
+}
+
+fn create_entry(parent: &OwnedFd, name: &OsStr, kind: Option<Create>) -> rustix::io::Result<()> {
+    match kind {
+        Some(Create::Dir) => fs::mkdirat(parent, name, Mode::from_raw_mode(0o755)),
+        _ => fs::openat(
+            parent,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map(drop),
+    }
 }
 
 /// The mount flags a bind mount must keep: the kernel refuses to clear nosuid, nodev,
@@ -199,10 +215,7 @@ impl Builder {
         let target = walk(&self.root, dst, Some(create))?;
         mnt::mount_bind(fd_path(source), fd_path(&target))
             .map_err(|e| fail("bind mount", dst, e))?;
-        // Reopen: the old descriptor names the directory under the new mount.
-        let mounted = walk(&self.root, dst, None)?;
-        let mut flags =
-            locked_flags(source)? | MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV;
+        let mut flags = locked_flags(source)? | MountFlags::NOSUID | MountFlags::NODEV;
         if writable {
             flags |= MountFlags::NOEXEC;
             flags.remove(MountFlags::RDONLY);
@@ -211,8 +224,15 @@ impl Builder {
             flags |= MountFlags::RDONLY;
             self.layout.read_exec.push(dst.to_path_buf());
         }
-        mnt::mount_remount(fd_path(&mounted), flags, "")
-            .map_err(|e| fail("make bind mount read-only", dst, e))
+        self.remount(dst, flags, "make bind mount read-only")
+    }
+
+    /// Sets `flags` on the bind mount at `dst`, reopened: a descriptor taken before the
+    /// mount names the directory underneath it.
+    fn remount(&self, dst: &Path, flags: MountFlags, step: &str) -> Result<(), SetupError> {
+        let mounted = walk(&self.root, dst, None)?;
+        mnt::mount_remount(fd_path(&mounted), flags | MountFlags::BIND, "")
+            .map_err(|e| fail(step, dst, e))
     }
 
     /// Covers a credential file the runner's scan found with an empty read-only file (a
@@ -234,7 +254,6 @@ impl Builder {
             }
         };
         let stat = fs::fstat(&target).map_err(|e| fail(STEP, path, e))?;
-        let ro = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
         match FileType::from_raw_mode(stat.st_mode) {
             FileType::Symlink => Err(invalid(
                 STEP,
@@ -245,22 +264,20 @@ impl Builder {
                 "tmpfs",
                 fd_path(&target),
                 "tmpfs",
-                ro,
+                SEALED,
                 Some(c"size=0,mode=0555"),
             )
             .map_err(|e| fail(STEP, path, e)),
             _ => {
                 mnt::mount_bind(fd_path(dev_null), fd_path(&target))
                     .map_err(|e| fail(STEP, path, e))?;
-                let mounted = walk(&self.root, path, None)?;
                 // Not nodev: that would make the file unreadable instead of empty, and it is
                 // the null device, which hands out nothing.
                 let flags = locked_flags(dev_null)?
-                    | MountFlags::BIND
                     | MountFlags::RDONLY
                     | MountFlags::NOSUID
                     | MountFlags::NOEXEC;
-                mnt::mount_remount(fd_path(&mounted), flags, "").map_err(|e| fail(STEP, path, e))
+                self.remount(path, flags, STEP)
             }
         }
     }
@@ -286,28 +303,13 @@ impl Builder {
         fs::symlinkat(target, &dir, name).map_err(|e| fail("create symlink", link, e))
     }
 
-    fn write_file(&mut self, path: &Path, contents: &[u8]) -> Result<(), SetupError> {
-        self.write_file_mode(path, contents, 0o644)
-    }
-
-    fn write_file_mode(
-        &mut self,
-        path: &Path,
-        contents: &[u8],
-        mode: u32,
-    ) -> Result<(), SetupError> {
+    fn write_file(&mut self, path: &Path, contents: &[u8], mode: u32) -> Result<(), SetupError> {
         let parent = path.parent().unwrap_or(Path::new("/"));
         let name = path
             .file_name()
             .ok_or_else(|| invalid("write file", path, "has no name"))?;
+        // An O_PATH descriptor serves as the directory of an openat.
         let dir = walk(&self.root, parent, Some(Create::Dir))?;
-        let dir = fs::openat(
-            &dir,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| fail("write file", path, e))?;
         let file = fs::openat(
             &dir,
             name,
@@ -345,37 +347,30 @@ fn open_host_base(sources: &mut Sources) -> Result<(), SetupError> {
     sources
         .base
         .push(("/usr".into(), open_source(Path::new("/usr"))?));
-    for name in HOST_TOP_LEVEL {
-        let host = Path::new("/").join(name);
-        match std::fs::symlink_metadata(&host) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let target = std::fs::read_link(&host).map_err(|e| fail(SETUP, &host, e))?;
-                sources.links.push((host, target));
-            }
-            Ok(meta) if meta.is_dir() => {
-                let fd = open_source(&host)?;
-                sources.base.push((host, fd));
-            }
-            _ => {}
-        }
+    let top = HOST_TOP_LEVEL.iter().map(|name| Path::new("/").join(name));
+    for host in top.chain(HOST_ETC.iter().map(|name| Path::new("/etc").join(name))) {
+        open_host_entry(sources, host)?;
     }
-    for name in HOST_ETC {
-        let host = Path::new("/etc").join(name);
-        match std::fs::symlink_metadata(&host) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let target = std::fs::read_link(&host).map_err(|e| fail(SETUP, &host, e))?;
-                sources.links.push((host, target));
-            }
-            Ok(meta) if meta.is_file() => {
-                let contents = std::fs::read(&host).map_err(|e| fail(SETUP, &host, e))?;
-                sources.copies.push((host, contents));
-            }
-            Ok(meta) if meta.is_dir() => {
-                let fd = open_source(&host)?;
-                sources.base.push((host, fd));
-            }
-            _ => {}
+    Ok(())
+}
+
+/// A host entry the sandbox sees as it is: a symlink recreated, a file copied, a
+/// directory bound; absent is fine.
+fn open_host_entry(sources: &mut Sources, host: PathBuf) -> Result<(), SetupError> {
+    match std::fs::symlink_metadata(&host) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = std::fs::read_link(&host).map_err(|e| fail(SETUP, &host, e))?;
+            sources.links.push((host, target));
         }
+        Ok(meta) if meta.is_file() => {
+            let contents = std::fs::read(&host).map_err(|e| fail(SETUP, &host, e))?;
+            sources.copies.push((host, contents));
+        }
+        Ok(meta) if meta.is_dir() => {
+            let fd = open_source(&host)?;
+            sources.base.push((host, fd));
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -545,21 +540,15 @@ fn generate_etc(builder: &mut Builder, spec: &SandboxSpec) -> Result<(), SetupEr
         ),
     ];
     for (path, contents) in files {
-        builder.write_file(Path::new(path), contents.as_bytes())?;
+        builder.write_file(Path::new(path), contents.as_bytes(), 0o644)?;
     }
     Ok(())
 }
 
 fn mount_proc(builder: &mut Builder, dev_null: &OwnedFd) -> Result<(), SetupError> {
     let target = walk(&builder.root, Path::new("/proc"), Some(Create::Dir))?;
-    mnt::mount(
-        "proc",
-        fd_path(&target),
-        "proc",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        None,
-    )
-    .map_err(|e| fail("mount proc", "/proc", e))?;
+    mnt::mount("proc", fd_path(&target), "proc", SCRATCH, None)
+        .map_err(|e| fail("mount proc", "/proc", e))?;
     for name in proc_masks::MASKED_FILES {
         let path = Path::new(proc_masks::PROC).join(name);
         if let Ok(target) = walk(&builder.root, &path, None) {
@@ -570,25 +559,14 @@ fn mount_proc(builder: &mut Builder, dev_null: &OwnedFd) -> Result<(), SetupErro
     for name in proc_masks::MASKED_DIRS {
         let path = Path::new(proc_masks::PROC).join(name);
         if walk(&builder.root, &path, None).is_ok() {
-            builder.tmpfs(
-                &path,
-                "size=0,mode=0555",
-                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-            )?;
+            builder.tmpfs(&path, "size=0,mode=0555", SEALED)?;
         }
     }
     for name in proc_masks::READ_ONLY {
         let path = Path::new(proc_masks::PROC).join(name);
         if let Ok(dir) = walk(&builder.root, &path, None) {
             mnt::mount_bind(fd_path(&dir), fd_path(&dir)).map_err(|e| fail("protect", &path, e))?;
-            let mounted = walk(&builder.root, &path, None)?;
-            let flags = MountFlags::BIND
-                | MountFlags::RDONLY
-                | MountFlags::NOSUID
-                | MountFlags::NODEV
-                | MountFlags::NOEXEC;
-            mnt::mount_remount(fd_path(&mounted), flags, "")
-                .map_err(|e| fail("protect", &path, e))?;
+            builder.remount(&path, SEALED, "protect")?;
         }
     }
     Ok(())
@@ -618,11 +596,7 @@ fn mount_dev(builder: &mut Builder, devices: &[(&'static str, OwnedFd)]) -> Resu
     builder.symlink(Path::new("/proc/self/fd/0"), &dev.join("stdin"))?;
     builder.symlink(Path::new("/proc/self/fd/1"), &dev.join("stdout"))?;
     builder.symlink(Path::new("/proc/self/fd/2"), &dev.join("stderr"))?;
-    builder.tmpfs(
-        &dev.join("shm"),
-        "size=64m,mode=1777",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-    )?;
+    builder.tmpfs(&dev.join("shm"), "size=64m,mode=1777", SCRATCH)?;
     builder.layout.read_write.push(dev.join("shm"));
     Ok(())
 }
@@ -667,17 +641,13 @@ pub fn assemble(spec: &SandboxSpec, sources: Sources) -> Result<Layout, SetupErr
         generate_etc(&mut builder, spec)?;
     }
     for (inside, contents) in &sources.copies {
-        builder.write_file(inside, contents)?;
+        builder.write_file(inside, contents, 0o644)?;
     }
     mount_proc(&mut builder, &sources.dev_null)?;
     mount_dev(&mut builder, &sources.devices)?;
     for tmpfs in &spec.tmpfs {
         let options = format!("size={},mode=1777", tmpfs.size_bytes);
-        builder.tmpfs(
-            &tmpfs.dst,
-            &options,
-            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        )?;
+        builder.tmpfs(&tmpfs.dst, &options, SCRATCH)?;
         builder.layout.read_write.push(tmpfs.dst.clone());
     }
     deliver_files(&mut builder, spec)?;
@@ -692,10 +662,9 @@ pub fn assemble(spec: &SandboxSpec, sources: Sources) -> Result<Layout, SetupErr
     }
 
     pivot(&builder.root)?;
-    let ro = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
-    mnt::mount_remount("/dev", ro | MountFlags::NOEXEC, "")
-        .map_err(|e| fail("make read-only", "/dev", e))?;
-    mnt::mount_remount("/", ro, "").map_err(|e| fail("make root read-only", "/", e))?;
+    mnt::mount_remount("/dev", SEALED, "").map_err(|e| fail("make read-only", "/dev", e))?;
+    let root = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+    mnt::mount_remount("/", root, "").map_err(|e| fail("make root read-only", "/", e))?;
     Ok(builder.layout)
 }
 
@@ -708,18 +677,9 @@ fn deliver_files(builder: &mut Builder, spec: &SandboxSpec) -> Result<(), SetupE
         .iter()
         .filter(|s| s.delivery == Delivery::File)
         .collect();
-    let ro = MountFlags::BIND
-        | MountFlags::RDONLY
-        | MountFlags::NOSUID
-        | MountFlags::NODEV
-        | MountFlags::NOEXEC;
     let fresh = |builder: &mut Builder, dir: &Path, bytes: usize| -> Result<(), SetupError> {
         let options = format!("size={},nr_inodes=1024,mode=0700", bytes + (64 << 10));
-        builder.tmpfs(
-            dir,
-            &options,
-            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        )?;
+        builder.tmpfs(dir, &options, SCRATCH)?;
         builder.layout.read_exec.push(dir.to_path_buf());
         Ok(())
     };
@@ -727,14 +687,14 @@ fn deliver_files(builder: &mut Builder, spec: &SandboxSpec) -> Result<(), SetupE
         let mounted = walk(&builder.root, dir, None)?;
         fs::chmod(fd_path(&mounted), Mode::from_raw_mode(mode))
             .map_err(|e| fail("seal secrets", dir, e))?;
-        mnt::mount_remount(fd_path(&mounted), ro, "").map_err(|e| fail("seal secrets", dir, e))
+        builder.remount(dir, SEALED, "seal secrets")
     };
     if !files.is_empty() {
         let dir = Path::new(nanoclaw_spec::SECRETS_DIR);
         let total = files.iter().map(|s| s.value.expose().len() + 4096).sum();
         fresh(builder, dir, total)?;
         for secret in &files {
-            builder.write_file_mode(&secret.file_inside(), secret.value.expose(), 0o400)?;
+            builder.write_file(&secret.file_inside(), secret.value.expose(), 0o400)?;
         }
         seal(builder, dir, 0o500)?;
     }
@@ -742,7 +702,7 @@ fn deliver_files(builder: &mut Builder, spec: &SandboxSpec) -> Result<(), SetupE
         let path = Path::new(nanoclaw_spec::CA_BUNDLE_INSIDE);
         let dir = path.parent().unwrap_or(Path::new("/run"));
         fresh(builder, dir, bundle.len())?;
-        builder.write_file_mode(path, bundle.as_bytes(), 0o444)?;
+        builder.write_file(path, bundle.as_bytes(), 0o444)?;
         seal(builder, dir, 0o555)?;
     }
     Ok(())

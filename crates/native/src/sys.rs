@@ -1,6 +1,8 @@
 //! The thin, unsafe edge of the native backend: the few system calls that neither std nor
 //! rustix offers safely (fork-like `clone` with namespace flags, `execve` of a prepared
-//! argv, raising a network interface, the capability sets).
+//! argv, raising a network interface, `wait4` with resource usage, `signalfd`,
+//! `close_range`). Credentials, groups, capabilities and securebits go through rustix
+//! (see `creds`).
 //!
 //! Every function here is a small safe wrapper whose `// SAFETY:` comment says why the call
 //! is sound. Nothing else in the crate may use `unsafe`; nothing here may allocate between
@@ -91,110 +93,31 @@ pub fn dup2(old: RawFd, new: RawFd) -> io::Result<()> {
 
 /// Brings the loopback interface of the current network namespace up.
 pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: socket(2) with constant arguments; the result is checked below.
-    let fd = check(
-        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }
-            as libc::c_long,
-    )? as RawFd;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    use std::os::fd::AsRawFd;
+    let socket = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain data for which all-zeroes is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
     req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq naming "lo".
-    let ret = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req) };
-    let result = check(ret as libc::c_long).map(drop);
-    // SAFETY: fd was returned by socket above and is closed exactly once.
-    unsafe { libc::close(fd) };
-    result
-}
-
-/// Drops every capability from the bounding and ambient sets, so that no later exec can
-/// grant one. Needs CAP_SETPCAP, so it runs before the uid changes.
-pub fn drop_bounding_and_ambient() -> io::Result<()> {
-    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse::<libc::c_ulong>().ok())
-        .unwrap_or(63);
-    for cap in 0..=last {
-        // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes an integer; unknown caps give EINVAL.
-        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-        if ret == -1 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINVAL) {
-                return Err(err);
-            }
-        }
-    }
-    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
-    check(unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    } as libc::c_long)
-    .map(drop)
-}
-
-/// Empties the effective, permitted and inheritable capability sets of the calling thread.
-pub fn clear_capabilities() -> io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-    let header = Header {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capset(2) with a version-3 header reads exactly two data structs, which
-    // `data` provides; both live until the call returns.
-    check(unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) }).map(drop)
-}
-
-/// Locks the securebits so that neither uid 0 nor a setuid transition regains
-/// capabilities, and the lock itself cannot be undone.
-pub fn lock_securebits() -> io::Result<()> {
-    const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
-    const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;
-    const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
-    const SECBIT_NO_SETUID_FIXUP_LOCKED: libc::c_ulong = 1 << 3;
-    const SECBIT_KEEP_CAPS_LOCKED: libc::c_ulong = 1 << 5;
-    const SECBIT_NO_CAP_AMBIENT_RAISE: libc::c_ulong = 1 << 6;
-    const SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED: libc::c_ulong = 1 << 7;
-    let bits = SECBIT_NOROOT
-        | SECBIT_NOROOT_LOCKED
-        | SECBIT_NO_SETUID_FIXUP
-        | SECBIT_NO_SETUID_FIXUP_LOCKED
-        | SECBIT_KEEP_CAPS_LOCKED
-        | SECBIT_NO_CAP_AMBIENT_RAISE
-        | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
-    // SAFETY: PR_SET_SECUREBITS takes an integer bit mask.
-    check(unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) } as libc::c_long).map(drop)
+    // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq naming "lo"; the socket is
+    // open for the whole call.
+    let ret = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) };
+    check(ret as libc::c_long).map(drop)
 }
 
 /// Marks the process non-dumpable, so processes of the same uid cannot ptrace it or read
-/// its memory through /proc.
+/// its memory through /proc. (Safe, through rustix; here because both inits call it.)
 pub fn set_not_dumpable() -> io::Result<()> {
-    // SAFETY: PR_SET_DUMPABLE takes an integer.
-    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } as libc::c_long).map(drop)
+    use rustix::process::{set_dumpable_behavior, DumpableBehavior};
+    set_dumpable_behavior(DumpableBehavior::NotDumpable).map_err(io::Error::from)
 }
 
 /// The raw wait status and resource usage of a reaped child.
@@ -235,8 +158,9 @@ pub fn wait4(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<Reaped>>
 
 /// `kill(pid, SIGKILL)`, ignoring a process that is already gone.
 pub fn kill_hard(pid: libc::pid_t) {
-    // SAFETY: kill(2) takes plain integers.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
 }
 
 /// Splits a raw wait status into (exit code, terminating signal).
@@ -280,23 +204,6 @@ pub fn pass_fds(
         });
     }
     Ok(())
-}
-
-/// Empties the supplementary group list of the calling thread.
-pub fn clear_groups() -> io::Result<()> {
-    // SAFETY: a zero-length list with a null pointer is valid for setgroups(2). The raw
-    // syscall affects only this thread, which is all there is.
-    check(unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) })
-        .map(drop)
-}
-
-/// Sets the real, effective and saved uid and gid of the calling thread.
-pub fn set_ids(uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: setresgid/setresuid take plain integers; the raw syscalls change only this
-    // thread's credentials, and the caller is single-threaded.
-    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
-    // SAFETY: as above.
-    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
 }
 
 /// Marks every descriptor from `first` up close-on-exec, so that nothing but the standard
@@ -363,9 +270,8 @@ pub fn sigchld_fd() -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: `set` is initialised and lives across the call; the old mask is not asked
     // for. The caller is single-threaded, so the process mask is this thread's.
-    check(
-        unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } as libc::c_long,
-    )?;
+    let blocked = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    check(blocked as libc::c_long)?;
     // SAFETY: -1 asks for a new descriptor; `set` is initialised and only read.
     let fd = check(
         unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) } as libc::c_long,

@@ -32,7 +32,11 @@ fn an_image_id_runs_and_is_reported_with_its_configured_user() {
     } = &docker_run.image;
     // The classic builder gives even a FROM scratch image a PATH, which the spec overrides.
     assert!(env.iter().all(|e| e.starts_with("PATH=")), "{env:?}");
-    assert!(docker_run.warnings.is_empty(), "{:?}", docker_run.warnings);
+    assert!(
+        docker_run.outcome.warnings.is_empty(),
+        "{:?}",
+        docker_run.outcome.warnings
+    );
     assert_eq!(reference, test_image());
     assert_eq!(id, test_image());
     assert_eq!(digest, test_image());

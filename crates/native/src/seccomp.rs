@@ -307,10 +307,8 @@ mod x86_64 {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64", target_pointer_width = "64"))]
 mod tests {
-    #![cfg(all(target_arch = "x86_64", target_pointer_width = "64"))]
-
     use super::*;
 
     const X32_SYSCALL_BIT: i64 = 0x4000_0000;

@@ -55,7 +55,7 @@ fn last_image_reports_the_latest_resolution() {
         stdin: false,
         capture: true,
     };
-    nanoclaw_spec::Backend::run(&backend, &spec, io).unwrap();
+    nanoclaw_spec::Backend::run(&backend, &spec, io, &mut || Ok(())).unwrap();
     assert_eq!(
         backend.last_image().map(|i| i.id),
         Some(test_image().to_string())

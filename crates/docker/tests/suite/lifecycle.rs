@@ -321,6 +321,7 @@ fn child_process() {
                         stdin: true,
                         capture,
                     },
+                    &mut || Ok(()),
                 )
                 .unwrap();
             if capture {

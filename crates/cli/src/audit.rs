@@ -28,24 +28,19 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use nanoclaw_audit::{
-    invocation_id, parse_time, sha256_hex, AuditLog, InvocationEnd, InvocationStart, OutputDigest,
-    PolicyRefused, Record, Runner,
+    parse_time, AuditLog, Record,
 };
 use nanoclaw_audit_tools::{
     checkpoint, checkpoints_path, generate_key, list, show, table, unfinished, verify, Filter,
     PublicKey, Unfinished,
 };
-use nanoclaw_spec::{BackendError, Enforced, IoMode, Outcome, Root, SandboxSpec};
+pub use nanoclaw_runner::{Origin, Recorder};
 
 use crate::RUNNER_ERROR;
-
-/// The tool of an invocation that no policy named: a plain `nanoclaw run -- CMD`.
-pub const COMMAND_LINE_TOOL: &str = "(command line)";
 
 /// Exit status of `audit verify` when the log is damaged or was tampered with.
 const TAMPERED: u8 = 1;
@@ -61,34 +56,16 @@ pub struct RunAudit {
     no_audit: bool,
 }
 
-/// Records one `nanoclaw run`: opened before anything else, so that an unwritable log
-/// stops the run before a sandbox exists.
-pub struct Recorder {
-    /// `None` with `--no-audit`.
-    log: Option<AuditLog>,
-    invocation_id: String,
-    argv: Vec<String>,
-    uid: u32,
-    origin: Origin,
-}
-
-/// Which tool of which policy an invocation runs; a plain `nanoclaw run` is the
-/// command-line tool with no policy.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub tool: String,
-    pub policy_sha256: Option<String>,
-    pub workspace: Option<String>,
-}
-
-impl Default for Origin {
-    fn default() -> Self {
-        Origin {
-            tool: COMMAND_LINE_TOOL.into(),
-            policy_sha256: None,
-            workspace: None,
-        }
+/// Opens the run's recorder (`nanoclaw_runner::Recorder`) as the options say: before
+/// anything else, so that an unwritable log stops the run before a sandbox exists.
+pub fn recorder(options: &RunAudit, argv: &[String]) -> Result<Recorder> {
+    if options.no_audit {
+        eprintln!(
+            "nanoclaw: WARNING: --no-audit: this invocation is not recorded in any audit log"
+        );
+        return Ok(Recorder::disabled(argv));
     }
+    Recorder::open(options.audit.as_deref(), argv).map_err(|e| anyhow!(e))
 }
 
 /// Where one invocation's egress decisions are recorded: `egress.allowed` or
@@ -112,194 +89,18 @@ impl EgressSink {
     }
 }
 
-/// An invocation whose start record is on disk; `Recorder::end` closes it.
-#[must_use = "an invocation.start must be closed by Recorder::end"]
-pub struct Started {
-    at: Instant,
-    captured: bool,
-    /// The start record's seq (`None` with `--no-audit`).
-    pub seq: Option<u64>,
-}
-
-impl Recorder {
-    pub fn open(options: &RunAudit, argv: &[String]) -> Result<Recorder> {
-        let mut recorder = Recorder {
-            log: None,
-            invocation_id: String::new(),
-            argv: argv.to_vec(),
-            uid: rustix::process::getuid().as_raw(),
-            origin: Origin::default(),
-        };
-        if options.no_audit {
-            eprintln!(
-                "nanoclaw: WARNING: --no-audit: this invocation is not recorded in any audit log"
-            );
-            return Ok(recorder);
-        }
-        let path = log_path(options.audit.as_deref()).map_err(fail_closed)?;
-        recorder.log = Some(AuditLog::open(&path).map_err(fail_closed)?);
-        recorder.invocation_id = invocation_id().map_err(fail_closed)?;
-        Ok(recorder)
-    }
-
-    /// A second handle on the log for the egress proxy's decisions, or `None` with
-    /// `--no-audit`.
-    pub fn egress_sink(&self) -> Result<Option<EgressSink>> {
-        let Some(log) = &self.log else {
-            return Ok(None);
-        };
-        Ok(Some(EgressSink {
-            log: AuditLog::open(log.path()).map_err(fail_closed)?,
-            invocation_id: self.invocation_id.clone(),
-            tool: self.origin.tool.clone(),
-        }))
-    }
-
-    /// The directory of the audit log, which holds the secret fingerprint key; `None`
-    /// with `--no-audit`.
-    pub fn key_dir(&self) -> Option<std::path::PathBuf> {
-        self.log
-            .as_ref()
-            .and_then(|log| log.path().parent().map(Path::to_path_buf))
-    }
-
-    /// The invocation's id (empty with `--no-audit`) and tool, for backend labels.
-    pub fn invocation(&self) -> (&str, &str) {
-        (&self.invocation_id, &self.origin.tool)
-    }
-
-    /// The argv the invocation runs, once known (a tool's command with its parameters
-    /// bound), in place of the command line's arguments.
-    pub fn set_argv(&mut self, argv: &[String]) {
-        self.argv = argv.to_vec();
-    }
-
-    /// Names the tool and policy the invocation runs (before `start` or `refused`).
-    pub fn set_origin(&mut self, origin: Origin) {
-        self.origin = origin;
-    }
-
-    /// Records that the request was refused before anything started, and returns the
-    /// message for the user: `reason`, plus the audit error if even that failed.
-    pub fn refused(&self, reason: &str) -> String {
-        let Some(log) = &self.log else {
-            return reason.to_owned();
-        };
-        match log.append_event(&self.refusal(reason)) {
-            Ok(_) => reason.to_owned(),
-            Err(e) => format!("{reason} (and the refusal could not be recorded: {e})"),
-        }
-    }
-
-    /// Appends `invocation.start`; returns once it is on disk.
-    pub fn start(
-        &self,
-        spec: &SandboxSpec,
-        backend: &str,
-        io: IoMode,
-        secrets: &[nanoclaw_audit::SecretUse],
-    ) -> Result<Started> {
-        let mut started = Started {
-            at: Instant::now(),
-            captured: io.capture,
-            seq: None,
-        };
-        let Some(log) = &self.log else {
-            return Ok(started);
-        };
-        // Hashed without the secret values: a hash of a short value could be guessed.
-        let spec_json =
-            serde_json::to_vec(&spec.without_secret_values()).context("encode the sandbox spec")?;
-        let (image, rootfs) = match &spec.root {
-            Root::Host => (None, None),
-            Root::Rootfs(dir) => (None, Some(dir.display().to_string())),
-            Root::Image(image) => (Some(image.clone()), None),
-        };
-        let appended = log
-            .append_event(&InvocationStart {
-                invocation_id: self.invocation_id.clone(),
-                tool: self.origin.tool.clone(),
-                policy_sha256: self.origin.policy_sha256.clone(),
-                spec_sha256: sha256_hex(&spec_json),
-                backend: backend.into(),
-                image,
-                rootfs,
-                argv: self.argv.clone(),
-                workspace: self.origin.workspace.clone(),
-                uid: self.uid,
-                session: None,
-                runner: Runner::current(),
-                hidden: display_all(&spec.hidden),
-                credentials_shown: display_all(&spec.credentials_shown),
-                secrets: secrets.to_vec(),
-            })
-            .map_err(fail_closed)?;
-        started.seq = Some(appended.seq);
-        Ok(started)
-    }
-
-    /// Appends how the invocation ended (`invocation.end`, or `policy.refused` when the
-    /// backend refused the spec before starting anything); returns once it is on disk.
-    pub fn end(&self, started: Started, result: &Result<Outcome, BackendError>) -> Result<()> {
-        let Some(log) = &self.log else {
-            return Ok(());
-        };
-        let appended = match result {
-            Err(error @ (BackendError::Invalid(_) | BackendError::LayerUnavailable { .. })) => {
-                log.append_event(&self.refusal(&error.to_string()))
-            }
-            Err(error) => log.append_event(&InvocationEnd {
-                invocation_id: self.invocation_id.clone(),
-                tool: self.origin.tool.clone(),
-                duration_ms: u64::try_from(started.at.elapsed().as_millis()).unwrap_or(u64::MAX),
-                usage: serde_json::Value::Null,
-                error: Some(error.to_string()),
-                ..InvocationEnd::default()
-            }),
-            Ok(outcome) => {
-                let digest = |captured: &nanoclaw_spec::Captured| {
-                    started
-                        .captured
-                        .then(|| OutputDigest::of(captured.text.as_bytes(), captured.truncated))
-                };
-                log.append_event(&InvocationEnd {
-                    invocation_id: self.invocation_id.clone(),
-                    tool: self.origin.tool.clone(),
-                    exit: outcome.exit_code,
-                    signal: outcome.signal,
-                    timed_out: outcome.timed_out,
-                    oom_killed: outcome.oom_killed,
-                    duration_ms: outcome.duration_ms,
-                    usage: serde_json::to_value(outcome.usage).unwrap_or_default(),
-                    stdout: digest(&outcome.stdout),
-                    stderr: digest(&outcome.stderr),
-                    layers: layers(&outcome.enforced),
-                    error: None,
-                    writes: serde_json::to_value(&outcome.writes).unwrap_or_default(),
-                    redactions: outcome.redactions.clone(),
-                    secret_expired: outcome.secret_expired,
-                })
-            }
-        };
-        appended.map(drop).map_err(|e| {
-            anyhow!(
-                "the invocation ended but its end record could not be written: {e}; \
-                 its outcome is withheld"
-            )
-        })
-    }
-
-    fn refusal(&self, reason: &str) -> PolicyRefused {
-        PolicyRefused {
-            invocation_id: self.invocation_id.clone(),
-            tool: self.origin.tool.clone(),
-            policy_sha256: self.origin.policy_sha256.clone(),
-            argv: self.argv.clone(),
-            uid: self.uid,
-            session: None,
-            reason: reason.to_owned(),
-        }
-    }
+/// A second handle on `recorder`'s log for the egress proxy's decisions, or `None` with
+/// `--no-audit`.
+pub fn egress_sink(recorder: &Recorder) -> Result<Option<EgressSink>> {
+    let Some(path) = recorder.log_path() else {
+        return Ok(None);
+    };
+    let invocation = recorder.invocation();
+    Ok(Some(EgressSink {
+        log: AuditLog::open(path).map_err(fail_closed)?,
+        invocation_id: invocation.id,
+        tool: invocation.tool,
+    }))
 }
 
 fn fail_closed(error: nanoclaw_audit::Error) -> anyhow::Error {
@@ -307,50 +108,6 @@ fn fail_closed(error: nanoclaw_audit::Error) -> anyhow::Error {
         "cannot record this invocation in the audit log: {error}; nothing was run \
          (--no-audit runs it without an audit record)"
     )
-}
-
-/// The layers an outcome says were enforced, one `name` or `name:detail` each: the
-/// limits are here because the spec itself is logged by hash only.
-fn layers(enforced: &Enforced) -> Vec<String> {
-    let mut layers = Vec::new();
-    if !enforced.namespaces.is_empty() {
-        layers.push(format!("namespaces:{}", enforced.namespaces.join(",")));
-    }
-    if let Some(profile) = &enforced.seccomp {
-        layers.push(format!("seccomp:{profile}"));
-    }
-    if enforced.landlock.status != "none" {
-        layers.push(format!(
-            "landlock:{} (abi {})",
-            enforced.landlock.status, enforced.landlock.abi
-        ));
-    }
-    if let Some(version) = &enforced.cgroup {
-        layers.push(format!("cgroup:{version}"));
-    }
-    let limits = [
-        ("memory_bytes", enforced.memory_bytes),
-        ("cpu_millis", enforced.cpu_millis.map(u64::from)),
-        ("pids", enforced.pids.map(u64::from)),
-    ];
-    for (name, limit) in limits {
-        if let Some(limit) = limit {
-            layers.push(format!("{name}:{limit}"));
-        }
-    }
-    if enforced.no_new_privs {
-        layers.push("no_new_privs".into());
-    }
-    if enforced.capabilities.is_empty() {
-        layers.push("capabilities:none".into());
-    } else {
-        layers.push(format!("capabilities:{}", enforced.capabilities.join(",")));
-    }
-    if enforced.read_only_root {
-        layers.push("read_only_root".into());
-    }
-    layers.push(format!("user:{}:{}", enforced.uid, enforced.gid));
-    layers
 }
 
 fn log_path(given: Option<&Path>) -> nanoclaw_audit::Result<PathBuf> {
@@ -634,10 +391,6 @@ fn terminal_safe(text: &str) -> String {
         }
     }
     out
-}
-
-fn display_all(paths: &[std::path::PathBuf]) -> Vec<String> {
-    paths.iter().map(|p| p.display().to_string()).collect()
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub fn main(args: DoctorArgs) -> ExitCode {
                         stdin: false,
                         capture: true,
                     },
+                    &mut || Ok(()),
                 )
                 .map_err(|e| e.to_string())
         });

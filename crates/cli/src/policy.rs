@@ -10,13 +10,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use nanoclaw_docker::InitBinary;
 use nanoclaw_policy::{lint, policy_sha256, Invocation, Policy};
-use nanoclaw_spec::{
-    BackendError, EgressRule, Enforced, IoMode, Mount, Network, Root, SandboxSpec,
-};
+use nanoclaw_spec::{EgressRule, Enforced, IoMode, Mount, Network, Root, SandboxSpec};
 use nanoclaw_verify as verify;
 use serde_json::json;
 
-use crate::backend::Runner;
 use crate::{audit, RUNNER_ERROR};
 
 /// Exit status of `policy check` and `verify` when the policy is refused or a claim fails.
@@ -271,7 +268,7 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
         format!("127.0.0.1:{host_port}"),
     ]);
 
-    let mut recorder = audit::Recorder::open(&args.audit, &spec.command)?;
+    let mut recorder = audit::recorder(&args.audit, &spec.command)?;
     recorder.set_origin(audit::Origin {
         tool: format!("verify:{name}"),
         policy_sha256: std::fs::read(policy.path()).ok().map(|b| policy_sha256(&b)),
@@ -279,31 +276,21 @@ fn verify_tool(args: &VerifyArgs, policy: &Policy, name: &str) -> Result<Vec<ver
     });
     // The tool's secrets are fetched as for a run, so that their delivery can be checked.
     let secrets = crate::secrets::fetch(&mut spec, recorder.key_dir().as_deref())?;
-    let egress = crate::egress::start(&mut spec, recorder.egress_sink()?)?;
-    let backend = Runner::for_spec(&spec, false)?;
+    let egress = crate::egress::start(&mut spec, audit::egress_sink(&recorder)?)?;
+    let backend = crate::backend::for_spec(&spec, false)?;
     // Runs one probe in the tool's sandbox, audited like any invocation.
     let run_probe = |spec: &SandboxSpec| -> Result<(nanoclaw_probe::Report, Enforced)> {
         let io = IoMode {
             stdin: false,
             capture: true,
         };
-        let (invocation_id, audited_tool) = recorder.invocation();
-        let mut started = None;
-        let result = backend.run(spec, io, audited_tool, invocation_id, &mut || {
-            let start = recorder
-                .start(spec, backend.name(), io, &secrets.uses)
-                .map_err(|e| {
-                    BackendError::io(
-                        "record the invocation",
-                        std::io::Error::other(format!("{e:#}")),
-                    )
-                })?;
-            started = Some(start);
-            Ok(())
-        });
-        if let Some(started) = started {
-            recorder.end(started, &result)?;
-        }
+        let request = nanoclaw_runner::Request {
+            io,
+            secrets: &secrets.uses,
+            ttl_bounds_run: secrets.ttl_bounds_run,
+        };
+        let mut spec = spec.clone();
+        let result = nanoclaw_runner::run(&*backend, &recorder, &mut spec, request, || ())?.result;
         let outcome = result?;
         let line = outcome.stdout.text.trim();
         let report = serde_json::from_str(line).with_context(|| {

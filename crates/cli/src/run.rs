@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::backend::Runner;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use nanoclaw_cli::args::{absolute, host_path, parse_mount, parse_tmpfs, parse_volume};
@@ -600,7 +599,7 @@ pub fn main(args: RunArgs) -> ExitCode {
             return status;
         }
     }
-    let mut recorder = match audit::Recorder::open(&args.audit, &args.command) {
+    let mut recorder = match audit::recorder(&args.audit, &args.command) {
         Ok(recorder) => recorder,
         Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
     };
@@ -631,7 +630,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         Err(error) => return refuse(format!("{error:#}")),
     };
     // The backend is reached before any secret is fetched: a host without it fails first.
-    let backend = match Runner::for_spec(&spec, args.pull) {
+    let backend = match crate::backend::for_spec(&spec, args.pull) {
         Ok(backend) => backend,
         Err(error) => return refuse(error.to_string()),
     };
@@ -640,8 +639,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(secrets) => secrets,
         Err(error) => return refuse(format!("{error:#}")),
     };
-    let egress = match recorder
-        .egress_sink()
+    let egress = match audit::egress_sink(&recorder)
         .and_then(|sink| crate::egress::start_with(&mut spec, sink, args.ca_file.as_deref()))
     {
         Ok(egress) => egress,
@@ -659,57 +657,22 @@ pub fn main(args: RunArgs) -> ExitCode {
             return refuse(format!("{error:#}"));
         }
     }
-    // The start record goes to disk while the backend builds the sandbox; the command
-    // starts only once it is there.
-    let (invocation_id, tool) = recorder.invocation();
-    let mut started = None;
-    let mut audit_error = None;
-    let result = backend.run(
-        &spec,
+    let request = nanoclaw_runner::Request {
         io,
-        tool,
-        invocation_id,
-        &mut || match recorder.start(&spec, backend.name(), io, &secrets.uses) {
-            Ok(start) => {
-                started = Some(start);
-                Ok(())
-            }
-            Err(error) => {
-                let message = format!("{error:#}");
-                audit_error = Some(message.clone());
-                Err(BackendError::io(
-                    "record the invocation",
-                    std::io::Error::other(message),
-                ))
-            }
-        },
-    );
-    let result = result.map(|outcome| secrets.judge(outcome));
-    let egress_recorded = egress.map(crate::egress::Egress::finish).transpose();
-    let Some(started) = started else {
-        // Nothing started: the start record could not be written, or the backend refused
-        // the spec before asking for it.
-        return match (audit_error, result) {
-            (Some(message), _) => error_exit(args.json, RUNNER_ERROR.into(), &message),
-            (None, Err(error)) => error_exit(
-                args.json,
-                error.exit_status(),
-                &recorder.refused(&describe(&error)),
-            ),
-            (None, Ok(_)) => error_exit(
-                args.json,
-                RUNNER_ERROR.into(),
-                "the backend ran without committing the invocation",
-            ),
-        };
+        secrets: &secrets.uses,
+        ttl_bounds_run: secrets.ttl_bounds_run,
     };
-    let audit = match started.seq {
-        Some(seq) => json!({ "seq": seq, "invocation": recorder.invocation().0 }),
+    let finish_egress = || egress.map(crate::egress::Egress::finish).transpose();
+    let ended = match nanoclaw_runner::run(&*backend, &recorder, &mut spec, request, finish_egress)
+    {
+        Ok(ended) => ended,
+        Err(failure) => return error_exit(args.json, failure.status, &failure.message),
+    };
+    let audit = match ended.seq {
+        Some(seq) => json!({ "seq": seq, "invocation": spec.invocation.id }),
         None => Value::Null,
     };
-    if let Err(error) = recorder.end(started, &result) {
-        return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}"));
-    }
+    let (result, egress_recorded) = (ended.result, ended.settled);
     if let Err(error) = egress_recorded {
         return error_exit(
             args.json,
@@ -721,6 +684,9 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(outcome) => {
             if args.json {
                 println!("{}", outcome_json(&outcome, &spec, audit));
+            }
+            for warning in &outcome.warnings {
+                eprintln!("nanoclaw: {}: {warning}", backend.name());
             }
             for note in notices(&outcome, &spec) {
                 eprintln!("nanoclaw: {note}");

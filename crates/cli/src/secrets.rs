@@ -38,14 +38,6 @@ pub struct Fetched {
     pub ttl_bounds_run: bool,
 }
 
-impl Fetched {
-    /// `outcome`, marked `secret_expired` when its timeout was a secret's ttl.
-    pub fn judge(&self, mut outcome: nanoclaw_spec::Outcome) -> nanoclaw_spec::Outcome {
-        outcome.secret_expired = self.ttl_bounds_run && outcome.timed_out;
-        outcome
-    }
-}
-
 /// Fills in the value of every secret of `spec` (and the placeholders in its env); `key_dir`
 /// holds the fingerprint key (the audit log's directory), `None` without an audit log.
 pub fn fetch(spec: &mut SandboxSpec, key_dir: Option<&Path>) -> Result<Fetched> {

@@ -27,7 +27,8 @@ fn main() -> ExitCode {
         stdin: false,
         capture: false,
     };
-    let result = DockerBackend::connect().and_then(|backend| backend.run(&spec, io));
+    let result =
+        DockerBackend::connect().and_then(|backend| backend.run(&spec, io, &mut || Ok(())));
     match result {
         Ok(outcome) => ExitCode::from(outcome.exit_status() as u8),
         Err(error) => {

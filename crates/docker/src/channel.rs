@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use nanoclaw_native::container::ContainerMessage;
+use nanoclaw_spec::container::ContainerMessage;
 use nanoclaw_spec::BackendError;
 use rustix::fs::{Mode, OFlags};
 use tokio::net::unix::pipe::Receiver;

@@ -13,7 +13,7 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount,
     MountBindOptions, MountBindOptionsPropagationEnum, MountType, ResourcesUlimits,
 };
-use nanoclaw_native::container::ContainerInit;
+use nanoclaw_spec::container::ContainerInit;
 use nanoclaw_spec::{
     check_env, check_sandbox_path, proc_masks, BackendError, EgressProxy, Network, Root,
     SandboxSpec,
@@ -118,13 +118,13 @@ pub fn validate(spec: &SandboxSpec) -> Result<(), BackendError> {
     // by `docker inspect`): only placeholders go there; `file` and `env` values go to the
     // init on its lifeline, in one frame that an empty pipe takes whole.
     let values: Vec<&[u8]> = delivered_by_init(spec).map(|s| s.value.expose()).collect();
-    if nanoclaw_native::container::secrets_frame(&values).len()
-        > nanoclaw_native::container::MAX_SECRETS_FRAME
+    if nanoclaw_spec::container::secrets_frame(&values).len()
+        > nanoclaw_spec::container::MAX_SECRETS_FRAME
     {
         return Err(invalid(format!(
             "the file and env secrets take more than {} bytes together, the most the docker \
              backend hands its init",
-            nanoclaw_native::container::MAX_SECRETS_FRAME
+            nanoclaw_spec::container::MAX_SECRETS_FRAME
         )));
     }
     let limits = &spec.limits;
@@ -209,7 +209,7 @@ pub fn tmpfs(spec: &SandboxSpec) -> HashMap<String, String> {
             nanoclaw_spec::SECRETS_DIR.into(),
             format!(
                 "rw,noexec,nosuid,nodev,size={},mode=0700,uid={},gid={}",
-                nanoclaw_native::container::MAX_SECRETS_FRAME + (64 << 10),
+                nanoclaw_spec::container::MAX_SECRETS_FRAME + (64 << 10),
                 spec.user.uid,
                 spec.user.gid
             ),
@@ -361,7 +361,7 @@ pub fn container_body(
         lifeline: lifeline_inside,
         timeout_ms: u64::try_from(spec.limits.timeout.as_millis()).unwrap_or(u64::MAX),
         secrets: delivered_by_init(spec)
-            .map(|s| nanoclaw_native::container::ContainerSecret {
+            .map(|s| nanoclaw_spec::container::ContainerSecret {
                 name: s.name.clone(),
                 delivery: s.delivery,
             })

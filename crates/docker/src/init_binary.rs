@@ -102,7 +102,7 @@ impl InitBinary {
     /// The argv that starts the init inside the container with `arguments`.
     pub fn entrypoint(&self, arguments: String) -> Vec<String> {
         let mut argv = self.command();
-        argv.push(nanoclaw_native::container::CONTAINER_INIT_ARG.into());
+        argv.push(nanoclaw_spec::container::CONTAINER_INIT_ARG.into());
         argv.push(arguments);
         argv
     }

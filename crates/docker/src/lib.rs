@@ -78,16 +78,6 @@ pub struct DockerBackend {
     init: Option<InitBinary>,
 }
 
-/// Who a run is for, as labelled on its container.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Invocation {
-    /// The tool's name (`io.nanoclaw.tool`); empty for an ad-hoc run.
-    pub tool: String,
-    /// The invocation id (`io.nanoclaw.invocation`), e.g. the audit record's; a fresh one
-    /// when `None`.
-    pub id: Option<String>,
-}
-
 /// A finished run with what the docker backend knows beyond the `Outcome`.
 #[derive(Debug, Clone)]
 pub struct DockerRun {
@@ -96,10 +86,9 @@ pub struct DockerRun {
     pub image: ImageInfo,
     /// The (removed) container's id.
     pub container: String,
-    /// The `io.nanoclaw.invocation` label it carried.
+    /// The `io.nanoclaw.invocation` label it carried (`spec.invocation.id`, or a fresh
+    /// one).
     pub invocation: String,
-    /// What the engine warned about when creating the container.
-    pub warnings: Vec<String>,
 }
 
 impl DockerBackend {
@@ -187,28 +176,22 @@ impl DockerBackend {
         &self.host
     }
 
-    /// Runs `spec` for `invocation`. Like [`Backend::run`], with the image and container
-    /// reported too.
+    /// Runs `spec` like [`Backend::run`] with nothing to commit, and reports the image and
+    /// the container too (for tests and tools that inspect them).
     ///
     /// Blocks on the backend's own runtime: an async caller calls it from
     /// `tokio::task::spawn_blocking` (or a thread), never from inside a runtime. While it
     /// runs, SIGINT, SIGTERM and SIGHUP stop the run (its container is removed) and it
     /// returns `BackendError::Interrupted`; as with the native backend, those signals stay
     /// caught by the process afterwards.
-    pub fn run_invocation(
-        &self,
-        spec: &SandboxSpec,
-        io: IoMode,
-        invocation: &Invocation,
-    ) -> Result<DockerRun, BackendError> {
+    pub fn run_container(&self, spec: &SandboxSpec, io: IoMode) -> Result<DockerRun, BackendError> {
         config::validate(spec)?;
         let init = self.init.as_ref().ok_or_else(|| {
             BackendError::Invalid(
                 "the docker backend has no init binary (DockerBackend::with_init)".into(),
             )
         })?;
-        self.runtime
-            .block_on(self.run_async(spec, io, invocation, init))
+        self.runtime.block_on(self.run_async(spec, io, init))
     }
 
     /// The image the latest run resolved (set before its container was created), for callers
@@ -283,9 +266,16 @@ impl Backend for DockerBackend {
         "docker"
     }
 
-    fn run(&self, spec: &SandboxSpec, io: IoMode) -> Result<Outcome, BackendError> {
-        self.run_invocation(spec, io, &Invocation::default())
-            .map(|run| run.outcome)
+    /// Commits first: the engine's work cannot overlap it.
+    fn run(
+        &self,
+        spec: &SandboxSpec,
+        io: IoMode,
+        commit: &mut dyn FnMut() -> Result<(), BackendError>,
+    ) -> Result<Outcome, BackendError> {
+        config::validate(spec)?;
+        commit()?;
+        self.run_container(spec, io).map(|run| run.outcome)
     }
 }
 

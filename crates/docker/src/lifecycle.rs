@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use nanoclaw_native::container::{ContainerMessage, InitMessage};
+use nanoclaw_spec::container::{ContainerMessage, InitMessage};
 use nanoclaw_spec::{BackendError, IoMode, LandlockStatus, Outcome, SandboxSpec, Usage};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -26,7 +26,7 @@ use crate::enforced::{self, Applied, EngineFacts};
 use crate::image::{self, ImageInfo};
 use crate::staging::RunDir;
 use crate::streams::{self, Sink, Target};
-use crate::{config, reap, staging, DockerBackend, DockerRun, InitBinary, Invocation};
+use crate::{config, reap, staging, DockerBackend, DockerRun, InitBinary};
 
 /// How long output may still arrive once the container has exited.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -95,7 +95,6 @@ impl DockerBackend {
         &self,
         spec: &SandboxSpec,
         io: IoMode,
-        invocation: &Invocation,
         init: &InitBinary,
     ) -> Result<DockerRun, BackendError> {
         let mut stop = Stop::watch()?;
@@ -117,7 +116,11 @@ impl DockerBackend {
         // The spec always names the user, so an image configured to run as root never runs
         // as root by default; its configured user is reported with the run.
         let name = reap::next_invocation();
-        let invocation_id = invocation.id.clone().unwrap_or_else(|| name.clone());
+        let invocation = &spec.invocation;
+        let invocation_id = match invocation.id.as_str() {
+            "" => name.clone(),
+            id => id.to_string(),
+        };
         let key = reap::SealKey::get()?;
         let container_name = format!("nanoclaw-{name}");
         let labels = reap::labels(
@@ -182,12 +185,12 @@ impl DockerBackend {
             "remove container {id} (the next run reaps it after its deadline)"
         )))?;
         outcome.writes = writes?;
+        outcome.warnings = created.warnings;
         Ok(DockerRun {
             outcome,
             image,
             container: id,
             invocation: invocation_id,
-            warnings: created.warnings,
         })
     }
 
@@ -308,7 +311,7 @@ impl DockerBackend {
                             let values: Vec<&[u8]> = config::delivered_by_init(spec)
                                 .map(|s| s.value.expose())
                                 .collect();
-                            let frame = nanoclaw_native::container::secrets_frame(&values);
+                            let frame = nanoclaw_spec::container::secrets_frame(&values);
                             return channel.go(&frame).map(|()| Some(landlock));
                         }
                         other => messages.push(other),
@@ -361,6 +364,7 @@ impl DockerBackend {
             writes: None,
             redactions,
             secret_expired: false,
+            warnings: Vec::new(),
         };
         Ok((outcome, applied, heard.landlock))
     }
@@ -486,7 +490,7 @@ fn conclude(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nanoclaw_native::container::ContainerReport;
+    use nanoclaw_spec::container::ContainerReport;
 
     fn full() -> LandlockStatus {
         LandlockStatus {

@@ -1,5 +1,5 @@
 //! The seccomp profile handed to the engine (`SecurityOpt: seccomp=<json>`), generated from
-//! the native backend's profile data (`nanoclaw_native::seccomp`) so that both backends allow
+//! the profile data both backends share (`nanoclaw_spec::syscalls`) so that both backends allow
 //! and refuse the same syscalls.
 //!
 //! The engine compiles this JSON with libseccomp (through runc), which differs from the
@@ -29,7 +29,7 @@
 
 use std::sync::OnceLock;
 
-use nanoclaw_native::seccomp::{
+use nanoclaw_spec::syscalls::{
     allowed, CLONE_NAMESPACE_FLAGS, IOCTL_REFUSED_REQUESTS, PERSONALITY_ALLOWED, PROFILE_NAME,
     SOCKETPAIR_DOMAINS, SOCKET_RULES,
 };
@@ -221,7 +221,7 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(unconditional.len(), allowed().len() - 1);
         assert!(!unconditional.contains(&"memfd_create"));
-        for name in nanoclaw_native::seccomp::denied_names() {
+        for name in nanoclaw_spec::syscalls::denied_names() {
             assert!(!profile_json().contains(&format!("\"{name}\"")) || *name == "clone3");
         }
         for name in ["ioctl", "clone", "personality", "socket", "socketpair"] {

@@ -384,7 +384,7 @@ fn reap_stale_in(root: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nanoclaw_native::container::ContainerMessage;
+    use nanoclaw_spec::container::ContainerMessage;
 
     #[test]
     fn a_run_directory_holds_the_inits_pipes_and_goes_with_the_run() {
@@ -409,7 +409,7 @@ mod tests {
             [ContainerMessage::Ended(ended)] if ended.signal == Some(15) && ended.usage.cpu_ms == 12
         ));
         channel
-            .go(&[nanoclaw_native::container::GO])
+            .go(&[nanoclaw_spec::container::GO])
             .unwrap_or_else(|e| panic!("{e}"));
         for path in [&report, &lifeline] {
             assert_eq!(fs::metadata(path).unwrap().mode() & 0o777, 0, "sealed");

@@ -47,13 +47,13 @@ const MAX_PAUSE: Duration = Duration::from_millis(50);
 
 /// Which cgroup interface the limits are enforced through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Version {
+pub enum Version {
     V1,
     V2,
 }
 
 impl Version {
-    pub(crate) fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Version::V1 => "v1",
             Version::V2 => "v2",
@@ -80,7 +80,7 @@ pub(crate) struct CgroupUsage {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CgroupError {
+pub enum CgroupError {
     #[error("cgroups unavailable: {reason}")]
     Unavailable { reason: String },
     #[error("cannot {op} {path}: {source}")]
@@ -136,7 +136,7 @@ impl Placement {
 
 /// Where the hierarchies are mounted and the runner's own cgroup in each.
 #[derive(Debug, Clone)]
-pub(crate) struct Layout {
+pub struct Layout {
     version: Version,
     own: Placement,
 }
@@ -146,7 +146,7 @@ impl Layout {
     ///
     /// On v2 this enables memory, cpu and pids in the runner's `cgroup.subtree_control` if
     /// they are not already, since sandboxes are created as children of that cgroup.
-    pub(crate) fn detect() -> Result<Layout, CgroupError> {
+    pub fn detect() -> Result<Layout, CgroupError> {
         let read = |path: &str| fs::read_to_string(path).map_err(io_error("read", Path::new(path)));
         Layout::from_parts(
             &read("/proc/self/mountinfo")?,
@@ -175,7 +175,7 @@ impl Layout {
             })
     }
 
-    pub(crate) fn version(&self) -> Version {
+    pub fn version(&self) -> Version {
         self.version
     }
 }

@@ -117,13 +117,9 @@ impl Backend for NativeBackend {
         "native"
     }
 
-    fn run(&self, spec: &SandboxSpec, io: IoMode) -> Result<Outcome, BackendError> {
-        self.run_committed(spec, io, &mut || Ok(()))
-    }
-
     /// The sandbox is built while `commit` runs (the audit log's fsync overlaps the
     /// namespaces and mounts); the init waits for the commit before it starts the command.
-    fn run_committed(
+    fn run(
         &self,
         spec: &SandboxSpec,
         io: IoMode,
@@ -216,6 +212,7 @@ impl Backend for NativeBackend {
             writes: writes?,
             redactions: finished.redactions,
             secret_expired: false,
+            warnings: Vec::new(),
         })
     }
 }

@@ -30,23 +30,7 @@ pub struct HelperRequest {
     pub privileged: bool,
 }
 
-/// What the sandbox init tells the helper.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InitMessage {
-    /// Every layer is in place; the command is about to be started.
-    Ready { landlock: LandlockStatus },
-    /// Setup failed before the command started.
-    SetupFailed(SetupError),
-    /// `execve` of the command failed.
-    ExecFailed {
-        program: String,
-        errno: i32,
-        message: String,
-    },
-    /// The command ended with this raw wait status.
-    Exited { status: i32 },
-}
+pub use nanoclaw_spec::container::InitMessage;
 
 /// What the helper reports to the runner.
 #[derive(Debug, Serialize, Deserialize)]

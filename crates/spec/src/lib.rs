@@ -8,12 +8,14 @@
 //! This crate must never do I/O: it is types and pure functions only.
 
 pub mod address;
+pub mod container;
 pub mod credentials;
 mod env;
 mod outcome;
 pub mod proc_masks;
 mod secrets;
 mod spec;
+pub mod syscalls;
 mod units;
 
 pub use env::{check_env, is_env_name, loader_variable, LOADER_VARIABLES};
@@ -26,8 +28,8 @@ pub use secrets::{
     CA_BUNDLE_VARIABLES, MAX_SECRET_BYTES, SECRETS_DIR,
 };
 pub use spec::{
-    check_sandbox_path, Backend, BackendError, EgressProxy, EgressRule, IoMode, Limits, Mount,
-    Network, Root, SandboxSpec, SetupError, Syscalls, Tmpfs, User, DEFAULT_PATH,
+    check_sandbox_path, Backend, BackendError, EgressProxy, EgressRule, Invocation, IoMode, Limits,
+    Mount, Network, Root, SandboxSpec, SetupError, Syscalls, Tmpfs, User, DEFAULT_PATH,
     DEFAULT_WRITE_BYTES, DEFAULT_WRITE_FILES, SANDBOX_GID, SANDBOX_UID,
 };
 pub use units::{parse_bytes, parse_cpus, parse_duration, UnitError};

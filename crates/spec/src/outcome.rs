@@ -24,6 +24,9 @@ pub struct Outcome {
     /// The run was stopped because a `file` or `env` secret's TTL ran out.
     #[serde(default)]
     pub secret_expired: bool,
+    /// What the backend could not do exactly as asked (e.g. the engine's warnings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The changes a run made to its writable mounts, applied to the host after it ended.

@@ -56,6 +56,18 @@ pub struct SandboxSpec {
     /// at `CA_BUNDLE_INSIDE`; set with `Placeholder` secrets.
     #[serde(default)]
     pub ca_bundle: Option<String>,
+    /// Who the run is for (set by the runner from its audit record): a backend that labels
+    /// what it creates (the docker backend's containers) labels it with this.
+    #[serde(default)]
+    pub invocation: Invocation,
+}
+
+/// The identity of one invocation: the tool's name (empty for an ad-hoc run) and the
+/// invocation id of its audit record (empty without one: the backend makes up its own).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    pub tool: String,
+    pub id: String,
 }
 
 /// The sandbox's root file system.
@@ -277,12 +289,15 @@ impl SandboxSpec {
             credentials_shown: Vec::new(),
             secrets: Vec::new(),
             ca_bundle: None,
+            invocation: Invocation::default(),
         }
     }
 
-    /// This spec with every secret value emptied: what may be hashed into a record.
+    /// This spec with every secret value emptied and without the invocation's identity:
+    /// what may be hashed into a record.
     pub fn without_secret_values(&self) -> SandboxSpec {
         let mut spec = self.clone();
+        spec.invocation = Invocation::default();
         for secret in &mut spec.secrets {
             secret.value = crate::SecretValue::default();
         }
@@ -438,7 +453,7 @@ impl SandboxSpec {
 }
 
 /// How the command's standard streams are connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IoMode {
     /// Pass the caller's stdin through; otherwise stdin is `/dev/null`.
     pub stdin: bool,
@@ -555,22 +570,18 @@ impl SetupError {
 pub trait Backend {
     /// A short name for results and audit records ("native", "docker").
     fn name(&self) -> &'static str;
-    /// Runs `spec` and reports how it ended. Never leaves anything behind.
-    fn run(&self, spec: &SandboxSpec, io: IoMode) -> Result<Outcome, BackendError>;
 
-    /// Runs `spec` like `run`, calling `commit` once before the command starts: the command
-    /// never starts unless `commit` succeeds (the runner puts its audit record on disk
-    /// there), and `commit`'s error is returned. A backend may prepare the sandbox while
-    /// `commit` runs; this default simply commits first.
-    fn run_committed(
+    /// Runs `spec` and reports how it ended, calling `commit` once before the command
+    /// starts: the command never starts unless `commit` succeeds (the runner puts its audit
+    /// record on disk there), and `commit`'s error is returned. A backend may prepare the
+    /// sandbox while `commit` runs. What the backend could not do exactly as asked is in
+    /// `Outcome::warnings`. Never leaves anything behind.
+    fn run(
         &self,
         spec: &SandboxSpec,
         io: IoMode,
         commit: &mut dyn FnMut() -> Result<(), BackendError>,
-    ) -> Result<Outcome, BackendError> {
-        commit()?;
-        self.run(spec, io)
-    }
+    ) -> Result<Outcome, BackendError>;
 }
 
 pub(crate) mod millis {

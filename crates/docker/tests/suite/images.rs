@@ -32,7 +32,11 @@ fn an_image_id_runs_and_is_reported_with_its_configured_user() {
     } = &docker_run.image;
     // The classic builder gives even a FROM scratch image a PATH, which the spec overrides.
     assert!(env.iter().all(|e| e.starts_with("PATH=")), "{env:?}");
-    assert!(docker_run.warnings.is_empty(), "{:?}", docker_run.warnings);
+    assert!(
+        docker_run.outcome.warnings.is_empty(),
+        "{:?}",
+        docker_run.outcome.warnings
+    );
     assert_eq!(reference, test_image());
     assert_eq!(id, test_image());
     assert_eq!(digest, test_image());
@@ -51,7 +55,7 @@ fn last_image_reports_the_latest_resolution() {
         stdin: false,
         capture: true,
     };
-    nanoclaw_spec::Backend::run(&backend, &spec, io).unwrap();
+    nanoclaw_spec::Backend::run(&backend, &spec, io, &mut || Ok(())).unwrap();
     assert_eq!(
         backend.last_image().map(|i| i.id),
         Some(test_image().to_string())

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nanoclaw_docker::{DockerBackend, Invocation, LABEL_INVOCATION, LABEL_SEAL};
+use nanoclaw_docker::{DockerBackend, LABEL_INVOCATION, LABEL_SEAL};
 use nanoclaw_spec::{Backend, BackendError, IoMode, Root, SandboxSpec};
 
 use super::support::{backend, engine, serialise_heavy, test_image, unique_token, Sandbox};
@@ -321,6 +321,7 @@ fn child_process() {
                         stdin: true,
                         capture,
                     },
+                    &mut || Ok(()),
                 )
                 .unwrap();
             if capture {
@@ -331,15 +332,15 @@ fn child_process() {
         "long" => {
             spec.command = vec!["sleep".into(), "600".into()];
             spec.limits.timeout = Duration::from_secs(var("TIMEOUT").parse().unwrap());
-            let invocation = Invocation {
+            spec.invocation = nanoclaw_spec::Invocation {
                 tool: "docker-tests".into(),
-                id: Some(var("INVOCATION")),
+                id: var("INVOCATION"),
             };
             let io = IoMode {
                 stdin: false,
                 capture: true,
             };
-            match backend.run_invocation(&spec, io, &invocation) {
+            match backend.run_container(&spec, io) {
                 Err(BackendError::Interrupted) => println!("CHILD-RESULT: interrupted"),
                 other => println!("CHILD-RESULT: {:?}", other.map(|r| r.outcome)),
             }

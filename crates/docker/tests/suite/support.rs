@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
-use nanoclaw_docker::{
-    DockerBackend, DockerRun, InitBinary, Invocation, LABEL_INSTANCE, LABEL_INVOCATION,
-};
+use nanoclaw_docker::{DockerBackend, DockerRun, InitBinary, LABEL_INSTANCE, LABEL_INVOCATION};
 use nanoclaw_spec::{BackendError, IoMode, Mount, Outcome, Root, SandboxSpec};
 use serde_json::Value;
 
@@ -233,14 +231,11 @@ impl Sandbox {
         self.spec.command = command.iter().map(|s| s.to_string()).collect();
         let invocation = unique_token("run");
         let started = Instant::now();
-        let result = backend.run_invocation(
-            &self.spec,
-            self.io,
-            &Invocation {
-                tool: "docker-tests".into(),
-                id: Some(invocation.clone()),
-            },
-        );
+        self.spec.invocation = nanoclaw_spec::Invocation {
+            tool: "docker-tests".into(),
+            id: invocation.clone(),
+        };
+        let result = backend.run_container(&self.spec, self.io);
         let run = Run {
             result,
             command: self.spec.command.clone(),

@@ -31,9 +31,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
-use nanoclaw_audit::{
-    parse_time, AuditLog, Record,
-};
+use nanoclaw_audit::{parse_time, AuditLog, Record};
 use nanoclaw_audit_tools::{
     checkpoint, checkpoints_path, generate_key, list, show, table, unfinished, verify, Filter,
     PublicKey, Unfinished,

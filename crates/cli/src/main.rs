@@ -64,9 +64,9 @@ pub const RUNNER_ERROR: u8 = 125;
 fn main() -> ExitCode {
     if std::env::args_os()
         .nth(1)
-        .is_some_and(|a| a == nanoclaw_native::HELPER_ARG)
+        .is_some_and(|a| a == nanoclaw_native::SUPERVISOR_ARG)
     {
-        nanoclaw_native::helper_main();
+        nanoclaw_native::supervisor_main();
     }
     if std::env::args_os()
         .nth(1)

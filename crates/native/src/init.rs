@@ -4,7 +4,7 @@
 //! kernel kill whatever is left in the namespace.
 //!
 //! It must never start the command before every layer it was asked for is in place, and
-//! never keep a descriptor of the helper's beyond the ones in `InitIo`.
+//! never keep a descriptor of the supervisor's beyond the ones in `InitIo`.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -14,16 +14,16 @@ use std::path::Path;
 use nanoclaw_spec::{LandlockStatus, SetupError};
 use rustix::process::Signal;
 
-use crate::protocol::{HelperRequest, InitMessage};
+use crate::protocol::{Call, InitMessage, SupervisorRequest, MAPPED};
 use crate::seccomp::Filters;
 use crate::sys::{self, Forked};
 use crate::{bridge, creds, landlock, lifeline, rootfs};
 
-/// The descriptors the init keeps from the helper.
-pub struct InitIo {
-    /// One byte once the helper has mapped the ids (setup may start), a second once the
-    /// runner has committed (the command may start); then the lifeline: the helper holds
-    /// the other end until it has reaped the init, so end of file means it is gone.
+/// The descriptors the init keeps from the supervisor.
+pub(crate) struct InitIo {
+    /// `MAPPED` once the supervisor has mapped the ids (setup may start), then the call (a
+    /// JSON line: the command may start); then the lifeline: the supervisor holds the other
+    /// end until it has reaped the init, so end of file means it is gone.
     pub go: OwnedFd,
     /// Where `InitMessage`s go. Close-on-exec: the command never holds it.
     pub messages: OwnedFd,
@@ -32,60 +32,62 @@ pub struct InitIo {
     pub stderr: OwnedFd,
 }
 
+/// The most a call line may hold (its argv and environment).
+const MAX_CALL: usize = 64 << 20;
+
 fn send(messages: &OwnedFd, message: &InitMessage) {
     if let Ok(mut line) = serde_json::to_vec(message) {
         line.push(b'\n');
-        // A short or failed write leaves the helper without this message; it then reports
-        // the init's exit status, which is never mistaken for success.
+        // A short or failed write leaves the supervisor without this message; it then
+        // reports the init's exit status, which is never mistaken for success.
         let _ = rustix::io::write(messages, &line);
     }
 }
 
+/// Reports a setup failure and ends the init (and with it the sandbox).
+fn fail(messages: &OwnedFd, error: SetupError) -> ! {
+    send(messages, &InitMessage::SetupFailed(error));
+    sys::exit_now(125);
+}
+
 /// Runs the init. Never returns.
-pub fn run(request: &HelperRequest, filters: &Filters, io: InitIo) -> ! {
-    let landlock = match isolate(request, filters, &io.go) {
-        Ok(status) => status,
-        Err(error) => {
-            send(&io.messages, &InitMessage::SetupFailed(error));
-            sys::exit_now(125);
-        }
+///
+/// The sandbox is built (namespaces, root, mounts) before the call is known; the
+/// credential drop, Landlock and seccomp follow the call, right before the command starts.
+pub(crate) fn run(mut request: SupervisorRequest, filters: &Filters, io: InitIo) -> ! {
+    let built = match build(&request, &io.go) {
+        Ok(built) => built,
+        Err(error) => fail(&io.messages, error),
     };
-    // Everything is in place; the command waits only for the runner's commit.
-    let mut byte = [0u8; 1];
-    match rustix::io::read(&io.go, &mut byte) {
-        Ok(1) if byte == crate::protocol::COMMIT => {}
-        _ => sys::exit_now(125),
-    }
-    // The command's deadline counts from here; the helper's started earlier, so the
-    // helper's kill always comes first while it lives.
+    // Built; nothing more happens until the call (or end of file: withdrawn).
+    let Some(call) = read_call(&io.go) else {
+        sys::exit_now(125)
+    };
+    request.spec.command = call.command;
+    request.spec.env = call.env;
+    let landlock = match lock(&request, filters, built) {
+        Ok(status) => status,
+        Err(error) => fail(&io.messages, error),
+    };
+    // The command's deadline counts from here; the supervisor's started earlier, so the
+    // supervisor's kill always comes first while it lives.
     let deadline = lifeline::deadline(request.spec.limits.timeout);
     let sigchld = match sys::sigchld_fd() {
         Ok(fd) => fd,
-        Err(e) => {
-            send(
-                &io.messages,
-                &InitMessage::SetupFailed(SetupError::io("watch the command", e)),
-            );
-            sys::exit_now(125);
-        }
+        Err(e) => fail(&io.messages, SetupError::io("watch the command", e)),
     };
     send(&io.messages, &InitMessage::Ready { landlock });
     let command = match sys::fork_process() {
-        Ok(Forked::Child) => exec_command(request, &io),
+        Ok(Forked::Child) => exec_command(&request, &io),
         Ok(Forked::Parent(pid)) => pid,
-        Err(e) => {
-            send(
-                &io.messages,
-                &InitMessage::SetupFailed(SetupError::io("start the command", e)),
-            );
-            sys::exit_now(125);
-        }
+        Err(e) => fail(&io.messages, SetupError::io("start the command", e)),
     };
     drop(io.stdin);
     drop(io.stdout);
     drop(io.stderr);
-    // The helper keeps its end of `go` open until it has reaped this process: end of file
-    // on it means the helper is gone, and this exit then takes the whole sandbox with it.
+    // The supervisor keeps its end of `go` open until it has reaped this process: end of
+    // file on it means the supervisor is gone, and this exit then takes the whole sandbox
+    // with it.
     match lifeline::wait(command, &io.go, &sigchld, deadline) {
         lifeline::Ended::Command { status, .. } => {
             send(&io.messages, &InitMessage::Exited { status });
@@ -97,18 +99,39 @@ pub fn run(request: &HelperRequest, filters: &Filters, io: InitIo) -> ! {
     }
 }
 
-/// Everything between "a fresh set of namespaces" and "ready to exec".
-fn isolate(
-    request: &HelperRequest,
-    filters: &Filters,
-    go: &OwnedFd,
-) -> Result<LandlockStatus, SetupError> {
+/// The call, sent by the supervisor once the runner has committed; `None` if it never
+/// comes (the supervisor withdrew the sandbox or died).
+fn read_call(go: &OwnedFd) -> Option<Call> {
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while !line.contains(&b'\n') && line.len() <= MAX_CALL {
+        match rustix::io::read(go, &mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => line.extend_from_slice(&chunk[..n]),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
+    let end = line.iter().position(|b| *b == b'\n')?;
+    serde_json::from_slice(&line[..end]).ok()
+}
+
+/// What the init holds between building the sandbox and locking it.
+struct Built {
+    layout: rootfs::Layout,
+    memfd_exec_forbidden: bool,
+}
+
+/// Everything between "a fresh set of namespaces" and "a root ready for any call": the
+/// cgroup, the session, the network, the mounts and the pivot.
+fn build(request: &SupervisorRequest, go: &OwnedFd) -> Result<Built, SetupError> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| SetupError::io("set parent death signal", e))?;
     let mut byte = [0u8; 1];
     match rustix::io::read(go, &mut byte) {
-        Ok(1) => {}
-        // The helper gave up (or died) before finishing the id maps: never run unmapped.
+        Ok(1) if byte == MAPPED => {}
+        // The supervisor gave up (or died) before finishing the id maps: never run
+        // unmapped.
         _ => sys::exit_now(125),
     }
     for file in &request.cgroup_join {
@@ -130,16 +153,29 @@ fn isolate(
     let sources = rootfs::open_sources(&request.spec)?;
     creds::assume_user(request.spec.user, request.privileged)?;
     let layout = rootfs::assemble(&request.spec, sources)?;
+    Ok(Built {
+        layout,
+        memfd_exec_forbidden,
+    })
+}
+
+/// Everything between "the call is known" and "ready to exec": the credential drop,
+/// Landlock, seccomp, and the egress bridge under all of them.
+fn lock(
+    request: &SupervisorRequest,
+    filters: &Filters,
+    built: Built,
+) -> Result<LandlockStatus, SetupError> {
     creds::drop_privileges(request.spec.user, &request.spec.limits)?;
     // A credential change clears the death signal, so it is set again after the last one.
-    // If the helper died before this, the init learns it from `go` (end of file) before the
-    // command starts, and from the lifeline wait after.
+    // If the supervisor died before this, the init learns it from `go` (end of file) before
+    // the command starts, and from the lifeline wait after.
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| SetupError::io("set parent death signal", e))?;
     sys::set_not_dumpable().map_err(|e| SetupError::io("mark init not dumpable", e))?;
-    let landlock = landlock::restrict(&layout)?;
+    let landlock = landlock::restrict(&built.layout)?;
     filters
-        .install(memfd_exec_forbidden)
+        .install(built.memfd_exec_forbidden)
         .map_err(|e| SetupError {
             step: "install seccomp filter".into(),
             path: None,
@@ -185,7 +221,7 @@ fn forbid_memfd_exec() -> Result<(), SetupError> {
 }
 
 /// The command's side of the fork: wire the streams, enter the workdir, exec.
-fn exec_command(request: &HelperRequest, io: &InitIo) -> ! {
+fn exec_command(request: &SupervisorRequest, io: &InitIo) -> ! {
     let spec = &request.spec;
     let report = |message: InitMessage, code: i32| -> ! {
         send(&io.messages, &message);

@@ -1,4 +1,5 @@
-//! What crosses the pipes between the runner, the re-executed helper and the sandbox init.
+//! What crosses the pipes between the runner, the re-executed supervisor and the sandbox
+//! init.
 //!
 //! Each side sends JSON lines; nothing here trusts a message from inside the sandbox for
 //! anything but reporting: the init can lie about its own state, never about the limits
@@ -7,17 +8,28 @@
 use nanoclaw_spec::{Captured, IoMode, LandlockStatus, SandboxSpec, SetupError, Usage};
 use serde::{Deserialize, Serialize};
 
-/// The descriptor on which the helper reads its `HelperRequest` (one JSON line), then the
-/// `COMMIT` byte that lets the command start.
-pub const REQUEST_FD: i32 = 3;
-/// Sent by the runner once what must precede the command (the audit record) is done.
-pub const COMMIT: &[u8] = b"c";
-/// The descriptor on which the helper writes its `HelperReport`.
-pub const REPORT_FD: i32 = 4;
+/// The descriptor on which the supervisor reads its `SupervisorRequest` (one JSON line),
+/// then the `Call` (a second line) that lets the command start. Until the call arrives the
+/// sandbox waits, built but not yet locked; end of file withdraws it.
+pub(crate) const REQUEST_FD: i32 = 3;
+/// The descriptor on which the supervisor writes its `SupervisorReport`.
+pub(crate) const REPORT_FD: i32 = 4;
+/// The byte the supervisor sends the init once the id maps are written (setup may start).
+pub(crate) const MAPPED: &[u8] = b"g";
 
-/// What the runner asks the helper to do.
+/// The command a prepared sandbox runs: its argv, its whole environment (replacing the
+/// spec's, which is a template) and, for a sandbox prepared with stdin, what it reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Call {
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `None` passes the runner's own stdin through (the one-shot `nanoclaw run --stdin`).
+    pub stdin: Option<Vec<u8>>,
+}
+
+/// What the runner asks the supervisor to build.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct HelperRequest {
+pub(crate) struct SupervisorRequest {
     pub spec: SandboxSpec,
     pub io: IoMode,
     /// Files the sandbox init writes "0" into to join its cgroup (v1 `tasks`, v2
@@ -26,16 +38,16 @@ pub struct HelperRequest {
     /// The host uid and gid the sandbox user maps to.
     pub host_uid: u32,
     pub host_gid: u32,
-    /// Whether the helper may write multi-id maps and keep setgroups (host root).
+    /// Whether the supervisor may write multi-id maps and keep setgroups (host root).
     pub privileged: bool,
 }
 
 pub use nanoclaw_spec::container::InitMessage;
 
-/// What the helper reports to the runner.
+/// What the supervisor reports to the runner.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum HelperReport {
+pub(crate) enum SupervisorReport {
     Finished(Finished),
     SetupFailed(SetupError),
     ExecFailed { program: String, errno: i32 },
@@ -43,7 +55,7 @@ pub enum HelperReport {
 
 /// A command that ran to completion, timed out or was killed.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub timed_out: bool,

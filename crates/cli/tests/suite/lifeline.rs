@@ -200,9 +200,9 @@ fn heavy_a_stopped_supervisor_still_ends_the_sandbox_at_its_deadline(backend: Ba
     }
 }
 
-/// The native helper: the runner's child running `__nanoclaw_sandbox_helper`.
+/// The native supervisor: the runner's child running `__nanoclaw_sandbox_supervisor`.
 fn helper_of(runner: u32) -> u32 {
-    processes_with("__nanoclaw_sandbox_helper")
+    processes_with("__nanoclaw_sandbox_supervisor")
         .into_iter()
         .map(|(pid, _)| pid)
         .find(|pid| parent_of(*pid) == Some(runner))

@@ -18,5 +18,6 @@ mod lifeline;
 mod mcp;
 mod params;
 mod policy;
+mod pool;
 mod secrets;
 mod writes;

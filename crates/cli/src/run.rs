@@ -94,13 +94,13 @@ pub struct RunArgs {
     pull: bool,
     /// Policy file naming the tools (with --tool)
     #[arg(long, value_name = "FILE", requires = "tool")]
-    policy: Option<PathBuf>,
+    pub(crate) policy: Option<PathBuf>,
     /// Run this tool of --policy with exactly its scope; COMMAND is then extra arguments
     #[arg(long, value_name = "NAME", requires = "policy")]
-    tool: Option<String>,
+    pub(crate) tool: Option<String>,
     /// The task directory a tool's ${workspace} mounts stand for
     #[arg(long, value_name = "DIR", requires = "tool")]
-    workspace: Option<PathBuf>,
+    pub(crate) workspace: Option<PathBuf>,
     /// A value for the tool's parameter NAME, typed as the policy declares it (repeatable;
     /// an array parameter takes one element per --param)
     #[arg(long = "param", value_name = "NAME=VALUE", requires = "tool")]
@@ -108,14 +108,14 @@ pub struct RunArgs {
     /// The tool's parameters as one JSON object (instead of --param); `-` reads it from
     /// standard input
     #[arg(long, value_name = "JSON", requires = "tool", conflicts_with = "param")]
-    params_json: Option<String>,
+    pub(crate) params_json: Option<String>,
     /// CA certificates (PEM) the egress proxy verifies intercepted upstreams against,
     /// instead of the host's roots (for tests against a local HTTPS server)
     #[arg(long, value_name = "PATH")]
     ca_file: Option<PathBuf>,
     /// Print one JSON object with the outcome instead of streaming the output
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     #[command(flatten)]
     audit: audit::RunAudit,
     /// Pool mode (`crates/cli/src/prebuilt.rs`): say ready on fd 3, then wait for the call
@@ -284,7 +284,7 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
 }
 
 /// The limits an invocation asks for, which with `--tool` may only narrow the tool's.
-fn narrowing(args: &RunArgs) -> Result<Narrowing> {
+pub(crate) fn narrowing(args: &RunArgs) -> Result<Narrowing> {
     Ok(Narrowing {
         memory: args
             .memory
@@ -477,7 +477,7 @@ pub(crate) fn hide_credentials(spec: &mut SandboxSpec) -> Result<()> {
     Ok(())
 }
 
-fn host_path_of(path: &std::path::Path) -> Result<PathBuf> {
+pub(crate) fn host_path_of(path: &std::path::Path) -> Result<PathBuf> {
     host_path(&path.to_string_lossy())
 }
 
@@ -594,11 +594,12 @@ fn outcome_json(outcome: &Outcome, spec: &SandboxSpec, audit: Value) -> Value {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
-    if args.prebuilt {
-        if let Err(status) = crate::prebuilt::ready_then_wait() {
-            return status;
-        }
-    }
+    // Pool mode: the sandbox is built before the call's arguments arrive on stdin.
+    let prebuilt = match args.prebuilt.then(|| crate::prebuilt::start(&args)).transpose() {
+        Ok(prebuilt) => prebuilt.flatten(),
+        Err(status) => return status,
+    };
+    let pooled = prebuilt.is_some();
     let mut recorder = match audit::recorder(&args.audit, &args.command) {
         Ok(recorder) => recorder,
         Err(error) => return error_exit(args.json, RUNNER_ERROR.into(), &format!("{error:#}")),
@@ -616,7 +617,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         }
         _ => spec_from(&args).map(|spec| Resolved { spec, stdin: None }),
     };
-    let (spec, stdin) = match resolved {
+    let (spec, mut stdin) = match resolved {
         Ok(Resolved { spec, stdin }) => (Ok(spec), stdin),
         Err(error) => (Err(error), None),
     };
@@ -630,9 +631,15 @@ pub fn main(args: RunArgs) -> ExitCode {
         Err(error) => return refuse(format!("{error:#}")),
     };
     // The backend is reached before any secret is fetched: a host without it fails first.
-    let backend = match crate::backend::for_spec(&spec, args.pull) {
-        Ok(backend) => backend,
-        Err(error) => return refuse(error.to_string()),
+    let backend: Box<dyn nanoclaw_spec::Backend> = match prebuilt {
+        Some(prebuilt) => {
+            prebuilt.set_stdin(stdin.take());
+            Box::new(prebuilt)
+        }
+        None => match crate::backend::for_spec(&spec, args.pull) {
+            Ok(backend) => backend,
+            Err(error) => return refuse(error.to_string()),
+        },
     };
     // Only now, with everything else about the invocation valid, are secrets fetched.
     let secrets = match crate::secrets::fetch(&mut spec, recorder.key_dir().as_deref()) {
@@ -649,7 +656,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         eprintln!("nanoclaw: WARNING: the command runs as root inside the sandbox (--allow-root); it still holds no capabilities");
     }
     let io = IoMode {
-        stdin: args.stdin || stdin.is_some(),
+        stdin: args.stdin || stdin.is_some() || pooled,
         capture: args.json,
     };
     if let Some(input) = stdin {

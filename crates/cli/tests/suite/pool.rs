@@ -188,7 +188,7 @@ fn a_prepared_sandbox_dropped_unused_leaves_nothing_behind() {
         .collect();
     // Give the sandboxes time to be built and to wait for their calls.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(cgroups_of(std::process::id()).len() >= 3, true);
+    assert!(cgroups_of(std::process::id()).len() >= 3);
     assert_eq!(my_supervisors().len(), 3);
     drop(prepared);
     assert_eq!(cgroups_of(std::process::id()), Vec::<PathBuf>::new());

@@ -481,9 +481,15 @@ pub(crate) fn host_path_of(path: &std::path::Path) -> Result<PathBuf> {
     host_path(&path.to_string_lossy())
 }
 
+/// One line on stdout; a reader that went away (`| head`) is not an error of the run.
+fn print_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 fn error_exit(json: bool, status: i32, message: &str) -> ExitCode {
     if json {
-        println!("{}", json!({ "error": message, "exit_status": status }));
+        print_line(&json!({ "error": message, "exit_status": status }).to_string());
     } else {
         eprintln!("nanoclaw: {message}");
     }
@@ -595,7 +601,11 @@ fn outcome_json(outcome: &Outcome, spec: &SandboxSpec, audit: Value) -> Value {
 
 pub fn main(args: RunArgs) -> ExitCode {
     // Pool mode: the sandbox is built before the call's arguments arrive on stdin.
-    let prebuilt = match args.prebuilt.then(|| crate::prebuilt::start(&args)).transpose() {
+    let prebuilt = match args
+        .prebuilt
+        .then(|| crate::prebuilt::start(&args))
+        .transpose()
+    {
         Ok(prebuilt) => prebuilt.flatten(),
         Err(status) => return status,
     };
@@ -690,7 +700,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     match result {
         Ok(outcome) => {
             if args.json {
-                println!("{}", outcome_json(&outcome, &spec, audit));
+                print_line(&outcome_json(&outcome, &spec, audit).to_string());
             }
             for warning in &outcome.warnings {
                 eprintln!("nanoclaw: {}: {warning}", backend.name());

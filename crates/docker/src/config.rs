@@ -512,7 +512,7 @@ mod tests {
         assert!(refused(&|s| s.command.clear()));
         assert!(refused(&|s| s.workdir = "work".into()));
         assert!(refused(&|s| s.limits.memory_bytes = 1 << 20));
-        assert!(refused(&|s| s.syscalls.extra_allow.push("ptrace".into())));
+        assert!(refused(&|s| s.syscalls.profile = "unconfined".into()));
         assert!(refused(&|s| s.tmpfs.push(Tmpfs {
             dst: "/proc/x".into(),
             size_bytes: 1

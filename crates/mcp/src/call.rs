@@ -330,7 +330,16 @@ fn outcome(stdout: &[u8], stderr: &[u8], code: Option<i32>) -> CallToolResult {
         let reason = error
             .as_str()
             .map_or_else(|| error.to_string(), str::to_owned);
-        return refused(reason);
+        // A run that started and failed (a missing program: 127) keeps its own status.
+        let status = outcome
+            .get("exit_status")
+            .and_then(Value::as_i64)
+            .unwrap_or(125);
+        let mut result = refused(reason.clone());
+        if status != 125 {
+            result.structured_content = Some(json!({ "exit_status": status, "error": reason }));
+        }
+        return result;
     }
     let field = |name: &str| outcome.get(name).cloned().unwrap_or(Value::Null);
     let text = |name: &str| {

@@ -71,6 +71,11 @@ pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
     argv_ptrs.push(std::ptr::null());
     let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     env_ptrs.push(std::ptr::null());
+    // The runner ignores SIGPIPE (Rust's runtime does) and an ignored signal stays ignored
+    // across execve: the command gets the default action back, as under a shell.
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler and touches no
+    // memory of this process.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // SAFETY: `path`, every argv and envp entry are valid NUL-terminated strings that live
     // until the call returns, and both pointer arrays end with a null pointer as execve(2)
     // requires.

@@ -220,34 +220,22 @@ impl EgressProxy {
     }
 }
 
-/// The syscall filter: a named profile plus explicit extra allowances.
+/// The syscall filter: a named profile (extra allowances are not part of the format until a
+/// backend enforces them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Syscalls {
     /// "default" (nanoclaw's Docker-derived allowlist).
     pub profile: String,
-    /// Syscall names allowed beyond the profile; every one is a loosening `policy check`
-    /// reports.
-    pub extra_allow: Vec<String>,
 }
 
 impl Syscalls {
-    /// Refuses what no backend can enforce yet: a profile other than "default", or extra
-    /// allowances (which would loosen the filter; refused rather than ignored).
+    /// Refuses what no backend can enforce yet: a profile other than "default".
     pub fn check(&self) -> Result<(), BackendError> {
         if self.profile != "default" {
             return Err(BackendError::Invalid(format!(
                 "unknown syscall profile {:?} (known: \"default\")",
                 self.profile
             )));
-        }
-        if !self.extra_allow.is_empty() {
-            return Err(BackendError::LayerUnavailable {
-                layer: "extra syscall allowances".into(),
-                reason: format!(
-                    "no backend adds {} to its seccomp profile yet",
-                    self.extra_allow.join(", ")
-                ),
-            });
         }
         Ok(())
     }
@@ -257,7 +245,6 @@ impl Default for Syscalls {
     fn default() -> Self {
         Syscalls {
             profile: "default".into(),
-            extra_allow: Vec::new(),
         }
     }
 }

@@ -828,11 +828,7 @@ fn mcp_pool_keeps_n_per_tool_refills_counts_memory_and_discards_idle_ones() {
     // Two per tool, no more.
     let first = server.wait_prebuilt("2 per tool", |p| p.len() == 2 * POOLED);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        server.prebuilt().len(),
-        2 * POOLED,
-        "bounded by --pool"
-    );
+    assert_eq!(server.prebuilt().len(), 2 * POOLED, "bounded by --pool");
     let result = server.call("echo", serde_json::json!({"text": "a", "count": 1}));
     assert_eq!(result["isError"], false, "{result:#}");
     assert_eq!(result["content"][0]["text"], "a|1\n");

@@ -21,6 +21,10 @@
 //!    sees stdin closed with no byte on it tears its sandbox down and exits 125 without
 //!    running anything and without an audit record.
 //!
+//! The call's spec is resolved again when it comes: if it differs from the one built ahead
+//! (a credential file came or went in the workspace, or was replaced), the sandbox built
+//! ahead is torn down and the call gets one built for it.
+//!
 //! A tool with secrets or network egress is not pre-built (a secret's lifetime and the
 //! proxy belong to one call): its runner says `R` at once and builds the sandbox after the
 //! call arrives, as a one-shot run does.
@@ -51,6 +55,12 @@ pub(crate) struct Prebuilt {
     prepared: RefCell<Option<Prepared>>,
     /// The spec the sandbox was built from (command unbound).
     template: SandboxSpec,
+    /// The host files behind the template's hidden credential paths, as they were when the
+    /// sandbox was built (see `hidden_files`).
+    hidden: Vec<Option<(u64, u64)>>,
+    /// Builds a fresh sandbox when the one built ahead no longer fits the call.
+    backend: NativeBackend,
+    io: IoMode,
     /// The call's standard input (its stdin parameter), empty without one.
     stdin: RefCell<Vec<u8>>,
 }
@@ -81,15 +91,16 @@ impl Backend for Prebuilt {
         _io: IoMode,
         commit: &mut dyn FnMut() -> Result<(), BackendError>,
     ) -> Result<Outcome, BackendError> {
-        let prepared = self.prepared.borrow_mut().take().ok_or_else(|| {
+        let mut prepared = self.prepared.borrow_mut().take().ok_or_else(|| {
             BackendError::Invalid("a pre-built sandbox runs exactly one call".into())
         })?;
-        if scope(spec) != scope(&self.template) {
-            return Err(BackendError::Invalid(
-                "the call's sandbox differs from the one built ahead of it (was the policy \
-                 changed?); refused"
-                    .into(),
-            ));
+        // The sandbox built ahead masks the credential files that were there then, by the
+        // files they were: if the call's scope differs (a credential file came or went) or a
+        // hidden file was replaced since (a rename over it drops its mask), it is torn down
+        // and the call gets a sandbox built now, as a one-shot run would.
+        if scope(spec) != scope(&self.template) || hidden_files(spec) != self.hidden {
+            drop(prepared);
+            prepared = self.backend.prepare(spec, self.io)?;
         }
         let call = Call {
             command: spec.command.clone(),
@@ -160,12 +171,36 @@ fn build(args: &RunArgs) -> Result<Option<Prebuilt>> {
         stdin: true,
         capture: args.json,
     };
-    let prepared = NativeBackend::new(exe).prepare(&spec, io)?;
+    let backend = NativeBackend::new(exe);
+    let hidden = hidden_files(&spec);
+    let prepared = backend.prepare(&spec, io)?;
     Ok(Some(Prebuilt {
         prepared: RefCell::new(Some(prepared)),
         template: spec,
+        hidden,
+        backend,
+        io,
         stdin: RefCell::new(Vec::new()),
     }))
+}
+
+/// The device and inode of the host file behind each of `spec`'s hidden credential paths
+/// (`None`: not there, or not reachable through a mount).
+fn hidden_files(spec: &SandboxSpec) -> Vec<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    spec.hidden
+        .iter()
+        .map(|path| {
+            let mount = spec
+                .mounts
+                .iter()
+                .filter(|m| path.starts_with(&m.dst))
+                .max_by_key(|m| m.dst.components().count())?;
+            let host = mount.src.join(path.strip_prefix(&mount.dst).ok()?);
+            let meta = std::fs::symlink_metadata(host).ok()?;
+            Some((meta.dev(), meta.ino()))
+        })
+        .collect()
 }
 
 /// The stop signals, delivered to a socket instead of ending the process while it waits.

@@ -188,6 +188,9 @@ fn parse_user(value: &str, allow_root: bool) -> Result<User> {
         uid: parse(uid)?,
         gid: parse(gid)?,
     };
+    if user.uid == u32::MAX || user.gid == u32::MAX {
+        bail!("invalid --user {value:?}: 4294967295 is not an id (to the kernel it means \"leave unchanged\")");
+    }
     if (user.uid == 0 || user.gid == 0) && !allow_root {
         bail!("--user {value} runs as root inside the sandbox; add --allow-root if that is really meant");
     }

@@ -65,17 +65,51 @@ pub fn fork_process() -> io::Result<Forked> {
     clone_process(0)
 }
 
+/// Gives every signal its default action back. An ignored signal stays ignored across
+/// execve, and the runner ignores SIGPIPE (Rust's runtime does) and inherits whatever its
+/// own parent ignored: the command starts as under a fresh shell, with none ignored.
+/// glibc's `sigaction` refuses its two internal signals (32, 33), so this is the raw call.
+fn default_signals() {
+    /// The kernel's `struct sigaction` on x86_64 (the one architecture built here).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel `struct sigaction` from `&default`, which
+        // lives across the call, with the kernel's sigset size (8 bytes); it writes nothing
+        // (the old action pointer is null). SIG_DFL installs no handler.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+}
+
 /// Replaces the process image. Returns only on failure.
 pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     env_ptrs.push(std::ptr::null());
-    // The runner ignores SIGPIPE (Rust's runtime does) and an ignored signal stays ignored
-    // across execve: the command gets the default action back, as under a shell.
-    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler and touches no
-    // memory of this process.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    default_signals();
     // SAFETY: `path`, every argv and envp entry are valid NUL-terminated strings that live
     // until the call returns, and both pointer arrays end with a null pointer as execve(2)
     // requires.

@@ -998,6 +998,12 @@ impl<'s> Parser<'s> {
         let text = value.get_ref();
         let (uid, gid) = text.split_once(':').unwrap_or((text, text));
         match (uid.parse::<u32>(), gid.parse::<u32>()) {
+            (Ok(u32::MAX), _) | (_, Ok(u32::MAX)) => {
+                let message = format!(
+                    "{what} {text:?}: 4294967295 is not an id (to the kernel it means \"leave unchanged\")"
+                );
+                self.refuse(value.span(), message, None)
+            }
             (Ok(uid), Ok(gid)) => Some(User { uid, gid }),
             _ => {
                 let example = format!(

@@ -18,6 +18,7 @@ backend_tests!(
     stdout_and_stderr_stream_through_without_json,
     stdin_passes_through_with_the_stdin_option,
     stdin_is_not_passed_without_the_stdin_option,
+    no_signal_is_ignored_or_blocked_when_the_command_starts,
     json_reports_every_documented_field,
     output_beyond_the_limit_is_truncated,
     a_missing_program_exits_127,
@@ -77,6 +78,24 @@ fn stdin_is_not_passed_without_the_stdin_option(backend: Backend) {
         .output(&["cat"]);
     assert_eq!(exited.code(), 0, "{}", exited.context());
     assert_eq!(exited.stdout, "", "{}", exited.context());
+}
+
+/// The runner ignores SIGPIPE (Rust's runtime does); the command must start with every
+/// signal at its default action and none blocked, or `yes | head` never ends.
+fn no_signal_is_ignored_or_blocked_when_the_command_starts(backend: Backend) {
+    let exited = Sandbox::new(backend).output(&[
+        "sh",
+        "-c",
+        "grep -E '^Sig(Ign|Blk):' /proc/self/status; yes | head -c 10 >/dev/null; echo done",
+    ]);
+    assert_eq!(exited.code(), 0, "{}", exited.context());
+    assert!(
+        exited.stdout.contains("SigIgn:\t0000000000000000")
+            && exited.stdout.contains("SigBlk:\t0000000000000000")
+            && exited.stdout.contains("done"),
+        "{}",
+        exited.context()
+    );
 }
 
 fn json_reports_every_documented_field(backend: Backend) {

@@ -901,3 +901,23 @@ fn mcp_pool_0_starts_every_sandbox_for_its_call() {
     assert!(server.prebuilt().is_empty());
     assert!(server.stderr().contains("pool: off"), "{}", server.stderr());
 }
+
+#[test]
+fn mcp_pool_hides_a_credential_file_replaced_after_the_sandbox_was_built() {
+    let Some(setup) = Setup::new() else { return };
+    let env = setup.scratch.path().join("workspace/.env");
+    std::fs::write(&env, "OLD_SECRET\n").unwrap();
+    let mut server = RawServer::start(&setup, &["--pool", "1"]);
+    server.wait_prebuilt("1 per tool", |p| p.len() == POOLED);
+    // An editor's save: a new file renamed over the old one, whose mask the kernel drops.
+    let fresh = setup.scratch.path().join("workspace/.env.tmp");
+    std::fs::write(&fresh, "NEW_SECRET\n").unwrap();
+    std::fs::rename(&fresh, &env).unwrap();
+    let result = server.call(
+        "shell",
+        serde_json::json!({"command": "cat .env; echo end"}),
+    );
+    let text = result["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(!text.contains("SECRET"), "{result:#}");
+    assert!(text.contains("end"), "{result:#}");
+}

@@ -20,11 +20,36 @@ pub struct Location {
 pub(crate) struct Source<'a> {
     text: &'a str,
     file: &'a Path,
+    /// The byte offset where each line starts: a location is a binary search, not a scan
+    /// from the start of the file (a file with thousands of errors stays fast).
+    line_starts: Vec<usize>,
 }
 
 impl<'a> Source<'a> {
     pub(crate) fn new(text: &'a str, file: &'a Path) -> Self {
-        Source { text, file }
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Source {
+            text,
+            file,
+            line_starts,
+        }
+    }
+
+    /// Line `index` (0-based) without its line ending.
+    fn line(&self, index: usize) -> &'a str {
+        let start = self
+            .line_starts
+            .get(index)
+            .copied()
+            .unwrap_or(self.text.len());
+        let end = self
+            .line_starts
+            .get(index + 1)
+            .map_or(self.text.len(), |next| next - 1);
+        let line = &self.text[start..end.max(start)];
+        line.strip_suffix('\r').unwrap_or(line)
     }
 
     pub(crate) fn file(&self) -> &Path {
@@ -37,11 +62,12 @@ impl<'a> Source<'a> {
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let before = &self.text[..offset];
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        // The last line starting at or before `offset`.
+        let index = self.line_starts.partition_point(|&start| start <= offset) - 1;
+        let line_start = self.line_starts[index];
         Location {
-            line: before.matches('\n').count() + 1,
-            column: before[line_start..].chars().count() + 1,
+            line: index + 1,
+            column: self.text[line_start..offset].chars().count() + 1,
         }
     }
 
@@ -53,14 +79,17 @@ impl<'a> Source<'a> {
         help: Option<String>,
     ) -> Diagnostic {
         let at = self.locate(span.start);
-        let line = self.text.lines().nth(at.line - 1).unwrap_or("");
-        // Underline to the end of the span or of its first line, whichever comes first.
-        let rest: String = line.chars().skip(at.column - 1).collect();
+        let line = self.line(at.line - 1);
+        // A very long line is quoted around the column only: one error stays one screen, and
+        // a file with thousands of errors on one line stays fast.
+        let (line, indent, cut) = window(line, at.column - 1);
+        // Underline to the end of the span or of the quoted line, whichever comes first.
+        let rest = line.chars().skip(indent).count();
         let span_chars = self
             .text
             .get(span.start.min(self.text.len())..span.end.min(self.text.len()))
-            .map_or(1, |s| s.chars().count());
-        let width = span_chars.min(rest.chars().count()).max(1);
+            .map_or(1, |s| s.chars().take(rest.max(1)).count());
+        let width = span_chars.min(rest).max(1);
         Diagnostic {
             message: message.into(),
             file: self.file.to_path_buf(),
@@ -68,17 +97,44 @@ impl<'a> Source<'a> {
             help,
             quote: Some(Quote {
                 // A tab would shift the underline; one space keeps the columns aligned.
-                text: line.replace('\t', " "),
+                text: format!(
+                    "{}{}{}",
+                    if cut.0 { "..." } else { "" },
+                    line.replace('\t', " "),
+                    if cut.1 { "..." } else { "" }
+                ),
+                indent: indent + if cut.0 { 3 } else { 0 },
                 width,
             }),
         }
     }
 }
 
+/// The part of `line` quoted for an error at character `column` (0-based): the whole line
+/// unless it is longer than `QUOTE_CHARS`, then `QUOTE_CHARS` around the column. Returns the
+/// part, the column within it, and whether it was cut at the start and at the end.
+fn window(line: &str, column: usize) -> (&str, usize, (bool, bool)) {
+    const QUOTE_CHARS: usize = 160;
+    if line.len() <= QUOTE_CHARS {
+        return (line, column, (false, false));
+    }
+    let first = column.saturating_sub(QUOTE_CHARS / 4);
+    let mut chars = line.char_indices().skip(first);
+    let start = chars.next().map_or(line.len(), |(i, _)| i);
+    let end = chars.nth(QUOTE_CHARS - 2).map_or(line.len(), |(i, _)| i);
+    (
+        &line[start..end],
+        column - first,
+        (start > 0, end < line.len()),
+    )
+}
+
 /// The source line a diagnostic points into.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Quote {
     text: String,
+    /// How many characters of `text` come before the column.
+    indent: usize,
     /// How many characters from the column to underline.
     width: usize,
 }
@@ -128,7 +184,7 @@ impl fmt::Display for Diagnostic {
                 writeln!(
                     f,
                     "{pad} | {}{}",
-                    " ".repeat(at.column - 1),
+                    " ".repeat(quote.indent),
                     "^".repeat(quote.width)
                 )?;
                 if let Some(help) = &self.help {
@@ -205,5 +261,44 @@ mod tests {
         assert!(text.contains("--> tools.toml:2:1"), "{text}");
         assert!(text.contains("2 | memroy = 1\n  | ^^^^^^\n"), "{text}");
         assert!(text.contains("= help: valid keys: memory"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn a_long_line_is_quoted_around_the_column_with_the_underline_on_it() {
+        let line = format!("{}KEY{}", "a".repeat(500), "b".repeat(500));
+        let text = format!("first\n{line}\n");
+        let source = Source::new(&text, Path::new("p.toml"));
+        let start = text.find("KEY").unwrap_or_default();
+        let shown = source.error(start..start + 3, "bad", None).to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(lines[1].ends_with("p.toml:2:501"), "{shown}");
+        let quoted = lines[3].trim_start_matches("2 | ");
+        assert!(
+            quoted.starts_with("...") && quoted.ends_with("..."),
+            "{shown}"
+        );
+        assert!(quoted.chars().count() < 200, "{shown}");
+        let underline = lines[4].trim_start_matches("  | ");
+        let at = underline.find('^').unwrap_or_default();
+        assert_eq!(&quoted[at..at + 3], "KEY", "{shown}");
+        assert_eq!(underline.trim(), "^^^", "{shown}");
+    }
+
+    #[test]
+    fn locations_count_lines_and_characters_with_crlf() {
+        let text = "a = 1\r\nbé = 2\n\nc";
+        let source = Source::new(text, Path::new("p.toml"));
+        let at = source.locate(text.find('=').unwrap_or_default());
+        assert_eq!((at.line, at.column), (1, 3));
+        let at = source.locate(text.rfind('=').unwrap_or_default());
+        assert_eq!((at.line, at.column), (2, 4));
+        let at = source.locate(text.len() - 1);
+        assert_eq!((at.line, at.column), (4, 1));
+        assert_eq!(source.line(0), "a = 1");
     }
 }
